@@ -1,0 +1,126 @@
+"""Graph convolutional networks over the 21-joint hand skeleton (Create ML's `.gcn`).
+
+Inputs are raw keypoints in Vision's layout, so an exported model takes exactly what
+`VNHumanHandPoseObservation.keypointsMultiArray()` gives: rows x, y, confidence; 21 joints in
+Vision's order; x, y in [0, 1] with the origin at the lower left. Normalisation (translation and
+scale invariance) happens inside the network, so it travels into Core ML with it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NUM_JOINTS = 21
+# Vision's joint order: wrist, thumb CMC..tip, index MCP..tip, middle, ring, little.
+HAND_EDGES = [
+    (0, 1), (1, 2), (2, 3), (3, 4),
+    (0, 5), (5, 6), (6, 7), (7, 8),
+    (0, 9), (9, 10), (10, 11), (11, 12),
+    (0, 13), (13, 14), (14, 15), (15, 16),
+    (0, 17), (17, 18), (18, 19), (19, 20),
+    (5, 9), (9, 13), (13, 17),
+]
+
+
+def normalized_adjacency() -> torch.Tensor:
+    """D^-1/2 (A + I) D^-1/2 for the hand skeleton, (21, 21)."""
+    a = torch.eye(NUM_JOINTS)
+    for i, j in HAND_EDGES:
+        a[i, j] = a[j, i] = 1.0
+    d = a.sum(1).rsqrt()
+    return d[:, None] * a * d[None, :]
+
+
+def normalize_keypoints(x: torch.Tensor) -> torch.Tensor:
+    """Centre each hand on its wrist and scale it to unit size; keep confidence as is.
+
+    (N, T, 3, 21) -> (N, T, 3, 21). A frame of zeros (no hand) stays zeros.
+    """
+    xy = x[:, :, 0:2, :]
+    conf = x[:, :, 2:3, :]
+    centred = xy - xy[:, :, :, 0:1]
+    scale = torch.sqrt((centred * centred).mean(dim=(2, 3), keepdim=True) + 1e-6)
+    return torch.cat([centred / scale, conf], dim=2)
+
+
+class GraphConv(nn.Module):
+    """Spatial graph convolution: aggregate neighbours with the fixed skeleton, then mix channels.
+
+    (N, C_in, T, 21) -> (N, C_out, T, 21)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.register_buffer("adjacency", normalized_adjacency())
+        self.mix = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.mix(torch.matmul(x, self.adjacency))))
+
+
+class STBlock(nn.Module):
+    """A spatial graph convolution followed by a temporal convolution, with a residual path.
+
+    (N, C_in, T, 21) -> (N, C_out, T, 21)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int = 9, dropout: float = 0.1):
+        super().__init__()
+        self.spatial = GraphConv(in_channels, out_channels)
+        pad = temporal_kernel // 2
+        self.temporal = nn.Sequential(
+            nn.Conv2d(out_channels, out_channels, (temporal_kernel, 1), padding=(pad, 0)),
+            nn.BatchNorm2d(out_channels),
+            nn.Dropout(dropout),
+        )
+        self.residual = (
+            nn.Identity() if in_channels == out_channels
+            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.temporal(self.spatial(x)) + self.residual(x))
+
+
+class HandPoseGCN(nn.Module):
+    """Hand pose classifier: (N, 1, 3, 21) Vision keypoints -> (N, K) logits."""
+
+    def __init__(self, num_classes: int, channels: tuple[int, ...] = (64, 64, 128), dropout: float = 0.2):
+        super().__init__()
+        layers, width = [], 3
+        for c in channels:
+            layers.append(GraphConv(width, c))
+            width = c
+        self.graph = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(width * NUM_JOINTS, num_classes)
+
+    def forward(self, poses: torch.Tensor) -> torch.Tensor:
+        x = normalize_keypoints(poses)  # (N, 1, 3, 21)
+        x = x.permute(0, 2, 1, 3)  # (N, 3, 1, 21)
+        x = self.graph(x)  # (N, C, 1, 21)
+        x = x.flatten(1)  # (N, C*21)
+        return self.fc(self.dropout(x))
+
+
+class HandActionGCN(nn.Module):
+    """Hand action classifier (spatio-temporal GCN): (N, T, 3, 21) keypoint windows -> (N, K) logits."""
+
+    def __init__(self, num_classes: int, channels: tuple[int, ...] = (32, 64, 64), dropout: float = 0.2):
+        super().__init__()
+        self.input_bn = nn.BatchNorm2d(3)
+        blocks, width = [], 3
+        for c in channels:
+            blocks.append(STBlock(width, c))
+            width = c
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, poses: torch.Tensor) -> torch.Tensor:
+        x = normalize_keypoints(poses)  # (N, T, 3, 21)
+        x = self.input_bn(x.permute(0, 2, 1, 3))  # (N, 3, T, 21)
+        x = self.blocks(x)  # (N, C, T, 21)
+        x = x.mean(dim=(2, 3))  # (N, C)
+        return self.fc(self.dropout(x))
