@@ -1,0 +1,165 @@
+"""The HTML (and text) views behind every `_repr_html_`: self-contained, no scripts, no external assets.
+
+They render in a notebook without a kernel (nbviewer, GitHub, exported HTML): collapsible
+<details> sections and inline styles only.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+
+_STYLE = (
+    "<style>.cmlw{font-family:-apple-system,BlinkMacSystemFont,'Segoe UI',Helvetica,Arial,sans-serif;"
+    "font-size:13px;color:#1d1d1f;max-width:980px}"
+    ".cmlw summary{cursor:pointer;font-weight:600;margin:6px 0}"
+    ".cmlw table{border-collapse:collapse;margin:4px 0 8px 0}"
+    ".cmlw td,.cmlw th{border:1px solid #d2d2d7;padding:3px 7px;text-align:right}"
+    ".cmlw th{background:#f5f5f7}.cmlw .k{text-align:left;color:#6e6e73}"
+    ".cmlw .title{font-size:15px;font-weight:700}.cmlw .warn{color:#b25000}"
+    ".cmlw .badge{display:inline-block;background:#0071e3;color:#fff;border-radius:9px;padding:1px 8px;"
+    "margin-left:6px;font-size:12px}</style>"
+)
+
+
+def esc(x) -> str:
+    return html.escape(str(x))
+
+
+def _kv_table(rows) -> str:
+    body = "".join(f"<tr><td class='k'>{esc(k)}</td><td style='text-align:left'>{esc(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _fmt(x, pct=False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.1%}" if pct else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+
+def confusion_table_html(metrics) -> str:
+    m = metrics.confusion_matrix
+    if m.empty:
+        return "<p>no examples</p>"
+    peak = max(1, int(m.values.max()))
+    head = "<tr><th>True\\Pred</th>" + "".join(f"<th>{esc(c)}</th>" for c in m.columns) + "</tr>"
+    rows = []
+    for label, row in m.iterrows():
+        cells = []
+        for col, n in row.items():
+            alpha = n / peak
+            color = f"rgba(0,113,227,{alpha:.2f})" if col == label else f"rgba(255,59,48,{alpha:.2f})"
+            fg = "#fff" if alpha > 0.55 else "#1d1d1f"
+            cells.append(f"<td style='background:{color};color:{fg}'>{n if n else ''}</td>")
+        rows.append(f"<tr><th>{esc(label)}</th>{''.join(cells)}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def precision_recall_html(metrics) -> str:
+    pr = metrics.precision_recall
+    head = "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in pr.columns) + "</tr>"
+    rows = "".join(
+        "<tr>" + f"<td class='k'>{esc(r['Class'])}</td><td>{r['Item Count']}</td>"
+        + "".join(f"<td>{_fmt(r[c], pct=True)}</td>" for c in ("Precision", "Recall", "F1")) + "</tr>"
+        for _, r in pr.iterrows())
+    return f"<table>{head}{rows}</table>"
+
+
+def skipped_html(skipped, title="Skipped files") -> str:
+    if not skipped:
+        return ""
+    rows = "".join(f"<tr><td class='k'>{esc(s.get('path'))}</td><td style='text-align:left'>{esc(s.get('reason'))}</td></tr>"
+                   for s in skipped[:200])
+    more = f"<p>… and {len(skipped) - 200} more</p>" if len(skipped) > 200 else ""
+    return (f"<details><summary class='warn'>{esc(title)} ({len(skipped)})</summary>"
+            f"<table>{rows}</table>{more}</details>")
+
+
+def metrics_body(metrics, open_=True) -> str:
+    if not metrics.is_valid:
+        return f"<p class='warn'>Metrics unavailable: {esc(metrics.error)}</p>" + skipped_html(metrics.skipped)
+    return (f"<p>Accuracy <b>{metrics.accuracy:.1%}</b> · error {metrics.classification_error:.1%} · "
+            f"{metrics.count} examples</p>"
+            f"<details{' open' if open_ else ''}><summary>Confusion matrix</summary>{confusion_table_html(metrics)}</details>"
+            f"<details><summary>Precision / recall</summary>{precision_recall_html(metrics)}</details>"
+            + skipped_html(metrics.skipped))
+
+
+def metrics_html(metrics) -> str:
+    return f"{_STYLE}<div class='cmlw'><div class='title'>MLClassifierMetrics</div>{metrics_body(metrics)}</div>"
+
+
+def _parameter_rows(params) -> list[tuple[str, str]]:
+    rows = []
+    for name, value in vars(params).items():
+        if isinstance(value, (int, float, str)) or value is None:
+            rows.append((name, value))
+        elif hasattr(value, "name") and hasattr(value, "value") and not isinstance(value, (list, dict)):
+            names = [f.name for f in type(value) if f in value] if value.value else []
+            rows.append((name, "[" + ", ".join(n.lower() for n in names) + "]"))
+        else:
+            rows.append((name, str(value)))
+    return rows
+
+
+def image_to_data_uri(image, max_side: int = 160) -> str:
+    img = image.copy()
+    img.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def task_html(model) -> str:
+    s = model._summary
+    labels = s.get("labels", {})
+    data_rows = [("source", s.get("source", "")), ("labels", len(labels)),
+                 ("training examples", s.get("training_examples", "")),
+                 ("validation examples", s.get("validation_examples", ""))]
+    if s.get("augmented_examples"):
+        data_rows.append(("augmented examples", s["augmented_examples"]))
+    counts = "".join(f"<tr><td class='k'>{esc(k)}</td><td>{v}</td></tr>" for k, v in labels.items())
+    tm, vm = model.training_metrics, model.validation_metrics
+    acc = lambda m: f"{m.accuracy:.1%}" if m.is_valid else "–"  # noqa: E731
+    extra = model._extra_html() if hasattr(model, "_extra_html") else ""
+    return (
+        f"{_STYLE}<div class='cmlw'><div class='title'>{esc(type(model).__name__)}"
+        f"<span class='badge'>training {acc(tm)}</span><span class='badge'>validation {acc(vm)}</span></div>"
+        f"<details open><summary>Parameters</summary>{_kv_table(_parameter_rows(model.model_parameters))}"
+        f"{_kv_table([('iterations trained', model._iterations)])}</details>"
+        f"<details><summary>Data</summary>{_kv_table(data_rows)}<table><tr><th>label</th><th>examples</th></tr>"
+        f"{counts}</table></details>"
+        f"<details open><summary>Training metrics</summary>{metrics_body(tm, open_=False)}</details>"
+        f"<details open><summary>Validation metrics</summary>{metrics_body(vm)}</details>"
+        + skipped_html(s.get("skipped_files", []), "Files skipped before training")
+        + extra + "</div>"
+    )
+
+
+def task_text(model) -> str:
+    s = model._summary
+    tm, vm = model.training_metrics, model.validation_metrics
+    lines = [f"{type(model).__name__}",
+             f"  labels: {', '.join(model._labels)}",
+             f"  parameters: " + ", ".join(f"{k}={v}" for k, v in _parameter_rows(model.model_parameters)),
+             f"  iterations trained: {model._iterations}",
+             f"  training examples: {s.get('training_examples')}  validation examples: {s.get('validation_examples')}",
+             f"  training accuracy: {tm.accuracy:.2%}" if tm.is_valid else "  training accuracy: n/a",
+             f"  validation accuracy: {vm.accuracy:.2%}" if vm.is_valid else f"  validation: {vm.error}"]
+    skipped = list(s.get("skipped_files", [])) + list(tm.skipped)
+    if skipped:
+        lines.append(f"  skipped files ({len(skipped)}):")
+        lines += [f"    {x.get('path')}: {x.get('reason')}" for x in skipped[:20]]
+    return "\n".join(lines)
+
+
+def session_html(session) -> str:
+    cps = "".join(f"<tr><td class='k'>{esc(c.phase.value)}</td><td>{c.iteration}</td><td>{esc(c.date.strftime('%H:%M:%S'))}</td>"
+                  f"<td style='text-align:left'>{esc(', '.join(f'{k}={v:.3f}' for k, v in c.metrics.items()))}</td></tr>"
+                  for c in session.checkpoints[-20:])
+    return (f"{_STYLE}<div class='cmlw'><div class='title'>MLTrainingSession · {esc(session.task.__name__)}</div>"
+            + _kv_table([("phase", session.phase.value), ("iteration", session.iteration),
+                         ("directory", session.session_directory or "(in memory)"), ("date", session.date)])
+            + f"<details open><summary>Checkpoints ({len(session.checkpoints)})</summary><table><tr><th>phase</th>"
+              f"<th>iteration</th><th>time</th><th>metrics</th></tr>{cps}</table></details></div>")

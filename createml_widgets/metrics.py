@@ -1,0 +1,135 @@
+"""MLClassifierMetrics: accuracy, confusion table and per-class precision/recall, shared by all tasks."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+NO_PREDICTION = "(no hand)"
+
+
+class MLClassifierMetrics:
+    """Classification quality on one set of examples.
+
+    `confusion` has columns True Label / Predicted / Count (Create ML's layout, one row per
+    non-empty cell); `precision_recall` has Class / Item Count / Precision / Recall / F1.
+    `examples` (an extra) lists every example with its true and predicted label and confidence,
+    which the ConfusionMatrix widget uses to show what was confused. Invalid metrics (no
+    examples, or an error) have `is_valid == False` and `error` set.
+    """
+
+    def __init__(self, true_labels: Sequence[str] = (), predicted_labels: Sequence[str] = (),
+                 labels: Sequence[str] | None = None, confidences: Sequence[float] | None = None,
+                 items: Sequence[str] | None = None, error: Exception | None = None,
+                 skipped: Sequence[dict] | None = None):
+        self._true = [str(t) for t in true_labels]
+        self._pred = [str(p) for p in predicted_labels]
+        if len(self._true) != len(self._pred):
+            raise ValueError("true_labels and predicted_labels must have the same length")
+        self.labels = list(labels) if labels is not None else sorted(set(self._true) | set(self._pred))
+        self._conf = list(confidences) if confidences is not None else [float("nan")] * len(self._true)
+        self._items = [str(i) for i in items] if items is not None else [""] * len(self._true)
+        self.skipped = list(skipped or [])
+        self.error = error if error is not None else (
+            ValueError("there are no examples to compute metrics on") if not self._true else None)
+
+    # -- Create ML's members ---------------------------------------------------------------
+    @property
+    def is_valid(self) -> bool:
+        return self.error is None
+
+    @property
+    def count(self) -> int:
+        return len(self._true)
+
+    @property
+    def accuracy(self) -> float:
+        if not self._true:
+            return float("nan")
+        return float(np.mean([t == p for t, p in zip(self._true, self._pred)]))
+
+    @property
+    def classification_error(self) -> float:
+        return 1.0 - self.accuracy if self._true else float("nan")
+
+    @property
+    def confusion(self) -> pd.DataFrame:
+        if not self._true:
+            return pd.DataFrame({"True Label": [], "Predicted": [], "Count": []}).astype({"Count": int})
+        df = pd.DataFrame({"True Label": self._true, "Predicted": self._pred})
+        out = df.groupby(["True Label", "Predicted"], sort=True).size().reset_index(name="Count")
+        return out.astype({"Count": int})
+
+    @property
+    def confusion_matrix(self) -> pd.DataFrame:
+        """The confusion table as a square matrix (rows true labels, columns predictions)."""
+        cols = self.labels + sorted(set(self._pred) - set(self.labels))
+        m = pd.DataFrame(0, index=pd.Index(self.labels, name="True\\Pred"), columns=cols, dtype=int)
+        for t, p in zip(self._true, self._pred):
+            if t in m.index:
+                m.loc[t, p] += 1
+        return m
+
+    @property
+    def precision_recall(self) -> pd.DataFrame:
+        rows = []
+        for label in self.labels:
+            tp = sum(t == label and p == label for t, p in zip(self._true, self._pred))
+            n_true = sum(t == label for t in self._true)
+            n_pred = sum(p == label for p in self._pred)
+            precision = tp / n_pred if n_pred else float("nan")
+            recall = tp / n_true if n_true else float("nan")
+            f1 = (2 * precision * recall / (precision + recall)
+                  if n_pred and n_true and (precision + recall) > 0 else (0.0 if n_pred and n_true else float("nan")))
+            rows.append({"Class": label, "Item Count": n_true, "Precision": precision, "Recall": recall, "F1": f1})
+        return pd.DataFrame(rows, columns=["Class", "Item Count", "Precision", "Recall", "F1"])
+
+    # Swift also names these *DataFrame.
+    confusion_data_frame = confusion
+    precision_recall_data_frame = precision_recall
+
+    @property
+    def examples(self) -> pd.DataFrame:
+        return pd.DataFrame({"Item": self._items, "True Label": self._true, "Predicted": self._pred,
+                             "Confidence": self._conf})
+
+    def examples_in_cell(self, true_label: str, predicted: str) -> pd.DataFrame:
+        ex = self.examples
+        return ex[(ex["True Label"] == str(true_label)) & (ex["Predicted"] == str(predicted))]
+
+    # -- persistence (JSON, for sessions) ----------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"true": self._true, "pred": self._pred, "labels": self.labels,
+                "conf": [None if c != c else float(c) for c in self._conf], "items": self._items,
+                "error": None if self.error is None else str(self.error), "skipped": self.skipped}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MLClassifierMetrics:
+        conf = [float("nan") if c is None else c for c in d.get("conf", [])]
+        m = cls(d["true"], d["pred"], d["labels"], conf or None, d.get("items"), skipped=d.get("skipped"))
+        if d.get("error") and d["true"]:
+            m.error = RuntimeError(d["error"])
+        return m
+
+    # -- views -----------------------------------------------------------------------------
+    def __str__(self) -> str:
+        if not self.is_valid:
+            return f"MLClassifierMetrics(invalid: {self.error})"
+        lines = [f"Accuracy: {self.accuracy:.2%}  (error {self.classification_error:.2%}, {self.count} examples)",
+                 "", "CONFUSION MATRIX", self.confusion_matrix.to_string(), "",
+                 "PRECISION/RECALL", self.precision_recall.to_string(index=False, float_format="%.3f")]
+        if self.skipped:
+            lines += ["", f"SKIPPED FILES ({len(self.skipped)})"]
+            lines += [f"  {s.get('path')}: {s.get('reason')}" for s in self.skipped]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        if not self.is_valid:
+            return f"<MLClassifierMetrics invalid: {self.error}>"
+        return f"<MLClassifierMetrics accuracy={self.accuracy:.4f} examples={self.count} labels={len(self.labels)}>"
+
+    def _repr_html_(self) -> str:
+        from .display import metrics_html
+
+        return metrics_html(self)

@@ -1,0 +1,115 @@
+"""The training loop's inner step, shared by every task: one `step()` is one Create ML iteration.
+
+An iteration is one pass over the training set, in mini-batches of `batch_size` (Adam), or one
+full-batch L-BFGS step for the logistic regressor. The state — network, optimizer and random
+generator — round-trips through `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Batches a dataset yields: (inputs, integer labels).
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TensorData:
+    """Fixed inputs (N, ...) with labels (N,), optionally augmented per batch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor,
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
+        self.x, self.y, self.augment = x, y, augment
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator) -> Batch:
+        x = self.x[idx]
+        if self.augment is not None:
+            x = self.augment(x, generator)
+        return x, self.y[idx]
+
+    def all(self) -> Batch:
+        return self.x, self.y
+
+
+class Trainer:
+    """Trains `net` on `train` and reports loss/accuracy on `train` and `validation`."""
+
+    def __init__(self, net: nn.Module, train, validation=None, *, batch_size: int = 32,
+                 optimizer: str = "adam", learning_rate: float = 1e-3, weight_decay: float = 1e-4,
+                 seed: int = 0, class_weights: torch.Tensor | None = None):
+        self.net, self.train_data, self.validation = net, train, validation
+        self.batch_size = max(1, int(batch_size))
+        self.kind = optimizer
+        self.weight_decay = weight_decay
+        self.class_weights = class_weights
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        if optimizer == "lbfgs":
+            self.optimizer = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=20, history_size=10,
+                                               line_search_fn="strong_wolfe")
+        elif optimizer == "adam":
+            self.optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}")
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=self.class_weights)
+
+    def step(self) -> dict[str, float]:
+        self.net.train()
+        if self.kind == "lbfgs":
+            x, y = self.train_data.all()
+
+            def closure():
+                self.optimizer.zero_grad()
+                loss = self._loss(self.net(x), y)
+                l2 = sum((p * p).sum() for n, p in self.net.named_parameters() if "bias" not in n)
+                loss = loss + 0.5 * self.weight_decay * l2
+                loss.backward()
+                return loss
+
+            self.optimizer.step(closure)
+            return self._metrics_on(self.train_data, prefix="")
+        n = len(self.train_data)
+        order = torch.randperm(n, generator=self.generator)
+        total_loss, correct = 0.0, 0
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if len(idx) < 2 and n >= 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.net.modules()):
+                continue  # batch norm cannot train on a single example
+            x, y = self.train_data.batch(idx, self.generator)
+            self.optimizer.zero_grad()
+            logits = self.net(x)
+            loss = self._loss(logits, y)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+        return {"loss": total_loss / max(n, 1), "accuracy": correct / max(n, 1)}
+
+    @torch.inference_mode()
+    def _metrics_on(self, data, prefix: str) -> dict[str, float]:
+        self.net.eval()
+        x, y = data.all()
+        logits = self.net(x)
+        return {f"{prefix}loss": float(F.cross_entropy(logits, y)),
+                f"{prefix}accuracy": float((logits.argmax(1) == y).float().mean())}
+
+    def validation_metrics(self) -> dict[str, float]:
+        if self.validation is None or len(self.validation) == 0:
+            return {}
+        return self._metrics_on(self.validation, prefix="validation_")
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])

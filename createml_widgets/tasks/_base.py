@@ -1,0 +1,383 @@
+"""What every task class shares: Create ML's verbs over the one engine in `session.py`.
+
+A task subclasses `ClassifierTask` and implements four hooks:
+  `_plan(session)`            -> Plan: the items to extract, the split, the extractor
+  `_make_trainer(session, plan)` -> nets.training.Trainer over the extracted features
+  `_predict_features(features)`  -> (N, K) probabilities for a list of feature arrays
+  `_export(fmt, metadata)`    -> coremltools MLModel
+plus `_extractor_for_prediction()` to turn a user's input into features.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.items import Item
+from ..data.split import MLSplitStrategy, stratified_split
+from ..errors import DataSourceError, SessionError
+from ..metrics import NO_PREDICTION, MLClassifierMetrics
+from ..session import (
+    JobCancelledError,
+    MLCheckpoint,
+    MLJob,
+    MLPhase,
+    MLTrainingSession,
+    MLTrainingSessionParameters,
+    load_tensors,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """What one run trains on. Recomputed identically on resume (the split seed is stored)."""
+
+    labels: list[str]
+    train: list[Item]  # originals and augmented variants
+    validation: list[Item]
+    extractor: object  # a CachingExtractor
+    max_iterations: int
+    extraction_batch_size: int = 32
+    skipped: list[dict] = field(default_factory=list)  # files rejected before extraction
+
+    @property
+    def items(self) -> list[Item]:
+        seen, out = set(), []
+        for item in self.train + self.validation:
+            if item.key not in seen:
+                seen.add(item.key)
+                out.append(item)
+        return out
+
+
+class ClassifierTask:
+    """Base of MLImageClassifier, MLHandPoseClassifier and MLHandActionClassifier."""
+
+    DataSource: type
+    ModelParameters: type
+    _what = "example"  # "image", "video": used in messages
+    _no_detection_counts_as_wrong = False
+
+    # -- training --------------------------------------------------------------------------
+    def __init__(self, training_data, parameters=None):
+        """Train synchronously (Create ML's `init(trainingData:parameters:)`), with a progress bar."""
+        model = type(self)._train_sync(training_data, parameters)
+        self.__dict__.update(model.__dict__)
+
+    @classmethod
+    def _train_sync(cls, training_data, parameters, session_parameters=None):
+        from tqdm.auto import tqdm
+
+        session = cls.make_training_session(training_data, parameters, session_parameters)
+        job = MLJob(session)
+        bars: dict = {}
+
+        def show(progress):
+            bar = bars.get(progress.phase)
+            if bar is None:
+                for other in bars.values():
+                    other.close()
+                desc = {"extractingFeatures": "Extracting features", "training": "Training",
+                        "evaluating": "Evaluating"}.get(progress.phase.value, progress.phase.value)
+                bar = bars[progress.phase] = tqdm(total=progress.total_item_count, desc=desc, leave=False)
+            bar.n = progress.item_count
+            if progress.metrics:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in progress.metrics.items()}, refresh=False)
+            bar.refresh()
+
+        job.on_progress(show)
+        try:
+            job._start(background=False)
+            return job.result()
+        finally:
+            for bar in bars.values():
+                bar.close()
+
+    @classmethod
+    def train(cls, training_data, parameters=None, session_parameters=None) -> MLJob:
+        """Start training in the background; returns an MLJob (see `job.result()`)."""
+        sp = session_parameters or MLTrainingSessionParameters()
+        if sp.directory is not None and (sp.directory / "session.json").exists():
+            session = cls.restore_training_session(sp)
+        else:
+            session = cls.make_training_session(training_data, parameters, sp)
+        return cls.resume(session)
+
+    @classmethod
+    def make_training_session(cls, training_data, parameters=None, session_parameters=None) -> MLTrainingSession:
+        if not isinstance(training_data, cls.DataSource):
+            if isinstance(training_data, dict) and hasattr(cls.DataSource, "files_by_label"):
+                training_data = cls.DataSource.files_by_label(training_data)
+            else:
+                raise TypeError(f"training_data must be a {cls.__name__}.DataSource, got {type(training_data).__name__}")
+        parameters = parameters if parameters is not None else cls.ModelParameters()
+        if not isinstance(parameters, cls.ModelParameters):
+            raise TypeError(f"parameters must be a {cls.__name__}.ModelParameters, got {type(parameters).__name__}")
+        sp = session_parameters or MLTrainingSessionParameters()
+        sp.validate()
+        parameters.validate()
+        if sp.directory is not None:
+            if (sp.directory / "session.json").exists():
+                raise SessionError(f"{sp.directory} already holds a training session: use "
+                                   f"{cls.__name__}.restore_training_session() to continue it, or pick a new folder")
+            try:
+                sp.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise SessionError(f"cannot create the session directory {sp.directory}: {err}") from err
+        session = MLTrainingSession(cls, training_data, parameters, sp)
+        session.save()
+        return session
+
+    @classmethod
+    def resume(cls, session: MLTrainingSession) -> MLJob:
+        if session.task is not cls:
+            raise SessionError(f"this is a {session.task.__name__} session, not a {cls.__name__} session")
+        return MLJob(session)._start(background=True)
+
+    @classmethod
+    def restore_training_session(cls, session_parameters: MLTrainingSessionParameters) -> MLTrainingSession:
+        return MLTrainingSession.restore(cls, session_parameters)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: MLCheckpoint):
+        """The model as it was at a training checkpoint."""
+        if checkpoint.phase != MLPhase.TRAINING:
+            raise SessionError(f"a {checkpoint.phase.value} checkpoint holds no model yet; pass a training checkpoint")
+        session = getattr(checkpoint, "_session", None)
+        if session is None:
+            root = checkpoint._session_directory or (Path(checkpoint.url).parent.parent if checkpoint.url else None)
+            if root is None:
+                raise SessionError("this checkpoint has neither a file nor an in-memory state")
+            session = MLTrainingSession.restore(cls, MLTrainingSessionParameters(session_directory=root))
+        state = checkpoint._state if checkpoint.url is None else load_tensors(checkpoint.url)
+        plan = cls._plan(session)
+        missing = [i for i in plan.items if i.key not in session.features]
+        if missing:
+            raise SessionError(f"the session lacks features for {len(missing)} items; resume it first")
+        trainer = cls._make_trainer(session, plan)
+        trainer.load_state_dict(state)
+        return cls._build(session, plan, trainer, iteration=checkpoint.iteration)
+
+    # -- hooks the engine calls --------------------------------------------------------------
+    @classmethod
+    def _plan(cls, session: MLTrainingSession) -> Plan:
+        raise NotImplementedError
+
+    @classmethod
+    def _make_trainer(cls, session: MLTrainingSession, plan: Plan):
+        raise NotImplementedError
+
+    @classmethod
+    def _build(cls, session: MLTrainingSession, plan: Plan, trainer, iteration: int | None = None):
+        model = cls.__new__(cls)
+        model.model_parameters = session.model_parameters
+        model._labels = list(plan.labels)
+        model._net = trainer.net.eval()
+        model._history = list(session.history)
+        model._summary = dict(session.summary)
+        model._session_directory = session.session_directory
+        model._iterations = iteration if iteration is not None else session.iteration
+        model._mlmodel_cache = {}
+        model._prediction_extractor = None
+        model._init_after_training(session, plan)
+        train_originals = [i for i in plan.train if not i.variant]
+        model._training_metrics = model._metrics_for(train_originals, session.features, count_failures=False,
+                                                     skipped=plan.skipped)
+        if plan.validation:
+            model._validation_metrics = model._metrics_for(plan.validation, session.features,
+                                                           count_failures=cls._no_detection_counts_as_wrong)
+        else:
+            model._validation_metrics = MLClassifierMetrics(labels=plan.labels,
+                                                            error=ValueError("no validation data was used"))
+        return model
+
+    def _init_after_training(self, session, plan) -> None:
+        """Task-specific state a trained model keeps (e.g. the feature extractor's settings)."""
+
+    # -- metrics -----------------------------------------------------------------------------
+    def _metrics_for(self, items: Sequence[Item], features, count_failures: bool,
+                     skipped: Sequence[dict] = ()) -> MLClassifierMetrics:
+        ok = [i for i in items if i.key in features.features]
+        failed = [i for i in items if i.key in features.failed]
+        skipped_list = list(skipped) + [{"path": i.name, "label": i.label, "reason": features.failed[i.key]}
+                                        for i in failed]
+        true, pred, conf, names = [], [], [], []
+        if ok:
+            probs = self._predict_features([features.features[i.key] for i in ok])
+            for item, p in zip(ok, probs):
+                k = int(np.argmax(p))
+                true.append(item.label)
+                pred.append(self._labels[k])
+                conf.append(float(p[k]))
+                names.append(item.name)
+        if count_failures:
+            for item in failed:
+                true.append(item.label)
+                pred.append(NO_PREDICTION)
+                conf.append(float("nan"))
+                names.append(item.name)
+        return MLClassifierMetrics(true, pred, self._labels, conf, names, skipped=skipped_list)
+
+    @property
+    def training_metrics(self) -> MLClassifierMetrics:
+        return self._training_metrics
+
+    @property
+    def validation_metrics(self) -> MLClassifierMetrics:
+        return self._validation_metrics
+
+    def evaluation(self, on) -> MLClassifierMetrics:
+        """Metrics on another labelled data source (or {label: [paths]} dict for images).
+
+        Like Create ML's `evaluation(on:)`, this does not raise for bad data: the metrics come back
+        invalid, with `error` set.
+        """
+        try:
+            if isinstance(on, dict) and hasattr(self.DataSource, "files_by_label"):
+                on = self.DataSource.files_by_label(on)
+            if not isinstance(on, self.DataSource):
+                raise TypeError(f"evaluation(on=) takes a {type(self).__name__}.DataSource")
+            items, skipped = self._evaluation_items(on)
+            from ..session import FeatureStore
+
+            store = FeatureStore(None)
+            with self._make_extractor() as extractor:
+                for start in range(0, len(items), 64):
+                    chunk = items[start:start + 64]
+                    for item, result in zip(chunk, extractor.extract(chunk)):
+                        if isinstance(result, BaseException):
+                            store.fail(item.key, f"{result.__class__.__name__}: {result}")
+                        else:
+                            store.add(item.key, np.asarray(result, dtype=np.float32))
+            unknown = sorted({i.label for i in items} - set(self._labels))
+            if unknown:
+                warnings.warn(f"labels not seen in training: {unknown}; their examples count as errors", stacklevel=2)
+            return self._metrics_for(items, store, count_failures=self._no_detection_counts_as_wrong,
+                                     skipped=skipped)
+        except Exception as err:  # noqa: BLE001 - Create ML's evaluation(on:) does not throw
+            return MLClassifierMetrics(labels=getattr(self, "_labels", []), error=err)
+
+    def _evaluation_items(self, source) -> tuple[list[Item], list[dict]]:
+        raise NotImplementedError
+
+    def _make_extractor(self):
+        raise NotImplementedError
+
+    def _predict_features(self, features: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def _probabilities(self, x: torch.Tensor) -> np.ndarray:
+        self._net.eval()
+        return torch.softmax(self._net(x), dim=1).numpy()
+
+    @property
+    def class_labels(self) -> list[str]:
+        return list(self._labels)
+
+    # -- Core ML -----------------------------------------------------------------------------
+    @property
+    def model(self):
+        """The trained model as a coremltools MLModel (a neural network, as `.mlmodel` files hold)."""
+        return self._coreml("neuralnetwork")
+
+    def _coreml(self, fmt: str, metadata=None):
+        if metadata is not None:
+            return self._export(fmt, metadata)
+        if fmt not in self._mlmodel_cache:
+            self._mlmodel_cache[fmt] = self._export(fmt, None)
+        return self._mlmodel_cache[fmt]
+
+    def _training_info(self) -> dict[str, str]:
+        info = {"com.github.createml_widgets.task": type(self).__name__,
+                "com.github.createml_widgets.iterations": str(self._iterations),
+                "com.github.createml_widgets.labels": ",".join(self._labels)}
+        if self.training_metrics.is_valid:
+            info["com.github.createml_widgets.training_accuracy"] = f"{self.training_metrics.accuracy:.4f}"
+        if self.validation_metrics.is_valid:
+            info["com.github.createml_widgets.validation_accuracy"] = f"{self.validation_metrics.accuracy:.4f}"
+        return info
+
+    def write(self, path, metadata=None) -> Path:
+        """Save as Core ML: `.mlmodel` (neural network) or `.mlpackage` (ML program)."""
+        from ..export import format_for_path, write_model
+
+        fmt = format_for_path(path)
+        return write_model(self._coreml(fmt, metadata), path)
+
+    write_to_file = write
+
+    # -- views -------------------------------------------------------------------------------
+    def __str__(self) -> str:
+        from ..display import task_text
+
+        return task_text(self)
+
+    def __repr__(self) -> str:
+        tm = self.training_metrics
+        vm = self.validation_metrics
+        acc = lambda m: f"{m.accuracy:.3f}" if m.is_valid else "n/a"  # noqa: E731
+        return (f"<{type(self).__name__} labels={self._labels} iterations={self._iterations} "
+                f"training_accuracy={acc(tm)} validation_accuracy={acc(vm)}>")
+
+    def _repr_html_(self) -> str:
+        from ..display import task_html
+
+        return task_html(self)
+
+    @property
+    def playground_description(self):
+        """The rich view (what Create ML's playgroundDescription shows), as an IPython HTML object."""
+        from IPython.display import HTML
+
+        return HTML(self._repr_html_())
+
+    description = property(__str__)
+    debug_description = property(__repr__)
+
+
+def split_for_validation(session: MLTrainingSession, labeled: dict[str, list], validation, data_source_type,
+                         resolve_source) -> tuple[dict[str, list], dict[str, list]]:
+    """Apply ValidationData to {label: [examples]}; returns (training, validation) dicts.
+
+    `resolve_source(data_source) -> {label: [examples]}` reads a validation data source.
+    The split seed is chosen once and stored in the session, so a resumed run splits the same way.
+    """
+    if validation.kind == "none":
+        return labeled, {}
+    if validation.kind in ("data_source", "dictionary"):
+        source = validation.source
+        if validation.kind == "dictionary":
+            source = data_source_type.files_by_label(source)
+        val = resolve_source(source)
+        unknown = sorted(set(val) - set(labeled))
+        if unknown:
+            raise DataSourceError(f"validation labels {unknown} do not appear in the training data "
+                                  f"(training labels: {sorted(labeled)})")
+        return labeled, val
+    strategy: MLSplitStrategy = validation.strategy
+    count = sum(len(v) for v in labeled.values())
+    ratio, seed = strategy.resolve(count)
+    if session.split_seed is None:
+        session.split_seed = seed
+    if ratio <= 0:
+        return labeled, {}
+    flat = [(label, x) for label in labeled for x in labeled[label]]
+    train_idx, val_idx = stratified_split([f[0] for f in flat], [1 - ratio, ratio], session.split_seed)
+    train: dict[str, list] = {k: [] for k in labeled}
+    val: dict[str, list] = {}
+    for i in train_idx:
+        train[flat[i][0]].append(flat[i][1])
+    for i in val_idx:
+        val.setdefault(flat[i][0], []).append(flat[i][1])
+    return train, val
+
+
+__all__ = ["ClassifierTask", "Plan", "split_for_validation", "JobCancelledError"]
