@@ -142,7 +142,7 @@ def task_text(model) -> str:
     tm, vm = model.training_metrics, model.validation_metrics
     lines = [f"{type(model).__name__}",
              f"  labels: {', '.join(model._labels)}",
-             f"  parameters: " + ", ".join(f"{k}={v}" for k, v in _parameter_rows(model.model_parameters)),
+             "  parameters: " + ", ".join(f"{k}={v}" for k, v in _parameter_rows(model.model_parameters)),
              f"  iterations trained: {model._iterations}",
              f"  training examples: {s.get('training_examples')}  validation examples: {s.get('validation_examples')}",
              f"  training accuracy: {tm.accuracy:.2%}" if tm.is_valid else "  training accuracy: n/a",

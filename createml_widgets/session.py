@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ SESSION_FILE = "session.json"
 SESSION_FORMAT = 1
 
 
-class MLPhase(str, Enum):
+class MLPhase(StrEnum):
     """The phase a training session is in."""
 
     INITIALIZED = "initialized"
@@ -47,7 +47,7 @@ class MLPhase(str, Enum):
         return self.value
 
 
-class Metric(str, Enum):
+class Metric(StrEnum):
     """Keys of `MLProgress.metrics` and `MLCheckpoint.metrics`."""
 
     ACCURACY = "accuracy"
@@ -486,6 +486,9 @@ def run_session(session: MLTrainingSession, job: MLJob):
                 if (b + 1) % session.parameters.checkpoint_interval == 0:
                     _flush_extraction(session, done)
                 job._report(MLProgress(session.phase, done, total, time.monotonic() - started))
+            session.summary["extraction"] = {"items": total, "resumed_from": total - len(todo),
+                                             "from_cache": getattr(extractor, "hits", 0),
+                                             "extracted": getattr(extractor, "misses", len(todo))}
         _flush_extraction(session, done)
 
     # 2. Training -------------------------------------------------------------------------------

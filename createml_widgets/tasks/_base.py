@@ -73,9 +73,14 @@ class ClassifierTask:
 
     @classmethod
     def _train_sync(cls, training_data, parameters, session_parameters=None):
+        session = cls.make_training_session(training_data, parameters, session_parameters)
+        return cls._train_session_with_bar(session)
+
+    @classmethod
+    def _train_session_with_bar(cls, session: MLTrainingSession):
+        """Run (or continue) `session` on this thread, showing tqdm bars (widgets in Jupyter)."""
         from tqdm.auto import tqdm
 
-        session = cls.make_training_session(training_data, parameters, session_parameters)
         job = MLJob(session)
         bars: dict = {}
 

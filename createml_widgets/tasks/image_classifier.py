@@ -392,11 +392,11 @@ class MLImageClassifier(ClassifierTask):
             train_items += [Item(i.source, i.label, variant=name, group=i.group).resolve_key(ext_id)
                             for i in train_items if not i.variant]
         labels = sorted(labeled)
-        session.summary = {"labels": {k: len(v) for k, v in labeled.items()},
-                           "training_examples": sum(1 for i in train_items if not i.variant),
-                           "augmented_examples": sum(1 for i in train_items if i.variant),
-                           "validation_examples": len(val_items), "skipped_files": skipped,
-                           "source": session.training_data.description}
+        session.summary.update({"labels": {k: len(v) for k, v in labeled.items()},
+                                "training_examples": sum(1 for i in train_items if not i.variant),
+                                "augmented_examples": sum(1 for i in train_items if i.variant),
+                                "validation_examples": len(val_items), "skipped_files": skipped,
+                                "source": session.training_data.description})
         return Plan(labels, train_items, val_items, CachingExtractor(extractor), params.max_iterations,
                     extraction_batch_size=32, skipped=skipped)
 

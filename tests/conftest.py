@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests use real data (the bundled photos) and real models throughout."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# One feature cache for the whole run, never the user's own (subprocesses inherit it).
+_CACHE = Path(tempfile.mkdtemp(prefix="cmlw-test-cache-"))
+os.environ.setdefault("CREATEML_WIDGETS_CACHE", str(_CACHE))
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+SAMPLES = Path(__file__).resolve().parent.parent / "createml_widgets" / "samples"
+DIGITS = SAMPLES / "sign-language-digits"
+
+
+@pytest.fixture(scope="session")
+def digits_dir() -> Path:
+    """The 200 bundled sign-language digit photos, one folder per label."""
+    return DIGITS
+
+
+@pytest.fixture()
+def small_digits(tmp_path) -> Path:
+    """A copy of 3 labels x 8 photos, for tests that modify the data."""
+    root = tmp_path / "digits"
+    for label in ("0", "1", "5"):
+        (root / label).mkdir(parents=True)
+        for photo in sorted((DIGITS / label).iterdir())[:8]:
+            shutil.copy(photo, root / label / photo.name)
+    return root
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CACHE, ignore_errors=True)
