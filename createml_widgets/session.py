@@ -465,7 +465,7 @@ def run_session(session: MLTrainingSession, job: MLJob):
     # 1. Feature extraction -----------------------------------------------------------------
     todo = [item for item in plan.items if item.key not in session.features]
     total = len(plan.items)
-    if todo or session.phase in (MLPhase.INITIALIZED, MLPhase.EXTRACTING_FEATURES):
+    if todo:
         session.phase = MLPhase.EXTRACTING_FEATURES
         job._set_phase(session.phase)
         done = total - len(todo)

@@ -1,0 +1,166 @@
+"""The shared engine: split rules, session parameters, checkpoints, jobs, cancel and resume."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from createml_widgets import (
+    JobCancelledError,
+    MLCheckpoint,
+    MLImageClassifier,
+    MLPhase,
+    MLSplitStrategy,
+    MLTrainingSessionParameters,
+    ParameterError,
+    SessionError,
+    ValidationData,
+)
+from createml_widgets.data.split import stratified_split
+
+
+@pytest.mark.parametrize("count, ratio", [(10, 0.0), (49, 0.0), (50, 0.10), (199, 0.10), (200, 0.05), (5000, 0.05)])
+def test_automatic_split_follows_create_ml_table(count, ratio):
+    assert MLSplitStrategy.automatic().resolve(count)[0] == ratio
+
+
+def test_fixed_split_validates_its_ratio():
+    assert MLSplitStrategy.fixed(0.2, seed=3).resolve(100) == (0.2, 3)
+    with pytest.raises(ParameterError, match="ratio"):
+        MLSplitStrategy.fixed(1.5).resolve(100)
+
+
+def test_stratified_split_keeps_each_label_share():
+    labels = ["a"] * 20 + ["b"] * 40
+    train, val = stratified_split(labels, [0.75, 0.25], seed=1)
+    assert sorted(train + val) == list(range(60))
+    assert sum(labels[i] == "a" for i in val) == 5 and sum(labels[i] == "b" for i in val) == 10
+    assert stratified_split(labels, [0.75, 0.25], seed=1) == [train, val]
+
+
+@pytest.mark.parametrize("field", ["report_interval", "checkpoint_interval", "iterations"])
+def test_session_parameters_reject_non_positive(field):
+    with pytest.raises(ParameterError, match=field):
+        MLTrainingSessionParameters(**{field: 0}).validate()
+
+
+def test_checkpoint_round_trips_through_json(tmp_path):
+    import datetime as dt
+
+    cp = MLCheckpoint(MLPhase.TRAINING, 7, dt.datetime(2026, 1, 2, 3, 4, 5), tmp_path / "checkpoints" / "x.pt",
+                      {"loss": 0.5})
+    d = json.loads(json.dumps(cp.to_dict(tmp_path)))
+    assert d["url"] == "checkpoints/x.pt"
+    back = MLCheckpoint.from_dict(d, tmp_path)
+    assert (back.phase, back.iteration, back.url, back.metrics) == (cp.phase, 7, cp.url, {"loss": 0.5})
+
+
+def _params(iterations=8, **kw):
+    clf = MLImageClassifier.ClassifierType.multilayer_perceptron([32])
+    return MLImageClassifier.ModelParameters(
+        validation=ValidationData.split(MLSplitStrategy.fixed(0.25, seed=0)), max_iterations=iterations,
+        algorithm=MLImageClassifier.ModelAlgorithmType.transfer_learning(classifier=clf), **kw)
+
+
+def test_async_job_reports_phases_progress_checkpoints_and_result(small_digits, tmp_path):
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    sp = MLTrainingSessionParameters(tmp_path / "s", report_interval=2, checkpoint_interval=4)
+    job = MLImageClassifier.train(data, _params(8), sp)
+    phases, progress, checkpoints = [], [], []
+    job.on_phase(phases.append).on_progress(progress.append).on_checkpoint(checkpoints.append)
+    model = job.result(timeout=300)
+    assert isinstance(model, MLImageClassifier)
+    assert phases[-1] == MLPhase.EVALUATING and MLPhase.TRAINING in phases
+    training = [p for p in progress if p.phase == MLPhase.TRAINING]
+    assert [p.item_count for p in training] == [2, 4, 6, 8]
+    assert all(p.total_item_count == 8 and "loss" in p.metrics for p in training)
+    assert "validation_accuracy" in training[-1].metrics
+    assert [c.iteration for c in checkpoints] == [4, 8]
+    assert all(c.url.exists() for c in checkpoints)
+    assert job.done() and not job.is_canceled and job.start_date is not None
+
+
+def test_cancel_then_resume_finishes_without_restarting(small_digits, tmp_path):
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    sp = MLTrainingSessionParameters(tmp_path / "s", report_interval=1, checkpoint_interval=1000)
+    session = MLImageClassifier.make_training_session(data, _params(400), sp)
+    job = MLImageClassifier.resume(session)
+    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= 3 else None)
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=300)
+    stopped_at = session.iteration
+    assert 3 <= stopped_at < 400 and job.is_canceled
+    assert session.latest_training_checkpoint().iteration == stopped_at  # cancel keeps the work
+
+    restored = MLImageClassifier.restore_training_session(sp)
+    assert restored.phase == MLPhase.TRAINING and restored.iteration == stopped_at
+    first = []
+    job2 = MLImageClassifier.resume(restored)
+    job2.on_progress(lambda p: first.append(p.item_count) if p.phase == MLPhase.TRAINING else None)
+    model = job2.result(timeout=300)
+    assert first[0] == stopped_at + 1
+    assert model._iterations == 400 and restored.iteration == 400
+
+
+def test_session_iterations_cap_training(small_digits):
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    job = MLImageClassifier.train(data, _params(50), MLTrainingSessionParameters(iterations=6))
+    assert job.result(timeout=300)._iterations == 6
+
+
+def test_from_checkpoint_and_remove_checkpoints(small_digits, tmp_path):
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    sp = MLTrainingSessionParameters(tmp_path / "s", checkpoint_interval=2)
+    job = MLImageClassifier.train(data, _params(6), sp)
+    final = job.result(timeout=300)
+    session = job.session
+    training = [c for c in session.checkpoints if c.phase == MLPhase.TRAINING]
+    assert [c.iteration for c in training] == [2, 4, 6]
+    early = MLImageClassifier.from_checkpoint(training[0])
+    assert early._iterations == 2 and early.class_labels == final.class_labels
+    last = MLImageClassifier.from_checkpoint(training[-1])
+    probe = str(next((small_digits / "5").iterdir()))
+    assert last.prediction_probabilities(probe) == pytest.approx(final.prediction_probabilities(probe), abs=1e-5)
+    extraction = [c for c in session.checkpoints if c.phase == MLPhase.EXTRACTING_FEATURES]
+    with pytest.raises(SessionError, match="no model"):
+        MLImageClassifier.from_checkpoint(extraction[0])
+
+    session.remove_checkpoints(lambda c: c.phase == MLPhase.TRAINING and c.iteration < 6)
+    assert [c.iteration for c in session.checkpoints if c.phase == MLPhase.TRAINING] == [6]
+    assert not training[0].url.exists() and training[-1].url.exists()
+    on_disk = MLImageClassifier.restore_training_session(sp)
+    assert [c.iteration for c in on_disk.checkpoints if c.phase == MLPhase.TRAINING] == [6]
+
+
+def test_in_memory_session_checkpoints_work_without_a_directory(small_digits):
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    job = MLImageClassifier.train(data, _params(4), MLTrainingSessionParameters(checkpoint_interval=2))
+    job.result(timeout=300)
+    cp = [c for c in job.session.checkpoints if c.phase == MLPhase.TRAINING][0]
+    assert cp.url is None and MLImageClassifier.from_checkpoint(cp)._iterations == 2
+
+
+def test_existing_session_directory_is_not_overwritten(small_digits, tmp_path):
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    sp = MLTrainingSessionParameters(tmp_path / "s")
+    MLImageClassifier.make_training_session(data, _params(2), sp)
+    with pytest.raises(SessionError, match="restore_training_session"):
+        MLImageClassifier.make_training_session(data, _params(2), sp)
+    with pytest.raises(SessionError, match="no training session"):
+        MLImageClassifier.restore_training_session(MLTrainingSessionParameters(tmp_path / "empty"))
+
+
+def test_reuse_extracted_features_skips_extraction(small_digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("CREATEML_WIDGETS_CACHE", str(tmp_path / "fresh-cache"))  # cold cache on purpose
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    first = MLImageClassifier.train(data, _params(2), MLTrainingSessionParameters(tmp_path / "a"))
+    first.result(timeout=300)
+    monkeypatch.setenv("CREATEML_WIDGETS_CACHE", str(tmp_path / "other-cache"))  # and no cache to lean on
+    second = MLImageClassifier.make_training_session(data, _params(3), MLTrainingSessionParameters(tmp_path / "b"))
+    second.reuse_extracted_features(first.session)
+    phases = []
+    job = MLImageClassifier.resume(second)
+    job.on_phase(phases.append)
+    job.result(timeout=300)
+    assert MLPhase.EXTRACTING_FEATURES not in phases
+    assert not (tmp_path / "other-cache").exists()
