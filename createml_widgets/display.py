@@ -6,6 +6,7 @@ They render in a notebook without a kernel (nbviewer, GitHub, exported HTML): co
 from __future__ import annotations
 
 import base64
+import enum
 import html
 import io
 import math
@@ -95,7 +96,7 @@ def _parameter_rows(params) -> list[tuple[str, str]]:
     for name, value in vars(params).items():
         if isinstance(value, (int, float, str)) or value is None:
             rows.append((name, value))
-        elif hasattr(value, "name") and hasattr(value, "value") and not isinstance(value, (list, dict)):
+        elif isinstance(value, enum.Flag):
             names = [f.name for f in type(value) if f in value] if value.value else []
             rows.append((name, "[" + ", ".join(n.lower() for n in names) + "]"))
         else:

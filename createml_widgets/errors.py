@@ -31,6 +31,8 @@ class UnreadableFileError(CreateMLError, ValueError):
 class NoHandDetectedError(CreateMLError, ValueError):
     """Hand landmark detection found no hand in an image or video."""
 
+    cacheable = True  # the answer will not change: the feature cache remembers it
+
     def __init__(self, source, detail: str = ""):
         self.source = source
         super().__init__(

@@ -478,7 +478,7 @@ def run_session(session: MLTrainingSession, job: MLJob):
                 chunk = todo[start:start + batch]
                 for item, result in zip(chunk, extractor.extract(chunk)):
                     if isinstance(result, BaseException):
-                        session.features.fail(item.key, f"{result.__class__.__name__}: {result}")
+                        session.features.fail(item.key, failure_reason(result))
                     else:
                         session.features.add(item.key, np.asarray(result, dtype=np.float32))
                 done += len(chunk)
@@ -528,6 +528,13 @@ def run_session(session: MLTrainingSession, job: MLJob):
     job._report(MLProgress(session.phase, max_iter, max_iter, time.monotonic() - started,
                            dict(job.progress.metrics)))
     return model
+
+
+def failure_reason(error: BaseException) -> str:
+    """How a failed item is reported: the error's class and message."""
+    from .features.cache import CachedFailure
+
+    return str(error) if isinstance(error, CachedFailure) else f"{error.__class__.__name__}: {error}"
 
 
 def _flush_extraction(session: MLTrainingSession, done: int) -> None:

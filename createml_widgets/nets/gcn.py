@@ -62,21 +62,22 @@ class GraphConv(nn.Module):
 class STBlock(nn.Module):
     """A spatial graph convolution followed by a temporal convolution, with a residual path.
 
-    (N, C_in, T, 21) -> (N, C_out, T, 21)
+    (N, C_in, T, 21) -> (N, C_out, ceil(T / stride), 21)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int = 9, dropout: float = 0.1):
+    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int = 9, stride: int = 1,
+                 dropout: float = 0.1):
         super().__init__()
         self.spatial = GraphConv(in_channels, out_channels)
         pad = temporal_kernel // 2
         self.temporal = nn.Sequential(
-            nn.Conv2d(out_channels, out_channels, (temporal_kernel, 1), padding=(pad, 0)),
+            nn.Conv2d(out_channels, out_channels, (temporal_kernel, 1), stride=(stride, 1), padding=(pad, 0)),
             nn.BatchNorm2d(out_channels),
             nn.Dropout(dropout),
         )
         self.residual = (
-            nn.Identity() if in_channels == out_channels
-            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+            nn.Identity() if in_channels == out_channels and stride == 1
+            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=(stride, 1)), nn.BatchNorm2d(out_channels))
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,12 +108,13 @@ class HandPoseGCN(nn.Module):
 class HandActionGCN(nn.Module):
     """Hand action classifier (spatio-temporal GCN): (N, T, 3, 21) keypoint windows -> (N, K) logits."""
 
-    def __init__(self, num_classes: int, channels: tuple[int, ...] = (32, 64, 64), dropout: float = 0.2):
+    def __init__(self, num_classes: int, channels: tuple[int, ...] = (32, 64, 64), strides: tuple[int, ...] = (1, 2, 2),
+                 dropout: float = 0.2):
         super().__init__()
         self.input_bn = nn.BatchNorm2d(3)
         blocks, width = [], 3
-        for c in channels:
-            blocks.append(STBlock(width, c))
+        for c, stride in zip(channels, strides):
+            blocks.append(STBlock(width, c, stride=stride))  # later blocks see fewer, coarser time steps
             width = c
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
@@ -121,6 +123,6 @@ class HandActionGCN(nn.Module):
     def forward(self, poses: torch.Tensor) -> torch.Tensor:
         x = normalize_keypoints(poses)  # (N, T, 3, 21)
         x = self.input_bn(x.permute(0, 2, 1, 3))  # (N, 3, T, 21)
-        x = self.blocks(x)  # (N, C, T, 21)
+        x = self.blocks(x)  # (N, C, T/4, 21)
         x = x.mean(dim=(2, 3))  # (N, C)
         return self.fc(self.dropout(x))

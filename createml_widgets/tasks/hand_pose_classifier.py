@@ -1,0 +1,286 @@
+"""MLHandPoseClassifier: a graph convolutional network over hand keypoints from photos."""
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..data.items import check_labeled
+from ..data.keypoint_sources import KeypointDataSource
+from ..data.validation import ValidationData
+from ..errors import NoHandDetectedError, ParameterError
+from ..features.cache import CachingExtractor
+from ..features.image_io import is_image_file, source_name
+from ..features.keypoint_augment import augment_keypoints
+from ..nets import HandPoseGCN
+from ..nets.training import TensorData, Trainer
+from ._base import ClassifierTask, Plan, split_for_validation
+from ._hand import HandPoseExtractor, ModelAlgorithmType, check_positive_int
+
+KEYPOINTS_GIVEN = "keypoints-given"
+
+
+class _DataSource(KeypointDataSource):
+    """Labelled hand photos (folders, names, annotation file, data frame) or keypoints."""
+
+    _media, _task = "image", "MLHandPoseClassifier"
+
+    @staticmethod
+    def _is_media(path) -> bool:
+        return is_image_file(path)
+
+    @classmethod
+    def directory_with_images_and_annotation(cls, path: str | os.PathLike, annotation_file: str | os.PathLike,
+                                             image_column: str = "image", label_column: str = "label"):
+        """Images in `path` listed in a CSV or JSON `annotation_file` with their labels."""
+        return cls._annotated(path, annotation_file, image_column, label_column)
+
+    @classmethod
+    def labeled_image_data_frame(cls, df, image_column: str = "image", label_column: str = "label"):
+        """A pandas DataFrame of image paths and labels."""
+        return cls._media_frame(df, image_column, label_column)
+
+    def extract_keypoints(self, workers: int | None = None):
+        """A DataFrame (session_id, label, keypoints, chirality, confidence) — one row per photo with a hand.
+
+        It round-trips: `labeled_keypoints_data_frame(df)` trains on it without MediaPipe. Photos with no
+        detected hand are left out and listed in `df.attrs["no_hand"]` (and a warning).
+        """
+        import warnings
+
+        import pandas as pd
+
+        from ..features.hand_keypoints import extract_image_keypoints
+
+        examples, skipped = self._examples()
+        if self.kind == "keypoints_data_frame":
+            return pd.DataFrame({"session_id": [e.session_id for e in examples], "label": [e.label for e in examples],
+                                 "keypoints": [e.keypoints for e in examples]})
+        observations = extract_image_keypoints([str(e.source) for e in examples], workers=workers)
+        rows, missing = [], []
+        for e, obs in zip(examples, observations):
+            if obs is None or isinstance(obs, BaseException):
+                missing.append({"path": str(e.source), "reason": "no hand detected" if obs is None else str(obs)})
+                continue
+            rows.append({"session_id": str(e.source), "label": e.label, "keypoints": obs.keypoints,
+                         "chirality": obs.chirality, "confidence": obs.confidence})
+        df = pd.DataFrame(rows, columns=["session_id", "label", "keypoints", "chirality", "confidence"])
+        df.attrs["no_hand"] = missing + skipped
+        if missing:
+            warnings.warn(f"no hand detected in {len(missing)} photos: "
+                          + ", ".join(m["path"] for m in missing[:10]), stacklevel=2)
+        return df
+
+
+class ImageAugmentationOptions(enum.Flag):
+    """Augmentations that act on the pose (keypoints), not on pixels."""
+
+    HORIZONTALLY_FLIP = 1
+    ROTATE = 2
+    SCALE = 4
+    TRANSLATE = 8
+
+
+@dataclass
+class _ModelParameters:
+    """GCN training parameters: validation, batch size (32), maximum iterations (80), augmentations."""
+
+    validation: ValidationData = field(default_factory=ValidationData.split)
+    batch_size: int = 32
+    maximum_iterations: int = 80
+    augmentation_options: ImageAugmentationOptions = ImageAugmentationOptions(0)
+    algorithm: ModelAlgorithmType = ModelAlgorithmType.GCN
+
+    ValidationData = ValidationData
+    ModelAlgorithmType = ModelAlgorithmType
+
+    def validate(self) -> None:
+        check_positive_int("batch_size", self.batch_size, 4096)
+        check_positive_int("maximum_iterations", self.maximum_iterations, 100_000)
+        if not isinstance(self.augmentation_options, ImageAugmentationOptions):
+            raise ParameterError("augmentation_options", self.augmentation_options,
+                                 "MLHandPoseClassifier.ImageAugmentationOptions flags")
+        if self.algorithm is not ModelAlgorithmType.GCN:
+            raise ParameterError("algorithm", self.algorithm, "ModelAlgorithmType.GCN")
+        if not isinstance(self.validation, ValidationData):
+            raise ParameterError("validation", self.validation, "a ValidationData (split, data_source, none)")
+        self.validation.validate(_DataSource)
+
+    def to_dict(self, root=None) -> dict:
+        return {"validation": self.validation.to_dict(root), "batch_size": self.batch_size,
+                "maximum_iterations": self.maximum_iterations, "augmentation_options": self.augmentation_options.value,
+                "algorithm": self.algorithm.value}
+
+    @classmethod
+    def from_dict(cls, d: dict, root=None) -> _ModelParameters:
+        return cls(ValidationData.from_dict(d["validation"], _DataSource, root), d["batch_size"],
+                   d["maximum_iterations"], ImageAugmentationOptions(d["augmentation_options"]),
+                   ModelAlgorithmType(d["algorithm"]))
+
+
+def keypoint_plan(session, examples_and_skipped, extractor, max_iterations: int, batch: int) -> Plan:
+    """The plan both hand tasks share: group examples by label, split, resolve item keys."""
+    params = session.model_parameters
+    examples, skipped = examples_and_skipped
+    labeled: dict[str, list] = {}
+    for ex in examples:
+        labeled.setdefault(ex.label, []).append(ex)
+    check_labeled(labeled, session.training_data.description, session.training_data._media)
+
+    def resolve(source):
+        out: dict[str, list] = {}
+        for ex in source._examples()[0]:
+            out.setdefault(ex.label, []).append(ex)
+        return out
+
+    train, val = split_for_validation(session, labeled, params.validation, type(session.training_data), resolve)
+    ext_id = extractor.id
+    train_items = [ex.item(ext_id, KEYPOINTS_GIVEN) for label in train for ex in train[label]]
+    val_items = [ex.item(ext_id, KEYPOINTS_GIVEN) for label in val for ex in val[label]]
+    session.summary.update({"labels": {k: len(v) for k, v in labeled.items()}, "training_examples": len(train_items),
+                            "validation_examples": len(val_items), "skipped_files": skipped,
+                            "source": session.training_data.description})
+    return Plan(sorted(labeled), train_items, val_items, CachingExtractor(extractor), max_iterations,
+                extraction_batch_size=batch, skipped=skipped)
+
+
+def keypoint_tensors(items, features, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    index = {label: i for i, label in enumerate(labels)}
+    rows = [(features.features[i.key], index[i.label]) for i in items if i.key in features.features]
+    if not rows:
+        return torch.zeros(0, 1, 3, 21), torch.zeros(0, dtype=torch.long)
+    x = torch.from_numpy(np.stack([r[0].reshape(1, 3, 21) for r in rows]).astype(np.float32))
+    return x, torch.tensor([r[1] for r in rows], dtype=torch.long)
+
+
+def require_each_label(items, features, labels, what: str) -> None:
+    have = {i.label for i in items if i.key in features.features}
+    for label in labels:
+        if label not in have:
+            bad = [f"{i.name}: {features.failed.get(i.key, '?')}" for i in items if i.label == label]
+            from ..errors import DataSourceError
+
+            raise DataSourceError(f"label {label!r} has no {what} with a detected hand; its files: " + "; ".join(bad[:10]))
+
+
+class MLHandPoseClassifier(ClassifierTask):
+    """A hand pose classifier trained on photos of hands (Create ML's MLHandPoseClassifier).
+
+    Keypoints come from MediaPipe Hands in Apple Vision's layout, so the exported Core ML model takes
+    exactly what `VNHumanHandPoseObservation.keypointsMultiArray()` gives.
+    """
+
+    DataSource = _DataSource
+    ModelParameters = _ModelParameters
+    ImageAugmentationOptions = ImageAugmentationOptions
+    ModelAlgorithmType = ModelAlgorithmType
+    ValidationData = ValidationData
+    _what = "image"
+    _no_detection_counts_as_wrong = True
+
+    @classmethod
+    def _plan(cls, session) -> Plan:
+        params: _ModelParameters = session.model_parameters
+        params.validate()
+        return keypoint_plan(session, session.training_data._examples(), HandPoseExtractor(),
+                             params.maximum_iterations, batch=128)
+
+    @classmethod
+    def _make_trainer(cls, session, plan: Plan) -> Trainer:
+        params: _ModelParameters = session.model_parameters
+        require_each_label(plan.train, session.features, plan.labels, "photo")
+        x, y = keypoint_tensors(plan.train, session.features, plan.labels)
+        vx, vy = keypoint_tensors(plan.validation, session.features, plan.labels)
+        opts = params.augmentation_options
+        augment = None
+        if opts:
+            flags = {"flip": ImageAugmentationOptions.HORIZONTALLY_FLIP in opts,
+                     "rotate": ImageAugmentationOptions.ROTATE in opts,
+                     "scale": ImageAugmentationOptions.SCALE in opts,
+                     "translate": ImageAugmentationOptions.TRANSLATE in opts}
+            augment = lambda batch, g: augment_keypoints(batch, g, **flags)  # noqa: E731
+        net = HandPoseGCN(len(plan.labels))
+        return Trainer(net, TensorData(x, y, augment), TensorData(vx, vy) if len(vy) else None,
+                       batch_size=params.batch_size, optimizer="adam", learning_rate=3e-3, weight_decay=1e-4,
+                       seed=session.split_seed or 0)
+
+    def _init_after_training(self, session, plan) -> None:
+        # A few photos per label with their keypoints, for the skeleton pictures in _repr_html_.
+        self._display_examples = []
+        seen: dict[str, int] = {}
+        for item in plan.train:
+            if item.key in session.features.features and item.payload is None and seen.get(item.label, 0) < 1:
+                seen[item.label] = seen.get(item.label, 0) + 1
+                self._display_examples.append((item.label, str(item.source), session.features.features[item.key]))
+
+    # -- prediction ----------------------------------------------------------------------------------
+    def _make_extractor(self):
+        return CachingExtractor(HandPoseExtractor())
+
+    def _evaluation_items(self, source):
+        from ._hand import HandPoseExtractor as _E
+
+        examples, skipped = source._examples()
+        ext_id = _E().id
+        return [ex.item(ext_id, KEYPOINTS_GIVEN) for ex in examples], skipped
+
+    def _predict_features(self, features: list[np.ndarray]) -> np.ndarray:
+        x = torch.from_numpy(np.stack([f.reshape(1, 3, 21) for f in features]).astype(np.float32))
+        return self._probabilities(x)
+
+    def _detector(self):
+        if self._prediction_extractor is None:
+            from ..features.hand_keypoints import HandKeypointDetector
+
+            self._prediction_extractor = HandKeypointDetector(video=False)
+        return self._prediction_extractor
+
+    def keypoints(self, image):
+        """The HandObservation (keypoints in Vision's layout, chirality) found in `image`; raises if none."""
+        obs = self._detector().detect(image)
+        if obs is None:
+            raise NoHandDetectedError(source_name(image))
+        return obs
+
+    def prediction_from_keypoints(self, keypoints) -> list[tuple[str, float]]:
+        """Every label with its confidence for a (1, 3, 21) keypoint array, most confident first."""
+        probs = self._predict_features([np.asarray(keypoints, dtype=np.float32)])[0]
+        return sorted(((label, float(p)) for label, p in zip(self._labels, probs)), key=lambda t: -t[1])
+
+    def prediction(self, image) -> list[tuple[str, float]]:
+        """Every label with its confidence for the hand in `image` (path, PIL image or array).
+
+        Raises NoHandDetectedError when no hand is found in the photo.
+        """
+        return self.prediction_from_keypoints(self.keypoints(image).keypoints)
+
+    def predictions(self, images) -> list[list[tuple[str, float]]]:
+        return [self.prediction(image) for image in images]
+
+    # -- Core ML ---------------------------------------------------------------------------------------
+    def _export(self, fmt: str, metadata):
+        from ..export import keypoint_classifier_model
+
+        return keypoint_classifier_model(self._net, self._labels, 1, fmt=fmt, metadata=metadata,
+                                         training_info=self._training_info())
+
+    def _extra_html(self) -> str:
+        from ..display import esc, image_to_data_uri
+        from ..features.hand_keypoints import draw_hand
+        from ..features.image_io import load_image
+
+        cells = []
+        for label, path, kp in self._display_examples[:12]:
+            try:
+                picture = draw_hand(load_image(path), kp)
+            except Exception:  # noqa: BLE001 - a moved file must not break the view
+                continue
+            cells.append(f"<figure style='display:inline-block;margin:4px;text-align:center'>"
+                         f"<img src='{image_to_data_uri(picture, 120)}' width='120'/>"
+                         f"<figcaption>{esc(label)}</figcaption></figure>")
+        if not cells:
+            return ""
+        return f"<details open><summary>Hand keypoints (examples)</summary>{''.join(cells)}</details>"
