@@ -1,0 +1,480 @@
+"""Core ML export of the three tasks' torch models (the model a Create ML task's `write` produces).
+
+* `image_classifier_model(backbone, head, labels)`: input `image` (colour image, S x S), outputs
+  `classLabel` (string) and `classLabelProbs` (dictionary label -> probability).
+* `keypoint_classifier_model(net, labels, window)`: input `poses` (Float32 multi-array
+  window x 3 x 21), outputs `label` (string) and `labelProbabilities` (dictionary).
+
+`fmt="neuralnetwork"` gives a NeuralNetworkClassifier (written as `.mlmodel`), `fmt="mlprogram"`
+an ML program in float32 (written as `.mlpackage`). `write_model` writes either atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import importlib
+import logging
+import os
+import shutil
+import threading
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "FORMATS", "SUFFIXES", "HAND_JOINT_NAMES", "VERSION_METADATA_KEY", "format_for_path", "image_classifier_model",
+    "keypoint_classifier_model", "write_model", "apply_metadata", "poses_description",
+]
+
+FORMATS = ("neuralnetwork", "mlprogram")
+# file suffix -> model format it holds
+SUFFIXES = {".mlmodel": "neuralnetwork", ".mlpackage": "mlprogram"}
+VERSION_METADATA_KEY = "com.github.createml_widgets.version"
+
+# Vision's joint order (the last dimension of `poses`).
+HAND_JOINT_NAMES = (
+    "wrist", "thumbCMC", "thumbMP", "thumbIP", "thumbTip", "indexMCP", "indexPIP", "indexDIP", "indexTip",
+    "middleMCP", "middlePIP", "middleDIP", "middleTip", "ringMCP", "ringPIP", "ringDIP", "ringTip",
+    "littleMCP", "littlePIP", "littleDIP", "littleTip",
+)
+
+IMAGE_INPUT_DESCRIPTION = "Input image to be classified"
+CLASS_LABEL_DESCRIPTION = "Most likely image category"
+CLASS_PROBS_DESCRIPTION = "Probability of each category"
+LABEL_PROBS_DESCRIPTION = "A dictionary of labels and the corresponding confidences."
+
+_CONVERT_LOCK = threading.RLock()
+
+
+# ----------------------------------------------------------------------------------------------
+# coremltools, quietly
+
+
+@functools.cache
+def _coremltools():
+    """Import coremltools without its import-time warnings (untested torch, no macOS runtime)."""
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import coremltools
+    finally:
+        logger.setLevel(level)
+    return coremltools
+
+
+# Modules of coremltools 9 that draw tqdm progress bars during a torch conversion, and the name
+# they import tqdm under.
+_TQDM_SITES = (
+    ("coremltools.converters.mil.frontend.torch.ops", "_tqdm"),
+    ("coremltools.converters.mil.backend.nn.op_mapping", "_tqdm"),
+    ("coremltools.converters.mil.mil.passes.pass_pipeline", "tqdm"),
+)
+
+
+@contextlib.contextmanager
+def _quiet_conversion():
+    """Silence coremltools during a conversion: no progress bars, warnings or info logging.
+
+    The progress bars are switched off at their source (coremltools' module-level `tqdm` names)
+    rather than by redirecting stderr, so other threads' output is left alone.
+    """
+    ct = _coremltools()
+    patched = []
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    with _CONVERT_LOCK:
+        try:
+            for module_name, attr in _TQDM_SITES:
+                try:
+                    module = importlib.import_module(module_name)
+                except ImportError:  # pragma: no cover - other coremltools layouts
+                    continue
+                original = getattr(module, attr, None)
+                if original is None:  # pragma: no cover
+                    continue
+                setattr(module, attr, functools.partial(original, disable=True))
+                patched.append((module, attr, original))
+            logger.setLevel(logging.ERROR)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield ct
+        finally:
+            logger.setLevel(level)
+            for module, attr, original in reversed(patched):
+                setattr(module, attr, original)
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("createml-widgets")
+    except PackageNotFoundError:
+        pass
+    try:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, ValueError):  # pragma: no cover
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------
+# arguments
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown Core ML model format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    return fmt
+
+
+def _check_labels(class_labels: Iterable) -> list[str]:
+    labels = [str(label) for label in class_labels]
+    if not labels:
+        raise ValueError("a classifier needs at least one class label")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"class labels must be unique; repeated: {duplicates}")
+    return labels
+
+
+def format_for_path(path) -> str:
+    """The model format a file name asks for: `.mlmodel` -> "neuralnetwork", `.mlpackage` -> "mlprogram"."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(
+            f"cannot write a Core ML model to {str(path)!r}: the name must end in .mlmodel "
+            f"(a neural network model) or .mlpackage (an ML program), not {suffix or 'no suffix'!r}"
+        )
+    return SUFFIXES[suffix]
+
+
+def poses_description(window: int, action: bool) -> str:
+    """The description Create ML gives the `poses` input of a hand pose / hand action model."""
+    frames = "1 frame" if window == 1 else f"{window} frames"
+    what = "A sequence of hand poses to classify." if action else "A hand pose to classify."
+    return (
+        f"{what} Its multiarray encoding uses the first dimension to index time over {frames}. "
+        "The second dimension indexes x, y, and confidence of hand pose keypoint locations. "
+        f"The last dimension indexes the keypoint type, ordered as {', '.join(HAND_JOINT_NAMES)}."
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# torch wrappers
+
+
+class _ImageClassifier(nn.Module):
+    """(1, 3, S, S) preprocessed image -> (1, K) probabilities."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head(self.backbone(image)), dim=1)
+
+
+class _KeypointClassifier(nn.Module):
+    """(T, 3, 21) poses, no batch dimension -> (1, K) probabilities."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, poses: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(poses.unsqueeze(0)), dim=1)
+
+
+def _frozen_copy(module: nn.Module) -> nn.Module:
+    """A CPU float32 eval-mode copy, so exporting never disturbs a model that is still training."""
+    try:
+        module = copy.deepcopy(module)
+    except Exception as err:  # noqa: BLE001 - e.g. a custom extractor holding an unpicklable handle
+        raise TypeError(f"cannot export {type(module).__name__}: it cannot be copied ({err})") from err
+    return module.to("cpu", torch.float32).eval()
+
+
+def _trace(wrapper: nn.Module, example: torch.Tensor, expected_classes: int):
+    """TorchScript of `wrapper`, frozen (parameters inlined as constants).
+
+    Freezing also sidesteps a coremltools limitation: a submodule attribute named like a
+    ScriptModule property (e.g. `graph`) breaks its graph lowering.
+    """
+    wrapper.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(wrapper, example, check_trace=False)
+        try:  # the traced graph records the output shape: no extra forward pass needed
+            shape = tuple(next(iter(traced.graph.outputs())).type().sizes())
+        except (RuntimeError, AttributeError, StopIteration, TypeError):  # pragma: no cover
+            shape = tuple(traced(example).shape)
+        if len(shape) != 2 or shape[0] != 1 or shape[1] != expected_classes:
+            raise ValueError(
+                f"the model gives {shape[1:]} scores per example but there are {expected_classes} class labels"
+            )
+        return torch.jit.freeze(traced)
+
+
+def _image_preprocessing(backbone: nn.Module) -> tuple[nn.Module, float, float]:
+    """The backbone to trace and Core ML's image scale and bias for it.
+
+    A backbone with a `normalize` attribute (EfficientNetLiteFeatures) computes (255 x - 127) / 128
+    itself when normalize is on; that step moves into Core ML's preprocessing (pixel p in 0..255
+    -> (p - 127) / 128) and the copy traced runs with normalize off. A backbone without the
+    attribute takes RGB in [0, 1]: scale 1/255, no bias.
+    """
+    copy_ = _frozen_copy(backbone)
+    if hasattr(copy_, "normalize"):
+        copy_.normalize = False
+        return copy_, 1.0 / 128.0, -127.0 / 128.0
+    return copy_, 1.0 / 255.0, 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# metadata
+
+
+def _metadata_fields(metadata) -> dict:
+    if metadata is None:
+        return {}
+    if isinstance(metadata, Mapping):
+        fields = dict(metadata)
+        if "shortDescription" in fields and "short_description" not in fields:
+            fields["short_description"] = fields["shortDescription"]
+        unknown = set(fields) - {"author", "short_description", "shortDescription", "license", "version",
+                                 "additional"}
+        if unknown:
+            raise ValueError(f"unknown model metadata keys: {sorted(unknown)}")
+        return fields
+    fields = {}
+    for name in ("author", "short_description", "license", "version", "additional"):
+        if not hasattr(metadata, name):
+            raise TypeError(
+                f"metadata must be an MLModelMetadata or a dict; {type(metadata).__name__} has no {name!r}"
+            )
+        fields[name] = getattr(metadata, name)
+    return fields
+
+
+def apply_metadata(spec, metadata=None, training_info: Mapping | None = None) -> None:
+    """Write `metadata` (MLModelMetadata or dict) and `training_info` into a model spec in place.
+
+    author, short description, licence and version go into the spec's standard fields; the
+    `additional` dictionary, `training_info` and `com.github.createml_widgets.version` go into the
+    user-defined metadata (every key and value stored as a string).
+    """
+    fields = _metadata_fields(metadata)
+    meta = spec.description.metadata
+    for name, target in (("author", "author"), ("short_description", "shortDescription"),
+                         ("license", "license"), ("version", "versionString")):
+        value = fields.get(name)
+        if value is not None:
+            setattr(meta, target, str(value))
+    user = meta.userDefined
+    for source in (fields.get("additional") or {}, training_info or {}):
+        if not isinstance(source, Mapping):
+            raise TypeError(f"expected a dict of strings, got {type(source).__name__}")
+        for key, value in source.items():
+            if value is not None:
+                user[str(key)] = str(value)
+    user[VERSION_METADATA_KEY] = _package_version()
+
+
+def _describe(spec, descriptions: Mapping[str, str]) -> None:
+    for feature in list(spec.description.input) + list(spec.description.output):
+        if feature.name in descriptions:
+            feature.shortDescription = descriptions[feature.name]
+
+
+# ----------------------------------------------------------------------------------------------
+# conversion
+
+
+def _convert(traced, inputs, labels: list[str], label_name: str, probs_name: str, fmt: str,
+             descriptions: Mapping[str, str], metadata, training_info):
+    """Convert once, then rename the probability output, describe the features and add metadata."""
+    with _quiet_conversion() as ct:
+        kwargs = {"compute_precision": ct.precision.FLOAT32} if fmt == "mlprogram" else {}
+        converted = ct.convert(
+            traced, inputs=inputs, convert_to=fmt,
+            classifier_config=ct.ClassifierConfig(labels, predicted_feature_name=label_name),
+            **kwargs,
+        )
+        spec = converted.get_spec()
+        current = spec.description.predictedProbabilitiesName
+        if current != probs_name:
+            ct.utils.rename_feature(spec, current, probs_name)
+        _describe(spec, descriptions)
+        apply_metadata(spec, metadata, training_info)
+        if fmt == "mlprogram":
+            model = ct.models.MLModel(spec, weights_dir=converted.weights_dir)
+        else:
+            model = ct.models.MLModel(spec)
+    del converted  # its temporary package is removed with it
+    return model
+
+
+def image_classifier_model(backbone: nn.Module, head: nn.Module, class_labels, *, fmt: str = "neuralnetwork",
+                           metadata=None, training_info: Mapping | None = None):
+    """A Core ML image classifier: `image` -> `classLabel`, `classLabelProbs`.
+
+    `backbone` maps (N, 3, S, S) RGB in [0, 1] to (N, D) features and has `input_size` (S) - an
+    `EfficientNetLiteFeatures` or a custom extractor; `head` maps (N, D) to (N, K) logits, K =
+    len(class_labels). A softmax is appended. The image input is RGB, S x S pixels; the
+    backbone's normalisation becomes Core ML image preprocessing (scale and bias).
+    """
+    fmt = _check_format(fmt)
+    labels = _check_labels(class_labels)
+    size = int(getattr(backbone, "input_size", 0) or 0)
+    if size <= 0:
+        raise TypeError(f"the feature extractor {type(backbone).__name__} needs an input_size attribute")
+    features, scale, bias = _image_preprocessing(backbone)
+    wrapper = _ImageClassifier(features, _frozen_copy(head))
+    example = (torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255.0) * scale + bias
+    traced = _trace(wrapper, example, len(labels))
+    ct = _coremltools()
+    image = ct.ImageType(
+        name="image", shape=(1, 3, size, size), scale=scale, bias=[bias, bias, bias],
+        color_layout=ct.colorlayout.RGB,
+    )
+    return _convert(
+        traced, [image], labels, "classLabel", "classLabelProbs", fmt,
+        {"image": IMAGE_INPUT_DESCRIPTION, "classLabel": CLASS_LABEL_DESCRIPTION,
+         "classLabelProbs": CLASS_PROBS_DESCRIPTION},
+        metadata, training_info,
+    )
+
+
+def _is_action_net(net: nn.Module, window: int) -> bool:
+    try:
+        from ..nets import HandActionGCN, HandPoseGCN
+    except ImportError:  # pragma: no cover
+        return window > 1
+    if isinstance(net, HandActionGCN):
+        return True
+    if isinstance(net, HandPoseGCN):
+        return False
+    return window > 1
+
+
+def keypoint_classifier_model(net: nn.Module, class_labels, window: int, *, fmt: str = "neuralnetwork",
+                              metadata=None, training_info: Mapping | None = None):
+    """A Core ML hand pose / hand action classifier: `poses` -> `label`, `labelProbabilities`.
+
+    `net` maps (N, window, 3, 21) keypoints to (N, K) logits (HandPoseGCN with window 1,
+    HandActionGCN with window = prediction_window_size). The Core ML input `poses` is a Float32
+    multi-array (window, 3, 21) without a batch dimension, as Vision's keypointsMultiArray() gives.
+    """
+    fmt = _check_format(fmt)
+    labels = _check_labels(class_labels)
+    window = int(window)
+    if window < 1:
+        raise ValueError(f"the prediction window must be at least 1 frame, got {window}")
+    action = _is_action_net(net, window)
+    wrapper = _KeypointClassifier(_frozen_copy(net))
+    example = torch.rand(window, 3, 21, generator=torch.Generator().manual_seed(0))
+    traced = _trace(wrapper, example, len(labels))
+    ct = _coremltools()
+    poses = ct.TensorType(name="poses", shape=(window, 3, 21), dtype=np.float32)
+    kind = "hand action" if action else "hand pose"
+    return _convert(
+        traced, [poses], labels, "label", "labelProbabilities", fmt,
+        {"poses": poses_description(window, action), "label": f"Most likely {kind} category.",
+         "labelProbabilities": LABEL_PROBS_DESCRIPTION},
+        metadata, training_info,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+def _model_format(model) -> str:
+    spec = model.get_spec()
+    return "mlprogram" if spec.WhichOneof("Type") == "mlProgram" else "neuralnetwork"
+
+
+def _path_error(err: OSError, path: Path, what: str) -> OSError:
+    message = f"cannot write the Core ML model {str(path)!r}: {what} ({err.strerror or err})"
+    if err.errno is not None:
+        return type(err)(err.errno, message)
+    return type(err)(message)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def write_model(model, path) -> Path:
+    """Write a Core ML model: `.mlmodel` for a neural network, `.mlpackage` for an ML program.
+
+    The parent folder is created when missing. The model is written under a temporary name in
+    the same folder and then renamed into place, so a failed write never leaves half a model
+    (and an existing model at `path` is replaced only once the new one is complete).
+    Raises ValueError for another suffix or a model of the other format, OSError (e.g.
+    PermissionError, NotADirectoryError) naming `path` when the location cannot be written.
+    """
+    path = Path(os.fspath(path)).expanduser()
+    wanted = format_for_path(path)
+    held = _model_format(model)
+    if held != wanted:
+        other = {"neuralnetwork": ".mlmodel", "mlprogram": ".mlpackage"}[held]
+        raise ValueError(
+            f"cannot write {str(path)!r}: a {path.suffix} file holds "
+            f"{'an ML program' if wanted == 'mlprogram' else 'a neural network'}, but this model is "
+            f"{'an ML program' if held == 'mlprogram' else 'a neural network'}; write it to a {other} "
+            f"file or export it with fmt={wanted!r}"
+        )
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _path_error(err, path, f"its folder {str(parent)!r} cannot be created") from err
+    if not parent.is_dir():
+        raise NotADirectoryError(20, f"cannot write the Core ML model {str(path)!r}: {str(parent)!r} is not a folder")
+    if path.is_dir() and wanted == "neuralnetwork":
+        raise IsADirectoryError(21, f"cannot write the Core ML model {str(path)!r}: a folder has that name")
+    token = uuid.uuid4().hex[:12]
+    temp = parent / f".{path.stem}.{token}.tmp{path.suffix}"
+    backup = parent / f".{path.stem}.{token}.old{path.suffix}"
+    try:
+        with _quiet_conversion():
+            model.save(str(temp))
+    except OSError as err:
+        _remove(temp)
+        raise _path_error(err, path, "the file cannot be created") from err
+    except BaseException:
+        _remove(temp)
+        raise
+    try:
+        if wanted == "neuralnetwork" or not (path.exists() or path.is_symlink()):
+            os.replace(temp, path)
+        else:  # a package is a folder: move the old one aside, move the new one in, drop the old
+            os.replace(path, backup)
+            try:
+                os.replace(temp, path)
+            except OSError:
+                os.replace(backup, path)
+                raise
+            _remove(backup)
+    except OSError as err:
+        _remove(temp)
+        raise _path_error(err, path, "the finished model cannot be moved into place") from err
+    return path
