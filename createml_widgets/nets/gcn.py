@@ -32,14 +32,21 @@ def normalized_adjacency() -> torch.Tensor:
 
 
 def normalize_keypoints(x: torch.Tensor) -> torch.Tensor:
-    """Centre each hand on its wrist and scale it to unit size; keep confidence as is.
+    """Centre a hand (or a window of hand frames) on its mean wrist position and scale it to unit size.
 
-    (N, T, 3, 21) -> (N, T, 3, 21). A frame of zeros (no hand) stays zeros.
+    (N, T, 3, 21) -> (N, T, 3, 21); confidence is kept as is. Centre and scale are computed over the
+    whole window, not per frame, so motion inside the window (a wave's translation, a zoom's change of
+    size) survives while where and how large the hand is in the picture does not. Frames of zeros
+    (no hand) stay zeros and do not count. Built from ops that convert to Core ML's neural network
+    format (no comparisons): `present` is 1 for a frame with any keypoint, else 0.
     """
     xy = x[:, :, 0:2, :]
     conf = x[:, :, 2:3, :]
-    centred = xy - xy[:, :, :, 0:1]
-    scale = torch.sqrt((centred * centred).mean(dim=(2, 3), keepdim=True) + 1e-6)
+    present = torch.clamp(x.abs().sum(dim=(2, 3), keepdim=True) * 1e4, 0.0, 1.0)  # (N, T, 1, 1)
+    frames = present.sum(dim=1, keepdim=True) + 1e-6  # (N, 1, 1, 1)
+    centre = (xy[:, :, :, 0:1] * present).sum(dim=1, keepdim=True) / frames  # (N, 1, 2, 1) mean wrist
+    centred = (xy - centre) * present
+    scale = torch.sqrt((centred * centred).sum(dim=(1, 2, 3), keepdim=True) / (frames * 42.0) + 1e-6)
     return torch.cat([centred / scale, conf], dim=2)
 
 

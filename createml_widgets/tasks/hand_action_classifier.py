@@ -193,15 +193,19 @@ class HandActionExtractor:
 
 
 def windows(sequence: np.ndarray, size: int, stride: int | None = None) -> list[tuple[int, np.ndarray]]:
-    """Consecutive windows (start, (size, 3, 21)) covering `sequence`; the last one is zero-padded."""
+    """Full windows (start, (size, 3, 21)) covering `sequence`, every `stride` frames (default: size).
+
+    The last window ends at the last frame (overlapping the one before it if needed), so every
+    prediction sees a whole window as in training; a clip shorter than one window is zero-padded.
+    """
     stride = stride or size
     t = len(sequence)
-    out = []
-    for start in range(0, max(t, 1), stride):
-        out.append((start, pad_window(sequence[start:start + size], size)))
-        if start + size >= t:
-            break
-    return out
+    if t <= size:
+        return [(0, pad_window(sequence, size))]
+    starts = list(range(0, t - size + 1, stride))
+    if starts[-1] + size < t:
+        starts.append(t - size)
+    return [(start, np.ascontiguousarray(sequence[start:start + size], dtype=np.float32)) for start in starts]
 
 
 def pad_window(frames: np.ndarray, size: int) -> np.ndarray:
@@ -213,11 +217,11 @@ def pad_window(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 class WindowData:
-    """Training windows: each clip gives ~2 random windows per iteration (1 if shorter than a window)."""
+    """Training windows: each clip gives up to 8 random windows per iteration (1 if shorter than a window)."""
 
     def __init__(self, sequences: list[np.ndarray], labels: list[int], window: int, augment=None):
         self.sequences, self.window, self.augment = sequences, window, augment
-        self.owner = [k for k, s in enumerate(sequences) for _ in range(max(1, min(4, round(2 * len(s) / window))))]
+        self.owner = [k for k, s in enumerate(sequences) for _ in range(max(1, min(8, round(4 * len(s) / window))))]
         self.labels = labels
         self.y = torch.tensor([labels[k] for k in self.owner], dtype=torch.long)
 
