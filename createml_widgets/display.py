@@ -134,6 +134,7 @@ def task_html(model) -> str:
         f"<details open><summary>Training metrics</summary>{metrics_body(tm, open_=False)}</details>"
         f"<details open><summary>Validation metrics</summary>{metrics_body(vm)}</details>"
         + skipped_html(s.get("skipped_files", []), "Files skipped before training")
+        + skipped_html(s.get("clips_with_few_hands", []), "Clips where most frames show no hand")
         + extra + "</div>"
     )
 
@@ -152,6 +153,10 @@ def task_text(model) -> str:
     if skipped:
         lines.append(f"  skipped files ({len(skipped)}):")
         lines += [f"    {x.get('path')}: {x.get('reason')}" for x in skipped[:20]]
+    few = s.get("clips_with_few_hands", [])
+    if few:
+        lines.append(f"  clips where most frames show no hand ({len(few)}):")
+        lines += [f"    {x.get('path')}: {x.get('reason')}" for x in few[:20]]
     return "\n".join(lines)
 
 

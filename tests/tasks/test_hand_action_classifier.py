@@ -127,3 +127,22 @@ def test_video_augmentations_keep_length_and_missing_frames():
         frames = y.abs().sum(dim=(2, 3))
         assert ((frames == 0) | (frames > 1)).all()  # a frame is a hand or nothing, never a blend with zeros
         assert not torch.equal(y, x)
+
+
+def test_clips_where_most_frames_have_no_hand_are_reported(action_clips):
+    train, _ = action_clips
+    clips = {label: sorted((train / label).iterdir())[:2] for label in ("wave", "zoom")}
+    rows = []
+    for label, paths in clips.items():
+        df = HA.DataSource.labeled_video_data_frame(pd.DataFrame({"video": paths, "label": label})).extract_keypoints()
+        rows.append(df)
+    table = pd.concat(rows, ignore_index=True)
+    hidden = table[table["session_id"] == table["session_id"].iloc[0]].copy()
+    hidden["session_id"] = "mostly-empty"
+    hidden.loc[hidden.index[: int(len(hidden) * 0.8)], "keypoints"] = [np.zeros((1, 3, 21), np.float32)] * int(
+        len(hidden) * 0.8)
+    table = pd.concat([table, hidden], ignore_index=True)
+    params = HA.ModelParameters(prediction_window_size=30, maximum_iterations=2, validation=ValidationData.none())
+    model = HA(HA.DataSource.labeled_keypoints_data_frame(table), params)
+    assert "most frames show no hand" in str(model) and "mostly-empty" in str(model)
+    assert "mostly-empty" in model._repr_html_()
