@@ -23,6 +23,22 @@ def check_positive_int(name: str, value, upper: int | None = None) -> None:
         raise ParameterError(name, value, allowed)
 
 
+def validate_hand_parameters(params, augmentation_type: type, data_source_type: type) -> None:
+    """The checks both hand tasks' ModelParameters share."""
+    from ..data.validation import ValidationData
+
+    check_positive_int("batch_size", params.batch_size, 4096)
+    check_positive_int("maximum_iterations", params.maximum_iterations, 100_000)
+    if not isinstance(params.augmentation_options, augmentation_type):
+        raise ParameterError("augmentation_options", params.augmentation_options,
+                             f"{augmentation_type.__qualname__} flags")
+    if params.algorithm is not ModelAlgorithmType.GCN:
+        raise ParameterError("algorithm", params.algorithm, "ModelAlgorithmType.GCN")
+    if not isinstance(params.validation, ValidationData):
+        raise ParameterError("validation", params.validation, "a ValidationData (split, data_source, none)")
+    params.validation.validate(data_source_type)
+
+
 def mediapipe_id() -> str:
     from ..features import hand_keypoints as hk
 
@@ -35,7 +51,33 @@ def mediapipe_id() -> str:
     return f"mediapipe-hands:{version}:retry{hk.RETRY_SHORT_SIDE}:pad{hk.RETRY_PAD_FRACTION}"
 
 
-class HandPoseExtractor:
+class KeypointExtractor:
+    """Base of the hand extractors: keypoints given in a data frame pass through; files are detected."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def extract(self, items: list) -> list:
+        results: list = [None] * len(items)
+        files = []
+        for i, item in enumerate(items):
+            if item.payload is not None:
+                results[i] = np.asarray(item.payload, dtype=np.float32).reshape(-1, 3, 21)
+            else:
+                files.append(i)
+        if files:
+            for i, value in zip(files, self._extract_files([items[i] for i in files])):
+                results[i] = value
+        return results
+
+    def _extract_files(self, items: list) -> list:
+        raise NotImplementedError
+
+
+class HandPoseExtractor(KeypointExtractor):
     """Photo -> (1, 3, 21) keypoints of the most confident hand, in parallel worker processes."""
 
     def __init__(self, workers: int | None = None):
@@ -45,31 +87,18 @@ class HandPoseExtractor:
     def id(self) -> str:
         return mediapipe_id() + ":static"
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def extract(self, items: list) -> list:
+    def _extract_files(self, items: list) -> list:
         from ..features.hand_keypoints import extract_image_keypoints
 
-        results: list = [None] * len(items)
-        files = []
-        for i, item in enumerate(items):
-            if item.payload is not None:
-                results[i] = np.asarray(item.payload, dtype=np.float32).reshape(1, 3, 21)
-            else:
-                files.append(i)
-        observations = extract_image_keypoints([str(items[i].source) for i in files], workers=self.workers)
-        for i, obs in zip(files, observations):
+        out = []
+        for item, obs in zip(items, extract_image_keypoints([str(i.source) for i in items], workers=self.workers)):
             if obs is None:
-                results[i] = NoHandDetectedError(items[i].source)
+                out.append(NoHandDetectedError(item.source))
             elif isinstance(obs, BaseException):
-                results[i] = obs
+                out.append(obs)
             else:
-                results[i] = obs.keypoints.astype(np.float32)
-        return results
+                out.append(obs.keypoints.astype(np.float32))
+        return out
 
 
 def hand_fraction(sequence: np.ndarray) -> float:

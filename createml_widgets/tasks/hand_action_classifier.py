@@ -17,7 +17,14 @@ from ..features.video import is_video_file
 from ..nets import HandActionGCN
 from ..nets.training import Trainer
 from ._base import ClassifierTask, Plan
-from ._hand import ModelAlgorithmType, check_positive_int, hand_fraction, mediapipe_id
+from ._hand import (
+    KeypointExtractor,
+    ModelAlgorithmType,
+    check_positive_int,
+    hand_fraction,
+    mediapipe_id,
+    validate_hand_parameters,
+)
 from .hand_pose_classifier import keypoint_plan, require_each_label
 
 # Clips where fewer frames than this have a hand are reported in the summary.
@@ -109,20 +116,11 @@ class _ModelParameters:
     ModelAlgorithmType = ModelAlgorithmType
 
     def validate(self) -> None:
-        check_positive_int("batch_size", self.batch_size, 4096)
-        check_positive_int("maximum_iterations", self.maximum_iterations, 100_000)
+        validate_hand_parameters(self, VideoAugmentationOptions, _DataSource)
         check_positive_int("prediction_window_size", self.prediction_window_size, 1000)
         rate = self.target_frame_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 1 <= rate <= 240:
             raise ParameterError("target_frame_rate", rate, "a number of frames per second from 1 to 240")
-        if not isinstance(self.augmentation_options, VideoAugmentationOptions):
-            raise ParameterError("augmentation_options", self.augmentation_options,
-                                 "MLHandActionClassifier.VideoAugmentationOptions flags")
-        if self.algorithm is not ModelAlgorithmType.GCN:
-            raise ParameterError("algorithm", self.algorithm, "ModelAlgorithmType.GCN")
-        if not isinstance(self.validation, ValidationData):
-            raise ParameterError("validation", self.validation, "a ValidationData (split, data_source, none)")
-        self.validation.validate(_DataSource)
 
     def to_dict(self, root=None) -> dict:
         return {"validation": self.validation.to_dict(root), "batch_size": self.batch_size,
@@ -154,7 +152,7 @@ class Prediction:
         return self.results[0][1]
 
 
-class HandActionExtractor:
+class HandActionExtractor(KeypointExtractor):
     """Video clip -> (T, 3, 21) keypoints at the target frame rate, in parallel across videos."""
 
     def __init__(self, target_frame_rate: float, workers: int | None = None):
@@ -165,31 +163,19 @@ class HandActionExtractor:
     def id(self) -> str:
         return f"{mediapipe_id()}:video:{self.target_frame_rate:g}fps"
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def extract(self, items: list) -> list:
+    def _extract_files(self, items: list) -> list:
         from ..features.video import extract_video_keypoints
 
-        results: list = [None] * len(items)
-        files = []
-        for i, item in enumerate(items):
-            if item.payload is not None:
-                results[i] = np.asarray(item.payload, dtype=np.float32).reshape(-1, 3, 21)
-            else:
-                files.append(i)
-        clips = [(str(items[i].source), items[i].start, items[i].end) for i in files]
-        for i, res in zip(files, extract_video_keypoints(clips, self.target_frame_rate, workers=self.workers)):
+        clips = [(str(i.source), i.start, i.end) for i in items]
+        out = []
+        for item, res in zip(items, extract_video_keypoints(clips, self.target_frame_rate, workers=self.workers)):
             if isinstance(res, BaseException):
-                results[i] = res
+                out.append(res)
             elif res.hand_fraction == 0:
-                results[i] = NoHandDetectedError(items[i].name, "no frame of the clip shows a hand")
+                out.append(NoHandDetectedError(item.name, "no frame of the clip shows a hand"))
             else:
-                results[i] = res.keypoints.astype(np.float32)
-        return results
+                out.append(res.keypoints.astype(np.float32))
+        return out
 
 
 def windows(sequence: np.ndarray, size: int, stride: int | None = None) -> list[tuple[int, np.ndarray]]:

@@ -11,14 +11,14 @@ import torch
 from ..data.items import check_labeled
 from ..data.keypoint_sources import KeypointDataSource
 from ..data.validation import ValidationData
-from ..errors import NoHandDetectedError, ParameterError
+from ..errors import NoHandDetectedError
 from ..features.cache import CachingExtractor
 from ..features.image_io import is_image_file, source_name
 from ..features.keypoint_augment import augment_keypoints
 from ..nets import HandPoseGCN
 from ..nets.training import TensorData, Trainer
 from ._base import ClassifierTask, Plan, split_for_validation
-from ._hand import HandPoseExtractor, ModelAlgorithmType, check_positive_int
+from ._hand import HandPoseExtractor, ModelAlgorithmType, validate_hand_parameters
 
 KEYPOINTS_GIVEN = "keypoints-given"
 
@@ -98,16 +98,7 @@ class _ModelParameters:
     ModelAlgorithmType = ModelAlgorithmType
 
     def validate(self) -> None:
-        check_positive_int("batch_size", self.batch_size, 4096)
-        check_positive_int("maximum_iterations", self.maximum_iterations, 100_000)
-        if not isinstance(self.augmentation_options, ImageAugmentationOptions):
-            raise ParameterError("augmentation_options", self.augmentation_options,
-                                 "MLHandPoseClassifier.ImageAugmentationOptions flags")
-        if self.algorithm is not ModelAlgorithmType.GCN:
-            raise ParameterError("algorithm", self.algorithm, "ModelAlgorithmType.GCN")
-        if not isinstance(self.validation, ValidationData):
-            raise ParameterError("validation", self.validation, "a ValidationData (split, data_source, none)")
-        self.validation.validate(_DataSource)
+        validate_hand_parameters(self, ImageAugmentationOptions, _DataSource)
 
     def to_dict(self, root=None) -> dict:
         return {"validation": self.validation.to_dict(root), "batch_size": self.batch_size,
