@@ -10,7 +10,7 @@ import pytest
 
 # One feature cache for the whole run, never the user's own (subprocesses inherit it).
 _CACHE = Path(tempfile.mkdtemp(prefix="cmlw-test-cache-"))
-os.environ.setdefault("CREATEML_WIDGETS_CACHE", str(_CACHE))
+os.environ["CREATEML_WIDGETS_CACHE"] = str(_CACHE)
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "createml_widgets" / "samples"
