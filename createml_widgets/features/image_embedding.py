@@ -1,6 +1,7 @@
 """Image embeddings: EfficientNet-Lite features (scene_print) or a user's own torch model (custom)."""
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +11,8 @@ from PIL import Image
 
 from .image_augment import augment
 from .image_io import load_image
+
+log = logging.getLogger(__name__)
 
 # scene_print revision -> bundled backbone
 SCENE_PRINT_BACKBONES = {1: "efficientnet-lite0", 2: "efficientnet-lite1"}
@@ -40,13 +43,28 @@ def load_backbone(feature_extractor) -> torch.nn.Module:
 
 
 class ImageEmbeddingExtractor:
-    """Turns image items into embedding vectors, batch by batch, decoding on threads."""
+    """Turns image items into embedding vectors, batch by batch, decoding on threads.
 
-    def __init__(self, feature_extractor, batch_size: int = 32, threads: int | None = None):
+    Decoding runs ahead on a thread pool while the network runs on batches of `pipeline_batch`
+    images. The network runs on the fastest backend that builds (see `fast_inference`: ONNX Runtime,
+    else a fused channels-last torch graph, else eager torch); `backend` ("auto", "onnxruntime",
+    "torch", "eager"; default `$CREATEML_WIDGETS_INFERENCE_BACKEND` or "auto") forces one. All
+    backends compute the same float32 features, so `id` does not depend on the backend.
+    """
+
+    # Images per network run inside `extract`: small enough that decoding the next images overlaps
+    # the run, large enough to keep the per-run overhead negligible (measured in benchmarks/image.py).
+    pipeline_batch = 8
+
+    def __init__(self, feature_extractor, batch_size: int = 32, threads: int | None = None,
+                 backend: str | None = None):
         self.feature_extractor = feature_extractor
         self.batch_size = batch_size
         self.threads = threads or min(4, os.cpu_count() or 1)
+        self.backend = backend
         self.backbone = None
+        self.runner = None  # built from `backbone` on first use; `.backend` names the backend in use
+        self._runner_for = None
         self._pool = None
 
     @property
@@ -60,6 +78,7 @@ class ImageEmbeddingExtractor:
     def __enter__(self) -> ImageEmbeddingExtractor:
         if self.backbone is None:
             self.backbone = load_backbone(self.feature_extractor).eval()
+        self.prepare()
         self._pool = ThreadPoolExecutor(self.threads)
         return self
 
@@ -76,18 +95,58 @@ class ImageEmbeddingExtractor:
         except Exception as err:  # noqa: BLE001 - reported per file, never fatal
             return err
 
+    def prepare(self):
+        """Build (once per backbone) the runner `embed` uses; loads the backbone if needed."""
+        from .fast_inference import make_runner
+
+        if self.backbone is None:
+            self.backbone = load_backbone(self.feature_extractor).eval()
+        if self.runner is None or self._runner_for is not self.backbone:
+            self.runner = make_runner(self.backbone, self.backend)
+            self._runner_for = self.backbone
+        return self.runner
+
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.backbone(torch.from_numpy(batch)).numpy()
+        """(N, 3, S, S) float32 pixels from `preprocess` -> (N, D) float32 embeddings."""
+        runner = self.runner if self.runner is not None and self._runner_for is self.backbone else self.prepare()
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        try:
+            return np.asarray(runner(batch), dtype=np.float32)
+        except Exception as err:
+            if runner.backend == "eager":
+                raise
+            # A fast backend that fails at run time (it passed its build-time check): eager from now on.
+            from .fast_inference import TorchRunner
+
+            log.warning("inference backend %s failed (%s: %s); using eager torch", runner.backend,
+                        err.__class__.__name__, err)
+            self.runner = TorchRunner(self.backbone, "eager")
+            return np.asarray(self.runner(batch), dtype=np.float32)
 
     def extract(self, items: list) -> list:
+        # Executor.map submits every decode at once and yields in order: the pool decodes ahead
+        # while this thread runs the network on each `step` of decoded images.
         mapper = self._pool.map if self._pool is not None else map
-        pixels = list(mapper(self._load, items))
-        results: list = list(pixels)
-        good = [i for i, p in enumerate(pixels) if not isinstance(p, Exception)]
-        for start in range(0, len(good), self.batch_size):
-            idx = good[start:start + self.batch_size]
-            out = self.embed(np.stack([pixels[i] for i in idx]))
+        step = max(1, min(self.batch_size, self.pipeline_batch))
+        results: list = [None] * len(items)
+        idx: list[int] = []
+        pixels: list[np.ndarray] = []
+
+        def flush() -> None:
+            out = self.embed(np.stack(pixels))
             for i, row in zip(idx, out):
                 results[i] = row
+            idx.clear()
+            pixels.clear()
+
+        for i, p in enumerate(mapper(self._load, items)):
+            if isinstance(p, Exception):
+                results[i] = p
+                continue
+            idx.append(i)
+            pixels.append(p)
+            if len(idx) >= step:
+                flush()
+        if idx:
+            flush()
         return results
