@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -52,6 +52,9 @@ JOINT_NAMES = (
     "ringMCP", "ringPIP", "ringDIP", "ringTip",
     "littleMCP", "littlePIP", "littleDIP", "littleTip",
 )
+# Changes whenever the keypoints this module computes for a given image could change (use it in
+# feature-cache keys together with mediapipe.__version__).
+EXTRACTOR_ID = "mediapipe-hands/full+lite-fallback/retry256-pad0.25/v1"
 # Images whose short side is below this are upscaled to it before the padded retry.
 RETRY_SHORT_SIDE = 256
 # Border added on each side for the padded retry, as a fraction of the (upscaled) image side.
@@ -76,7 +79,6 @@ class HandObservation:
     keypoints: np.ndarray
     chirality: str = "unknown"
     confidence: float = 0.0
-    extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def xy(self) -> np.ndarray:
@@ -514,7 +516,7 @@ def parallel_map(fn, items: list, make_state, *, workers=None, progress=None, pi
                 run_local([i])
             return results
         children = workers - 1
-        size = chunk_size or max(1, min(16, math.ceil(len(remote) / (workers * 6))))
+        size = chunk_size or max(1, min(8, math.ceil(len(remote) / (workers * 12))))
         chunks = deque(remote[k:k + size] for k in range(0, len(remote), size))
         if local_only:
             chunks.append(local_only)  # taken first by this process (it works from the end)
@@ -534,7 +536,7 @@ def parallel_map(fn, items: list, make_state, *, workers=None, progress=None, pi
                     chunk = chunks.popleft()
                     try:
                         future = executor.submit(_worker_chunk, fn, [items[i] for i in chunk])
-                    except (BrokenProcessPool, RuntimeError):
+                    except Exception:  # noqa: BLE001 - no workers (pool broken, fork server down): go on here
                         chunks.appendleft(chunk)
                         broken = True
                         return
@@ -549,9 +551,12 @@ def parallel_map(fn, items: list, make_state, *, workers=None, progress=None, pi
                     chunk = inflight.pop(future)
                     try:
                         values = future.result()
-                    except BrokenProcessPool:
+                    except BrokenProcessPool:  # a worker died: finish everything here
                         broken = True
-                        chunks.append(chunk)  # redo it in this process
+                        chunks.append(chunk)
+                        continue
+                    except Exception:  # noqa: BLE001 - e.g. a result that does not unpickle: redo it here
+                        chunks.append(chunk)
                         continue
                     for i, value in zip(chunk, values):
                         results[i] = _unwrap(value)
@@ -582,8 +587,8 @@ def _main_module_imports() -> list[str]:
     """Modules the caller's main script imported, when workers re-import that script.
 
     Each worker re-runs the top of a main script (or a `python -m` module) under the name __mp_main__;
-    with these modules already loaded in the fork server (a CLI script importing this package, and so
-    torch, say) that costs nothing. An interactive session's main is not re-imported: nothing to add.
+    when the script imported this package (and so torch, ~2 s), loading it once in the fork server makes
+    that free for every worker. An interactive session's main is not re-imported: nothing to add.
     """
     main = sys.modules.get("__main__")
     if main is None:
@@ -596,7 +601,9 @@ def _main_module_imports() -> list[str]:
     names = set()
     for value in list(vars(main).values()):
         name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
-        if isinstance(name, str) and name in sys.modules and name not in ("__main__", "builtins"):
+        # Only this package (which pulls in torch): anything else a script imports is its own business,
+        # and a module failing to import would stop the fork server.
+        if isinstance(name, str) and name.split(".")[0] == "createml_widgets" and name in sys.modules:
             names.add(name)
     return sorted(names)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -129,8 +130,8 @@ def probe_video(path) -> VideoInfo:
 
 
 def _validate_range(path, target_frame_rate, start, end):
-    if not (isinstance(target_frame_rate, (int, float)) and math.isfinite(target_frame_rate)
-            and target_frame_rate > 0):
+    if not (isinstance(target_frame_rate, numbers.Real) and not isinstance(target_frame_rate, bool)
+            and math.isfinite(target_frame_rate) and target_frame_rate > 0):
         raise ValueError(f"target_frame_rate must be a positive number of frames per second, got {target_frame_rate!r}")
     start = 0.0 if start is None else float(start)
     end = math.inf if end is None else float(end)
