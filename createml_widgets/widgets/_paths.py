@@ -1,0 +1,89 @@
+"""Keeping a dashboard inside its root folder: path containment and safe upload names.
+
+A dashboard may be served to other people, so every path a user types, clicks or uploads is
+resolved (symlinks followed) and must stay inside the root the widget was given.
+"""
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+
+class PathOutsideRootError(PermissionError):
+    """A path a user asked for is not inside the dashboard's root folder."""
+
+    def __init__(self, requested, root: Path, reason: str = "it is outside the data folder"):
+        self.requested, self.root = requested, root
+        super().__init__(f"cannot open {str(requested)!r}: {reason}")
+
+
+def resolve_under_root(root: Path, relative: str | os.PathLike = "") -> Path:
+    """The real path of `relative` inside `root`; raises PathOutsideRootError for anything else.
+
+    Refused: absolute paths (POSIX or Windows, drive letters included), any `..` component, NUL
+    bytes, and anything whose real path (symlinks resolved) is not `root` or below it.
+    """
+    root = Path(root).resolve()
+    text = os.fspath(relative)
+    if "\x00" in text:
+        raise PathOutsideRootError(text, root, "the name contains a NUL character")
+    text = text.replace("\\", "/")
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).drive:
+        raise PathOutsideRootError(text, root, "absolute paths are not allowed; give a path inside the data folder")
+    parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise PathOutsideRootError(text, root, "'..' is not allowed")
+    candidate = root.joinpath(*parts).resolve()
+    if not is_within(candidate, root):
+        raise PathOutsideRootError(text, root, "it leads outside the data folder (a link pointing elsewhere)")
+    return candidate
+
+
+def is_within(path: Path, root: Path) -> bool:
+    """Whether the real path of `path` is `root` or inside it (`root` must be resolved)."""
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    return real == root or real.is_relative_to(root)
+
+
+def relative_to_root(path: Path, root: Path) -> str:
+    """`path` as a POSIX path relative to `root` ("" for the root itself)."""
+    rel = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    return "" if rel == "." else rel
+
+
+_UNSAFE = re.compile(r"[^\w.\- ()+,@]+", re.UNICODE)
+
+
+def sanitize_filename(name: str, fallback: str = "upload") -> str:
+    """A harmless single file name from what a browser sent: no folders, no control characters,
+    no leading dots, at most 120 characters; unicode letters are kept (NFC-normalised)."""
+    name = unicodedata.normalize("NFC", str(name))
+    name = name.replace("\\", "/").split("/")[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = _UNSAFE.sub("_", name).strip(" .")
+    if name in ("", ".", ".."):
+        name = fallback
+    if len(name) > 120:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: 120 - len(ext) - 1] + dot + ext) if dot and len(ext) <= 10 else name[:120]
+    return name
+
+
+def unique_path(folder: Path, name: str) -> Path:
+    """`folder/name`, or `folder/stem-1.ext`, `-2` … if taken."""
+    target = folder / name
+    if not target.exists() and not target.is_symlink():
+        return target
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    for i in range(1, 100_000):
+        candidate = folder / (f"{stem}-{i}.{ext}" if ext else f"{stem}-{i}")
+        if not candidate.exists() and not candidate.is_symlink():
+            return candidate
+    raise FileExistsError(f"too many files named {name!r} in {folder}")

@@ -1,0 +1,239 @@
+"""ConfusionMatrix: a clickable heatmap of MLClassifierMetrics, with per-class precision and recall.
+
+Click a cell (or call `select_cell(true_label, predicted)`, or use the "most confused" buttons)
+to see the examples in it: thumbnails with the model's confidence, from `metrics.examples_in_cell`.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import math
+import re
+from pathlib import Path
+
+import ipywidgets as widgets
+import traitlets
+
+from ..display import confusion_table_html, precision_recall_html
+from ._media import figure_html, placeholder_html, thumbnail_uri, video_frames
+from ._plotting import FONT, figure_widget
+from ._tasks import is_media_file
+
+log = logging.getLogger(__name__)
+MAX_EXAMPLES_SHOWN = 24
+_RANGE_SUFFIX = re.compile(r" \[[^\]]*\]$")  # "clip.mp4 [0s–2s]" -> "clip.mp4"
+
+
+def _item_path(item: str) -> Path | None:
+    path = Path(_RANGE_SUFFIX.sub("", str(item)))
+    return path if path.is_file() else None
+
+
+def _example_figure(item: str, true_label: str, predicted: str, confidence: float, size: int = 96) -> str:
+    conf = "–" if confidence is None or (isinstance(confidence, float) and math.isnan(confidence)) else f"{confidence:.0%}"
+    caption = f"{predicted} · {conf}"
+    path = _item_path(item)
+    title = f"{item}\ntrue: {true_label}, predicted: {predicted} ({conf})"
+    if path is None:
+        return placeholder_html(f"{Path(str(item)).name} {caption}", size)
+    try:
+        if is_media_file(path, "video"):
+            frames = video_frames(path, count=1)
+            uri = thumbnail_uri(frames[0][1], size) if frames else None
+        else:
+            uri = thumbnail_uri(path, size)
+    except Exception as err:  # noqa: BLE001 - one unreadable example must not hide the others
+        log.debug("no thumbnail for %s: %s", item, err)
+        uri = None
+    if uri is None:
+        return placeholder_html(f"{path.name} {caption}", size)
+    return figure_html(uri, caption, title, size, css="cmlw-thumb cmlw-example")
+
+
+class ConfusionMatrix(widgets.VBox):
+    """Explore MLClassifierMetrics: heatmap, precision/recall table, and the examples in any cell.
+
+    `metrics`: one MLClassifierMetrics, or a dict of them ({"Validation": m1, "Training": m2}),
+    chosen with toggle buttons.
+    """
+
+    selected = traitlets.Tuple((), help="(true label, predicted label) of the cell shown")
+    dataset = traitlets.Unicode("")
+
+    def __init__(self, metrics=None, **kwargs):
+        self._metrics_by_name: dict = {}
+        self.selected_examples = None  # pandas DataFrame of the selected cell
+        self.dataset_toggle = widgets.ToggleButtons(options=[], style={"button_width": "110px"})
+        self.dataset_toggle.add_class("cmlw-cm-dataset")
+        self.dataset_toggle.observe(self._on_dataset, "value")
+        self.summary = widgets.HTML()
+        self.summary.add_class("cmlw-cm-summary")
+        self.chart_box = widgets.Box()
+        self.chart_box.add_class("cmlw-confusion-matrix-chart")
+        self.figure = None
+        self.pr_html = widgets.HTML()
+        self.pr_html.add_class("cmlw-precision-recall")
+        self.pairs_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
+        self.pairs_box.add_class("cmlw-cm-pairs")
+        self.true_dropdown = widgets.Dropdown(description="True", layout=widgets.Layout(width="200px"))
+        self.true_dropdown.add_class("cmlw-cm-true")
+        self.pred_dropdown = widgets.Dropdown(description="Predicted", layout=widgets.Layout(width="220px"))
+        self.pred_dropdown.add_class("cmlw-cm-predicted")
+        self.show_button = widgets.Button(description="Show examples", icon="images")
+        self.show_button.add_class("cmlw-cm-show")
+        self.show_button.on_click(lambda _b: self.select_cell(self.true_dropdown.value, self.pred_dropdown.value))
+        self.examples_html = widgets.HTML()
+        self.examples_html.add_class("cmlw-cm-examples")
+        super().__init__(children=[
+            self.dataset_toggle, self.summary,
+            widgets.HBox([self.chart_box, self.pr_html], layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HTML("<b>Most confused</b> <span style='color:#6e6e73'>(click a cell in the matrix, a pair, "
+                         "or choose one)</span>"),
+            self.pairs_box,
+            widgets.HBox([self.true_dropdown, self.pred_dropdown, self.show_button]),
+            self.examples_html,
+        ], **kwargs)
+        self.add_class("cmlw-confusion-matrix")
+        self.metrics = metrics
+
+    # -- data ----------------------------------------------------------------------------------
+    @property
+    def metrics(self):
+        """The MLClassifierMetrics shown now (None when there are none)."""
+        return self._metrics_by_name.get(self.dataset_toggle.value) if self._metrics_by_name else None
+
+    @metrics.setter
+    def metrics(self, metrics) -> None:
+        if metrics is None:
+            by_name = {}
+        elif isinstance(metrics, dict):
+            by_name = {str(k): v for k, v in metrics.items() if v is not None}
+        else:
+            by_name = {"Metrics": metrics}
+        self._metrics_by_name = by_name
+        names = list(by_name)
+        self.dataset_toggle.options = names
+        self.dataset_toggle.layout.display = None if len(names) > 1 else "none"
+        first_valid = next((n for n in names if by_name[n].is_valid), names[0] if names else None)
+        if first_valid is not None and self.dataset_toggle.value != first_valid:
+            self.dataset_toggle.value = first_valid  # -> _on_dataset -> render
+        else:
+            self._render()
+
+    def _on_dataset(self, change) -> None:
+        self.dataset = change["new"] or ""
+        self._render()
+
+    # -- drawing -------------------------------------------------------------------------------
+    def _render(self) -> None:
+        m = self.metrics
+        self.selected = ()
+        self.selected_examples = None
+        self.examples_html.value = ""
+        if m is None:
+            self.summary.value = "<i>No metrics yet: train a model first.</i>"
+            self.chart_box.children = ()
+            self.pr_html.value = ""
+            self.pairs_box.children = ()
+            self.true_dropdown.options, self.pred_dropdown.options = [], []
+            return
+        if not m.is_valid:
+            self.summary.value = (f"<span class='cmlw-cm-invalid' style='color:#b25000'>No metrics: "
+                                  f"{html.escape(str(m.error))}</span>")
+            self.chart_box.children = ()
+            self.pr_html.value = ""
+            self.pairs_box.children = ()
+            self.true_dropdown.options, self.pred_dropdown.options = [], []
+            return
+        self.summary.value = (f"<div>Accuracy <b>{m.accuracy:.1%}</b> on {m.count} examples · "
+                              f"error {m.classification_error:.1%}</div>")
+        matrix = m.confusion_matrix
+        self._draw_heatmap(matrix)
+        self.pr_html.value = ("<div style='margin-left:16px'><b>Precision / recall</b>"
+                              + precision_recall_html(m).replace("<table>", "<table class='cmlw-pr-table' style="
+                                                                 "'border-collapse:collapse;font-size:12px'>")
+                              + "</div>")
+        true_labels = [str(x) for x in matrix.index]
+        predicted = [str(x) for x in matrix.columns]
+        self.true_dropdown.options = true_labels
+        self.pred_dropdown.options = predicted
+        self._draw_pairs(matrix)
+
+    def _draw_heatmap(self, matrix) -> None:
+        import plotly.graph_objects as go
+
+        x = [str(c) for c in matrix.columns]
+        y = [str(i) for i in matrix.index]
+        z = matrix.values.tolist()
+        size = max(320, min(620, 70 + 42 * max(len(x), len(y))))
+        fig = go.Figure(go.Heatmap(
+            z=z, x=x, y=y, colorscale=[[0, "#f5f7fb"], [0.0001, "#d6e6fa"], [1, "#0b5cad"]],
+            text=[[str(v) if v else "" for v in row] for row in z], texttemplate="%{text}",
+            hovertemplate="true %{y} · predicted %{x}<br>%{z} examples<extra></extra>", showscale=False,
+            xgap=1, ygap=1))
+        fig.update_layout(width=size, height=size, margin={"l": 70, "r": 10, "t": 30, "b": 60},
+                          xaxis={"title": "Predicted", "type": "category", "side": "bottom"},
+                          yaxis={"title": "True label", "type": "category", "autorange": "reversed"},
+                          font={"family": FONT, "size": 12}, template="plotly_white")
+        fw = figure_widget(fig)
+        if fw is None:  # no interactive plotly here: a static table, the pairs and dropdowns still work
+            self.figure = None
+            fallback = widgets.HTML(confusion_table_html(self.metrics))
+            self.chart_box.children = (fallback,)
+            return
+        fw.data[0].on_click(self._on_click)
+        self.figure = fw
+        self.chart_box.children = (fw,)
+
+    def _draw_pairs(self, matrix) -> None:
+        pairs = []
+        for t in matrix.index:
+            for p in matrix.columns:
+                n = int(matrix.loc[t, p])
+                if n and str(t) != str(p):
+                    pairs.append((n, str(t), str(p)))
+        pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
+        buttons = []
+        for n, t, p in pairs[:8]:
+            b = widgets.Button(description=f"{t} → {p} ({n})", tooltip=f"true {t}, predicted {p}",
+                               layout=widgets.Layout(width="auto"))
+            b.add_class("cmlw-cm-pair")
+            b.on_click(lambda _b, t=t, p=p: self.select_cell(t, p))
+            buttons.append(b)
+        if not buttons:
+            buttons = [widgets.HTML("<span style='color:#1a7f37'>nothing confused: every example is on the "
+                                    "diagonal</span>")]
+        self.pairs_box.children = buttons
+
+    def _on_click(self, trace, points, selector) -> None:
+        xs, ys = list(getattr(points, "xs", []) or []), list(getattr(points, "ys", []) or [])
+        if xs and ys:
+            self.select_cell(str(ys[0]), str(xs[0]))
+
+    # -- selection -----------------------------------------------------------------------------
+    def select_cell(self, true_label, predicted):
+        """Show the examples whose true label is `true_label` and prediction `predicted`
+        (what clicking that cell does). Returns them as a DataFrame (Item, True Label, Predicted,
+        Confidence), most confident first."""
+        m = self.metrics
+        if m is None or not m.is_valid:
+            raise ValueError("there are no metrics to select from")
+        true_label, predicted = str(true_label), str(predicted)
+        examples = m.examples_in_cell(true_label, predicted).sort_values("Confidence", ascending=False)
+        self.selected_examples = examples
+        if true_label in self.true_dropdown.options:
+            self.true_dropdown.value = true_label
+        if predicted in self.pred_dropdown.options:
+            self.pred_dropdown.value = predicted
+        kind = "correct" if true_label == predicted else "confused"
+        head = (f"<div class='cmlw-cm-selection'><b>True {html.escape(true_label)} · predicted "
+                f"{html.escape(predicted)}</b> — {len(examples)} {kind} example{'s' if len(examples) != 1 else ''}"
+                "</div>")
+        figs = [_example_figure(r["Item"], r["True Label"], r["Predicted"], r["Confidence"])
+                for _, r in examples.head(MAX_EXAMPLES_SHOWN).iterrows()]
+        more = (f"<div style='color:#6e6e73'>… and {len(examples) - MAX_EXAMPLES_SHOWN} more</div>"
+                if len(examples) > MAX_EXAMPLES_SHOWN else "")
+        empty = "<div style='color:#6e6e73'>no examples in this cell</div>" if examples.empty else ""
+        self.examples_html.value = head + "<div>" + "".join(figs) + "</div>" + more + empty
+        self.selected = (true_label, predicted)
+        return examples

@@ -1,0 +1,500 @@
+"""ParameterForm: a form generated from a task's ModelParameters dataclass, validated as you type.
+
+Every dataclass field gets a control chosen by its default's type (a number box with its allowed
+range, checkboxes for an augmentation Flag, a validation-split chooser, the image feature extractor
+and classifier, a dropdown for other enums) and an error label. `form.parameters` is the
+task's ModelParameters, or raises InvalidParametersError naming every field that is wrong.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import html
+import math
+import re
+
+import ipywidgets as widgets
+import traitlets
+
+from ..data.split import MLSplitStrategy
+from ..data.validation import ValidationData
+from ..errors import ParameterError
+from ._tasks import task_info
+
+# Allowed ranges where the library's dataclasses do not carry them (field metadata "range" wins).
+RANGES: dict[str, tuple[float, float]] = {
+    "max_iterations": (1, 1000),
+    "maximum_iterations": (1, 1000),
+    "batch_size": (1, 1024),
+    "prediction_window_size": (1, 1000),
+    "target_frame_rate": (1, 120),
+}
+TITLES = {
+    "validation": "Validation data",
+    "max_iterations": "Maximum iterations",
+    "maximum_iterations": "Maximum iterations",
+    "batch_size": "Batch size",
+    "prediction_window_size": "Prediction window (frames)",
+    "target_frame_rate": "Frame rate (fps)",
+    "augmentation": "Augmentation",
+    "augmentation_options": "Augmentation",
+    "algorithm": "Algorithm",
+}
+HELP = {
+    "max_iterations": "training iterations at most",
+    "maximum_iterations": "training iterations at most",
+    "batch_size": "examples per training step",
+    "prediction_window_size": "frames the model looks at for one prediction (60 = 2 s at 30 fps)",
+    "target_frame_rate": "frames per second the videos are sampled at",
+}
+LABEL_WIDTH = "190px"
+
+
+class InvalidParametersError(ValueError):
+    """The form holds values that do not make valid parameters; `errors` maps field to message."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = dict(errors)
+        super().__init__("invalid parameters: " + "; ".join(f"{k}: {v}" for k, v in self.errors.items()))
+
+
+def _title(name: str) -> str:
+    return TITLES.get(name, name.replace("_", " ").capitalize())
+
+
+def _number_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+class _Field:
+    """One parameter: its controls, its error label, and how to read a value from them."""
+
+    def __init__(self, name: str, default, form: ParameterForm):
+        self.name, self.default, self.form = name, default, form
+        self.error = widgets.HTML()
+        self.error.add_class("cmlw-field-error")
+        self.error.add_class(f"cmlw-field-error-{name}")
+
+    def controls(self) -> list[widgets.Widget]:
+        raise NotImplementedError
+
+    def value(self):
+        """The Python value; raises ValueError with a message for the user."""
+        raise NotImplementedError
+
+    def set_value(self, value) -> None:
+        raise NotImplementedError
+
+    def watch(self, *ws: widgets.Widget) -> None:
+        for w in ws:
+            w.observe(lambda _ch: self.form._validate_field(self.name), "value")
+
+    def box(self) -> widgets.Widget:
+        label = widgets.HTML(f"<b>{html.escape(_title(self.name))}</b>",
+                             layout=widgets.Layout(width=LABEL_WIDTH))
+        hint = HELP.get(self.name)
+        parts: list[widgets.Widget] = [label, *self.controls()]
+        if hint:
+            parts.append(widgets.HTML(f"<span style='color:#6e6e73;font-size:12px'>{html.escape(hint)}</span>"))
+        row = widgets.HBox(parts, layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
+        out = widgets.VBox([row, self.error])
+        out.add_class("cmlw-field")
+        out.add_class(f"cmlw-field-{self.name}")
+        return out
+
+
+class _NumberField(_Field):
+    def __init__(self, name, default, form, lo, hi, integer: bool):
+        super().__init__(name, default, form)
+        self.lo, self.hi, self.integer = lo, hi, integer
+        self.input = widgets.Text(value=_number_text(default), continuous_update=True,
+                                  placeholder=f"{_number_text(lo)}–{_number_text(hi)}",
+                                  layout=widgets.Layout(width="110px"))
+        self.input.add_class(f"cmlw-param-{name}")
+        self.range = widgets.HTML(f"<span style='color:#6e6e73'>{_number_text(lo)} … {_number_text(hi)} "
+                                  f"(default {_number_text(default)})</span>")
+        self.watch(self.input)
+
+    def controls(self):
+        return [self.input, self.range]
+
+    def value(self):
+        text = self.input.value.strip().replace("_", "")
+        kind = "a whole number" if self.integer else "a number"
+        if not text:
+            raise ValueError(f"enter {kind} from {_number_text(self.lo)} to {_number_text(self.hi)}")
+        try:
+            number = int(text) if self.integer else float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {kind}; enter one from {_number_text(self.lo)} "
+                             f"to {_number_text(self.hi)}") from None
+        if not math.isfinite(number) or not self.lo <= number <= self.hi:
+            raise ValueError(f"{text} is out of range: enter {kind} from {_number_text(self.lo)} "
+                             f"to {_number_text(self.hi)}")
+        return number
+
+    def set_value(self, value):
+        self.input.value = _number_text(value)
+
+
+class _BoolField(_Field):
+    def __init__(self, name, default, form):
+        super().__init__(name, default, form)
+        self.input = widgets.Checkbox(value=bool(default), indent=False)
+        self.input.add_class(f"cmlw-param-{name}")
+        self.watch(self.input)
+
+    def controls(self):
+        return [self.input]
+
+    def value(self):
+        return bool(self.input.value)
+
+    def set_value(self, value):
+        self.input.value = bool(value)
+
+
+class _FlagField(_Field):
+    """Checkboxes, one per member of an enum.Flag (augmentation options)."""
+
+    def __init__(self, name, default, form):
+        super().__init__(name, default, form)
+        self.flag_type = type(default)
+        self.boxes = {}
+        for member in self.flag_type:
+            cb = widgets.Checkbox(value=member in default, description=member.name.replace("_", " ").lower(),
+                                  indent=False, layout=widgets.Layout(width="auto", margin="0 12px 0 0"))
+            cb.add_class(f"cmlw-param-{name}-{member.name.lower()}")
+            self.boxes[member] = cb
+        self.watch(*self.boxes.values())
+
+    def controls(self):
+        return [widgets.HBox(list(self.boxes.values()), layout=widgets.Layout(flex_flow="row wrap"))]
+
+    def value(self):
+        out = self.flag_type(0)
+        for member, cb in self.boxes.items():
+            if cb.value:
+                out |= member
+        return out
+
+    def set_value(self, value):
+        for member, cb in self.boxes.items():
+            cb.value = member in value
+
+
+class _EnumField(_Field):
+    def __init__(self, name, default, form):
+        super().__init__(name, default, form)
+        members = list(type(default))
+        self.input = widgets.Dropdown(options=[(str(m.name).replace("_", " "), m) for m in members], value=default)
+        self.input.add_class(f"cmlw-param-{name}")
+        self.watch(self.input)
+
+    def controls(self):
+        return [self.input]
+
+    def value(self):
+        return self.input.value
+
+    def set_value(self, value):
+        self.input.value = value
+
+
+class _FixedField(_Field):
+    """A parameter the form cannot edit: shown, and kept at its value."""
+
+    def __init__(self, name, default, form):
+        super().__init__(name, default, form)
+        self.current = default
+        self.label = widgets.HTML(f"<code>{html.escape(str(default))}</code>")
+
+    def controls(self):
+        return [self.label]
+
+    def value(self):
+        return self.current
+
+    def set_value(self, value):
+        self.current = value
+        self.label.value = f"<code>{html.escape(str(value))}</code>"
+
+
+class _ValidationField(_Field):
+    """automatic split / fixed ratio (+ seed) / none; a ValidationData given in code is kept as-is."""
+
+    def __init__(self, name, default, form):
+        super().__init__(name, default, form)
+        self.kept = None
+        self.choice = widgets.Dropdown(options=[("automatic split", "automatic"), ("fixed ratio", "fixed"),
+                                                ("none", "none")], value="automatic",
+                                       layout=widgets.Layout(width="170px"))
+        self.choice.add_class("cmlw-param-validation")
+        self.ratio = widgets.Text(value="0.1", description="ratio", continuous_update=True,
+                                  layout=widgets.Layout(width="150px"))
+        self.ratio.add_class("cmlw-param-validation-ratio")
+        self.seed = widgets.Text(value="", description="seed", placeholder="random", continuous_update=True,
+                                 layout=widgets.Layout(width="150px"))
+        self.seed.add_class("cmlw-param-validation-seed")
+        self.hint = widgets.HTML()
+        self.watch(self.choice, self.ratio, self.seed)
+        self.choice.observe(lambda _ch: self._show(), "value")
+        self.set_value(default)
+
+    def _show(self):
+        fixed = self.choice.value == "fixed"
+        for w in (self.ratio, self.seed):
+            w.layout.display = None if fixed else "none"
+        hints = {"automatic": "Create ML's rule: under 50 examples none, under 200 10%, else 5%",
+                 "none": "no validation metrics", "fixed": "held out from each label",
+                 "kept": "as given in code"}
+        self.hint.value = f"<span style='color:#6e6e73;font-size:12px'>{hints.get(self.choice.value, '')}</span>"
+
+    def controls(self):
+        return [self.choice, self.ratio, self.seed, self.hint]
+
+    def value(self):
+        kind = self.choice.value
+        if kind == "kept":
+            return self.kept
+        if kind == "none":
+            return ValidationData.none()
+        if kind == "automatic":
+            return ValidationData.split(MLSplitStrategy.automatic())
+        text = self.ratio.value.strip()
+        try:
+            ratio = float(text)
+        except ValueError:
+            raise ValueError(f"ratio {text!r} is not a number; enter one between 0 and 1, e.g. 0.2") from None
+        if not 0.0 < ratio < 1.0:
+            raise ValueError(f"ratio {text} is out of range: enter a number between 0 and 1 (exclusive), e.g. 0.2")
+        seed_text = self.seed.value.strip()
+        seed = None
+        if seed_text:
+            try:
+                seed = int(seed_text)
+            except ValueError:
+                raise ValueError(f"seed {seed_text!r} is not a whole number; leave it empty for a random split") from None
+            if seed < 0:
+                raise ValueError("seed must be 0 or more")
+        return ValidationData.split(MLSplitStrategy.fixed(ratio, seed))
+
+    def set_value(self, value):
+        options = [o for o in self.choice.options if o[1] != "kept"]
+        if value.kind == "split" and value.strategy is not None and value.strategy.kind == "fixed":
+            self.ratio.value = _number_text(value.strategy.ratio)
+            self.seed.value = "" if value.strategy.seed is None else str(value.strategy.seed)
+            kind = "fixed"
+        elif value.kind == "split":
+            kind = "automatic"
+        elif value.kind == "none":
+            kind = "none"
+        else:
+            self.kept = value
+            options.append((f"{value.kind.replace('_', ' ')} (from code)", "kept"))
+            kind = "kept"
+        self.choice.options = options
+        self.choice.value = kind
+        self._show()
+
+
+class _ImageAlgorithmField(_Field):
+    """transfer_learning(feature extractor, classifier): revision dropdown, classifier, MLP layer sizes."""
+
+    def __init__(self, name, default, form):
+        super().__init__(name, default, form)
+        from ..features.image_embedding import SCENE_PRINT_BACKBONES
+
+        self.task_class = form.task_class
+        options = [(f"Scene print revision {rev} ({backbone})", rev) for rev, backbone in
+                   sorted(SCENE_PRINT_BACKBONES.items())]
+        options.append(("Scene print, latest revision", None))
+        self.kept_extractor = None
+        self.base_options = options
+        self.extractor = widgets.Dropdown(options=options, layout=widgets.Layout(width="330px"))
+        self.extractor.add_class("cmlw-param-feature-extractor")
+        self.classifier = widgets.Dropdown(options=[("logistic regressor", "logistic_regressor"),
+                                                    ("multilayer perceptron", "multilayer_perceptron")],
+                                           layout=widgets.Layout(width="200px"))
+        self.classifier.add_class("cmlw-param-classifier")
+        self.layers = widgets.Text(value="128, 64", description="layers", placeholder="128, 64",
+                                   continuous_update=True, layout=widgets.Layout(width="200px"))
+        self.layers.add_class("cmlw-param-layer-sizes")
+        self.watch(self.extractor, self.classifier, self.layers)
+        self.classifier.observe(lambda _ch: self._show(), "value")
+        self.set_value(default)
+
+    def _show(self):
+        self.layers.layout.display = None if self.classifier.value == "multilayer_perceptron" else "none"
+
+    def controls(self):
+        return [widgets.VBox([self.extractor, widgets.HBox([self.classifier, self.layers])])]
+
+    def layer_sizes(self) -> tuple[int, ...]:
+        text = self.layers.value.strip()
+        parts = [p for p in re.split(r"[,\s;]+", text) if p]
+        if not parts:
+            raise ValueError("enter the hidden layer sizes, e.g. 128, 64")
+        sizes = []
+        for p in parts:
+            if not p.isdigit() or int(p) < 1 or int(p) > 65536:
+                raise ValueError(f"layer size {p!r} is not a whole number from 1 to 65536; e.g. 128, 64")
+            sizes.append(int(p))
+        return tuple(sizes)
+
+    def value(self):
+        cls = self.task_class
+        fe = (self.kept_extractor if self.extractor.value == "kept"
+              else cls.FeatureExtractorType.scene_print(self.extractor.value))
+        if self.classifier.value == "multilayer_perceptron":
+            classifier = cls.ClassifierType.multilayer_perceptron(self.layer_sizes())
+        else:
+            classifier = cls.ClassifierType.logistic_regressor()
+        return cls.ModelAlgorithmType.transfer_learning(fe, classifier)
+
+    def set_value(self, value):
+        fe, classifier = value.feature_extractor, value.classifier
+        options = list(self.base_options)
+        if fe.kind == "scene_print" and fe.revision in [o[1] for o in options]:
+            self.extractor.options = options
+            self.extractor.value = fe.revision
+        else:
+            self.kept_extractor = fe
+            options.append((f"{fe} (from code)", "kept"))
+            self.extractor.options = options
+            self.extractor.value = "kept"
+        self.classifier.value = classifier.kind
+        if classifier.layer_sizes:
+            self.layers.value = ", ".join(str(s) for s in classifier.layer_sizes)
+        self._show()
+
+
+def _field_for(f: dataclasses.Field, default, form: ParameterForm) -> _Field:
+    name = f.name
+    if isinstance(default, ValidationData):
+        return _ValidationField(name, default, form)
+    if isinstance(default, enum.Flag):
+        return _FlagField(name, default, form)
+    if isinstance(default, bool):
+        return _BoolField(name, default, form)
+    if isinstance(default, (int, float)):
+        lo, hi = f.metadata.get("range") or RANGES.get(name) or (1, 10**6)
+        return _NumberField(name, default, form, lo, hi, integer=isinstance(default, int))
+    if hasattr(default, "feature_extractor") and hasattr(default, "classifier"):
+        return _ImageAlgorithmField(name, default, form)
+    if isinstance(default, enum.Enum):
+        return _EnumField(name, default, form)
+    return _FixedField(name, default, form)
+
+
+class ParameterForm(widgets.VBox):
+    """Edit a task's ModelParameters. `form.parameters` gives them (or raises InvalidParametersError).
+
+    >>> form = ParameterForm("image")
+    >>> form.fields["max_iterations"].input.value = "0"
+    >>> form.errors["max_iterations"]
+    '0 is out of range: enter a whole number from 1 to 1000'
+    """
+
+    valid = traitlets.Bool(True)
+    errors = traitlets.Dict()
+
+    def __init__(self, task="image", parameters=None, **kwargs):
+        self.task = task_info(task)
+        self.task_class = self.task.load()
+        params_type = self.task_class.ModelParameters
+        defaults = params_type()
+        self._building = True
+        self.fields: dict[str, _Field] = {}
+        for f in dataclasses.fields(params_type):
+            if not f.init or f.name.startswith("_"):
+                continue
+            self.fields[f.name] = _field_for(f, getattr(defaults, f.name), self)
+        self.form_error = widgets.HTML()
+        self.form_error.add_class("cmlw-form-error")
+        self.reset_button = widgets.Button(description="Defaults", icon="undo",
+                                           tooltip="Create ML's default parameters")
+        self.reset_button.add_class("cmlw-form-reset")
+        self.reset_button.on_click(lambda _b: self.reset())
+        header = widgets.HTML(f"<b>{html.escape(self.task.class_name)}.ModelParameters</b>")
+        super().__init__(children=[header, *[fld.box() for fld in self.fields.values()], self.form_error,
+                                   self.reset_button], **kwargs)
+        self.add_class("cmlw-parameter-form")
+        self._building = False
+        if parameters is not None:
+            self.set_parameters(parameters)
+        self._validate_all()
+
+    # -- values ------------------------------------------------------------------------------
+    @property
+    def parameters(self):
+        """The task's ModelParameters from the form; InvalidParametersError if a field is wrong."""
+        errors, values = {}, {}
+        for name, fld in self.fields.items():
+            try:
+                values[name] = fld.value()
+            except ValueError as err:
+                errors[name] = str(err)
+        if errors:
+            raise InvalidParametersError(errors)
+        params = self.task_class.ModelParameters(**values)
+        try:
+            params.validate()
+        except ParameterError as err:  # the library's own checks, mapped to the field they concern
+            field_name = next((n for n in self.fields if err.name.startswith(n) or n in err.name), "_form")
+            raise InvalidParametersError({field_name: str(err)}) from err
+        except ValueError as err:
+            raise InvalidParametersError({"_form": str(err)}) from err
+        return params
+
+    @property
+    def is_valid(self) -> bool:
+        return not self._collect_errors()
+
+    def set_parameters(self, parameters) -> None:
+        """Show `parameters` (a ModelParameters of this task) in the form."""
+        if not isinstance(parameters, self.task_class.ModelParameters):
+            raise TypeError(f"expected {self.task.class_name}.ModelParameters, got {type(parameters).__name__}")
+        self._building = True
+        try:
+            for name, fld in self.fields.items():
+                fld.set_value(getattr(parameters, name))
+        finally:
+            self._building = False
+        self._validate_all()
+
+    def reset(self) -> None:
+        """Back to Create ML's defaults."""
+        self.set_parameters(self.task_class.ModelParameters())
+
+    # -- validation --------------------------------------------------------------------------
+    def _collect_errors(self) -> dict[str, str]:
+        errors = {}
+        for name, fld in self.fields.items():
+            try:
+                fld.value()
+            except ValueError as err:
+                errors[name] = str(err)
+        if not errors:
+            try:
+                self.parameters  # noqa: B018 - the library's cross-field checks
+            except InvalidParametersError as err:
+                errors.update(err.errors)
+        return errors
+
+    def _validate_field(self, name: str) -> None:
+        if not self._building:
+            self._validate_all()
+
+    def _validate_all(self) -> None:
+        errors = self._collect_errors()
+        for name, fld in self.fields.items():
+            msg = errors.get(name, "")
+            fld.error.value = (f"<span style='color:#c62828;font-size:12px'>⛔ {html.escape(msg)}</span>"
+                               if msg else "")
+        form_msg = errors.get("_form", "")
+        self.form_error.value = (f"<span style='color:#c62828'>⛔ {html.escape(form_msg)}</span>" if form_msg else "")
+        self.errors = errors
+        self.valid = not errors

@@ -1,0 +1,345 @@
+"""PredictionPreview: try a trained model on one image or video — a file under the data root or an upload.
+
+Images show the labels with confidence bars (and, for the hand pose classifier, the detected hand's
+skeleton drawn on the photo); videos show one prediction per window along a timeline, with a frame
+of each window and its skeleton.
+"""
+from __future__ import annotations
+
+import html
+import io
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import ipywidgets as widgets
+import traitlets
+
+from .. import samples
+from ..display import image_to_data_uri
+from ..errors import NoHandDetectedError
+from ._media import bars_html, load_picture, with_hand
+from ._paths import PathOutsideRootError, is_within, resolve_under_root, sanitize_filename
+from ._tasks import is_media_file, task_info
+
+log = logging.getLogger(__name__)
+MAX_LISTED_FILES = 3000
+MAX_TIMELINE_FRAMES = 6
+PALETTE = ["#0071e3", "#ff9500", "#34c759", "#af52de", "#ff3b30", "#5ac8fa", "#ffcc00", "#a2845e", "#ff2d55",
+           "#5856d6"]
+
+
+class PredictionPreview(widgets.VBox):
+    """Pick an image or video (a path under `root`, or an upload) and see what `model` predicts.
+
+    `results` holds the last prediction: [(label, confidence), …] for images, [Prediction] for videos.
+    """
+
+    model = traitlets.Any(None, allow_none=True)
+    results = traitlets.Any(None, allow_none=True)
+    busy = traitlets.Bool(False)
+    error = traitlets.Unicode("")
+
+    def __init__(self, model=None, root=None, task=None, **kwargs):
+        self.root = Path(root if root is not None else samples.ROOT).resolve()
+        self._task = task_info(task if task is not None else (model if model is not None else "image"))
+        self._thread: threading.Thread | None = None
+        self.path_input = widgets.Combobox(placeholder="a file inside the data folder, e.g. "
+                                           "sign-language-digits/3/IMG_1121.JPG", ensure_option=False,
+                                           description="File", layout=widgets.Layout(width="520px"))
+        self.path_input.add_class("cmlw-preview-path")
+        self.predict_button = widgets.Button(description="Predict", icon="magic", button_style="primary")
+        self.predict_button.add_class("cmlw-preview-button")
+        self.predict_button.on_click(lambda _b: self.predict_in_background(self.path_input.value.strip()))
+        self.upload = widgets.FileUpload(multiple=False, description="Upload", accept=self._accept())
+        self.upload.add_class("cmlw-preview-upload")
+        self.upload.observe(self._on_upload, "value")
+        self.message = widgets.HTML()
+        self.message.add_class("cmlw-preview-message")
+        self.picture = widgets.HTML()
+        self.picture.add_class("cmlw-preview-image")
+        self.results_html = widgets.HTML()
+        self.results_html.add_class("cmlw-preview-results")
+        self.timeline = widgets.HTML()
+        self.timeline.add_class("cmlw-preview-timeline")
+        super().__init__(children=[
+            widgets.HBox([self.path_input, self.predict_button, self.upload]),
+            self.message,
+            widgets.HBox([self.picture, self.results_html], layout=widgets.Layout(align_items="flex-start")),
+            self.timeline,
+        ], **kwargs)
+        self.add_class("cmlw-prediction-preview")
+        self.model = model  # -> _on_model
+        if model is None:
+            self._on_model({"new": None})
+
+    # -- setup ---------------------------------------------------------------------------------
+    @property
+    def task(self):
+        return self._task
+
+    def _accept(self) -> str:
+        return "video/*,.mp4,.mov,.m4v,.avi,.webm,.mkv" if self._task.media == "video" else "image/*"
+
+    @traitlets.observe("model")
+    def _on_model(self, change) -> None:
+        model = change["new"]
+        if model is not None:
+            self._task = task_info(model)
+            self.upload.accept = self._accept()
+        self.refresh_files()
+        self.predict_button.disabled = model is None
+        if model is None:
+            self._say("Train a model first; then pick a file to see its prediction.")
+        else:
+            self._say("")
+        self.results = None
+        self.picture.value = self.results_html.value = self.timeline.value = ""
+
+    def refresh_files(self) -> None:
+        """List the media files under root as suggestions for the file box."""
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                p = Path(dirpath) / name
+                if is_media_file(p, self._task.media) and is_within(p, self.root):
+                    found.append(p.relative_to(self.root).as_posix())
+                    if len(found) >= MAX_LISTED_FILES:
+                        break
+            if len(found) >= MAX_LISTED_FILES:
+                break
+        self.path_input.options = found
+        if found and not self.path_input.value:
+            self.path_input.value = found[0]
+
+    def resolve(self, path) -> Path:
+        """A path typed by a user, confined to root (absolute paths only if they lie inside it)."""
+        p = Path(os.fspath(path))
+        if p.is_absolute():
+            if not is_within(p, self.root):
+                raise PathOutsideRootError(str(path), self.root)
+            p = p.resolve()
+        else:
+            p = resolve_under_root(self.root, os.fspath(path))
+        if not p.is_file():
+            raise FileNotFoundError(f"{path!r} is not a file inside the data folder")
+        return p
+
+    # -- predicting ----------------------------------------------------------------------------
+    def predict(self, source):
+        """Predict `source` now and show it: a path (under root), a PIL image, or an array.
+
+        Returns the prediction (also in `results`); errors are shown and re-raised.
+        """
+        if self.model is None:
+            raise RuntimeError("there is no model to predict with yet")
+        self.busy = True
+        self.error = ""
+        self._say("Predicting…")
+        try:
+            if isinstance(source, (str, os.PathLike)):
+                source = self.resolve(source)
+            if self._task.media == "video":
+                results = self._predict_video(source)
+            elif self._task.key == "hand_pose":
+                results = self._predict_hand_pose(source)
+            else:
+                results = self._predict_image(source)
+            self.results = results
+            self._say("")
+            return results
+        except NoHandDetectedError as err:
+            self.error = str(err)
+            self._say(f"No hand found: {err}", "warning")
+            self.results_html.value = self.timeline.value = ""
+            raise
+        except Exception as err:
+            self.error = f"{type(err).__name__}: {err}"
+            self._say(self.error, "error")
+            raise
+        finally:
+            self.busy = False
+
+    def predict_in_background(self, source) -> threading.Thread | None:
+        """What the Predict button does: predict on a thread so the notebook stays responsive."""
+        if self.busy or not source:
+            if not source:
+                self._say("Choose a file first.", "warning")
+            return None
+
+        def run():
+            try:
+                self.predict(source)
+            except Exception:  # noqa: BLE001 - already shown in the widget
+                log.debug("prediction failed", exc_info=True)
+
+        self._thread = threading.Thread(target=run, name="cmlw-preview", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def _show_picture(self, image, caption: str = "") -> None:
+        uri = image_to_data_uri(image, max_side=320)
+        cap = f"<div style='color:#6e6e73;font-size:12px'>{html.escape(caption)}</div>" if caption else ""
+        self.picture.value = (f"<div style='margin-right:16px'><img src='{uri}' style='max-width:320px;"
+                              f"max-height:320px;border-radius:6px;border:1px solid #ddd'/>{cap}</div>")
+
+    def _predict_image(self, source):
+        image = load_picture(source, max_side=1024)
+        probs = self.model.prediction_probabilities(source if not isinstance(source, Path) else str(source))
+        ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+        self._show_picture(image, _name(source))
+        self.results_html.value = self._results_block(ranked)
+        self.timeline.value = ""
+        return ranked
+
+    def _predict_hand_pose(self, source):
+        image = load_picture(source, max_side=1024)
+        model = self.model
+        if hasattr(model, "keypoints") and hasattr(model, "prediction_from_keypoints"):
+            observation = model.keypoints(image)
+            ranked = model.prediction_from_keypoints(observation.keypoints)
+            from ..features.hand_keypoints import draw_hand
+
+            drawn = draw_hand(image, observation.keypoints)
+            chirality = getattr(observation, "chirality", "")
+        else:
+            ranked = model.prediction(image)
+            drawn, observation = with_hand(image)
+            chirality = getattr(observation, "chirality", "") if observation is not None else ""
+        self._show_picture(drawn, f"{_name(source)}" + (f" · {chirality} hand" if chirality else ""))
+        self.results_html.value = self._results_block(ranked)
+        self.timeline.value = ""
+        return ranked
+
+    def _predict_video(self, source):
+        if not isinstance(source, Path):
+            raise TypeError("the hand action preview takes a video file")
+        predictions = self.model.prediction(str(source))
+        rate = float(getattr(self.model.model_parameters, "target_frame_rate", 30.0))
+        self.timeline.value = self._timeline_html(predictions, rate, source)
+        overall: dict[str, float] = {}
+        for p in predictions:
+            for label, conf in p.results:
+                overall[label] = overall.get(label, 0.0) + conf / len(predictions)
+        ranked = sorted(overall.items(), key=lambda kv: -kv[1])
+        self.picture.value = ""
+        self.results_html.value = self._results_block(ranked, title=f"Whole video ({len(predictions)} windows)")
+        return predictions
+
+    def _results_block(self, ranked, title: str = "Prediction") -> str:
+        top = ranked[0] if ranked else ("–", 0.0)
+        return (f"<div><div style='font-size:13px;color:#6e6e73'>{html.escape(title)}</div>"
+                f"<div class='cmlw-preview-top' style='font-size:22px;font-weight:700;margin:2px 0 8px 0'>"
+                f"{html.escape(str(top[0]))} <span style='font-size:15px;color:#6e6e73'>{top[1]:.1%}</span></div>"
+                f"{bars_html(ranked)}</div>")
+
+    def _timeline_html(self, predictions, rate: float, path: Path) -> str:
+        labels = sorted({lab for p in predictions for lab, _ in p.results})
+        colors = {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(labels)}
+        total = max((p.frame_range.stop for p in predictions), default=1) or 1
+        segments, rows = [], []
+        for i, p in enumerate(predictions):
+            label, conf = p.results[0]
+            start, stop = p.frame_range.start, p.frame_range.stop
+            width = 100.0 * (stop - start) / total
+            segments.append(
+                f"<div class='cmlw-timeline-window' title='frames {start}–{stop - 1}: {html.escape(label)} {conf:.0%}'"
+                f" style='flex:0 0 {width:.2f}%;background:{colors[label]};opacity:{0.35 + 0.65 * conf:.2f};"
+                f"color:#fff;font-size:11px;padding:3px 4px;box-sizing:border-box;overflow:hidden;white-space:nowrap;"
+                f"border-right:1px solid #fff'>{html.escape(label)} {conf:.0%}</div>")
+            frame_html = self._window_frame(path, (start + stop) / 2 / rate) if i < MAX_TIMELINE_FRAMES else ""
+            rows.append(f"<tr><td>{start}–{stop - 1}</td><td>{start / rate:.2f}–{stop / rate:.2f} s</td>"
+                        f"<td><b>{html.escape(label)}</b></td><td>{conf:.1%}</td><td>{frame_html}</td></tr>")
+        return ("<div><b>Timeline</b> <span style='color:#6e6e73'>(one prediction per window of frames)</span>"
+                f"<div class='cmlw-timeline' style='display:flex;width:640px;border-radius:4px;overflow:hidden;"
+                f"margin:4px 0'>{''.join(segments)}</div>"
+                "<table class='cmlw-timeline-table' style='border-collapse:collapse;font-size:12px'>"
+                "<tr><th>frames</th><th>time</th><th>label</th><th>confidence</th><th>frame</th></tr>"
+                + "".join(rows) + "</table></div>")
+
+    def _window_frame(self, path: Path, seconds: float) -> str:
+        try:
+            from PIL import Image
+
+            from ..features.video import iter_frames
+
+            frame = next(iter_frames(str(path), target_frame_rate=30.0, start=max(0.0, seconds), max_side=320),
+                         None)
+            if frame is None:
+                return ""
+            drawn, _ = with_hand(Image.fromarray(frame[1]))
+            return f"<img src='{image_to_data_uri(drawn, 96)}' style='border-radius:3px'/>"
+        except Exception as err:  # noqa: BLE001 - the frame is a nicety
+            log.debug("no frame for %s at %.2fs: %s", path, seconds, err)
+            return ""
+
+    # -- uploads -------------------------------------------------------------------------------
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[0]
+        name = sanitize_filename(f.get("name", "upload"))
+        content = bytes(f.get("content", b""))
+        self.upload.value = ()
+        if self.model is None:
+            self._say("Train a model first.", "warning")
+            return
+
+        def run():
+            try:
+                if self._task.media == "video":
+                    suffix = Path(name).suffix if Path(name).suffix else ".mp4"
+                    with tempfile.TemporaryDirectory(prefix="cmlw-preview-") as tmp:
+                        p = Path(tmp) / f"upload{suffix}"
+                        p.write_bytes(content)
+                        self._predict_uploaded(p)
+                else:
+                    from PIL import Image
+
+                    self._predict_uploaded(Image.open(io.BytesIO(content)))
+            except Exception:  # noqa: BLE001 - shown by predict()
+                log.debug("upload prediction failed", exc_info=True)
+
+        self._thread = threading.Thread(target=run, name="cmlw-preview-upload", daemon=True)
+        self._thread.start()
+
+    def _predict_uploaded(self, source) -> None:
+        # Uploaded files live outside root (a temporary folder); they are predicted directly.
+        if self.model is None:
+            return
+        self.busy = True
+        try:
+            if isinstance(source, Path):
+                self.results = self._predict_video(source)
+            elif self._task.key == "hand_pose":
+                self.results = self._predict_hand_pose(source)
+            else:
+                self.results = self._predict_image(source)
+            self._say("")
+        except NoHandDetectedError as err:
+            self._say(f"No hand found: {err}", "warning")
+        except Exception as err:  # noqa: BLE001
+            self.error = f"{type(err).__name__}: {err}"
+            self._say(self.error, "error")
+        finally:
+            self.busy = False
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a background prediction (button or upload) to finish."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _say(self, text: str, level: str = "info") -> None:
+        color = {"error": "#c62828", "warning": "#b25000"}.get(level, "#6e6e73")
+        self.message.value = (f"<span class='cmlw-preview-{level}' style='color:{color}'>{html.escape(text)}</span>"
+                              if text else "")
+
+
+def _name(source) -> str:
+    if isinstance(source, Path):
+        return source.name
+    return ""

@@ -1,0 +1,332 @@
+"""TrainingProgress: follow an MLJob live — phase, progress bar, time left, loss/accuracy curves,
+checkpoints — with Cancel and Resume.
+
+The job trains on its own thread and calls back from it; the widget updates from there (ipykernel
+sends widget messages from any thread) at most every `update_interval` seconds, so training
+never waits on the browser and the notebook stays usable.
+"""
+from __future__ import annotations
+
+import html
+import math
+import threading
+import time
+
+import ipywidgets as widgets
+import traitlets
+
+from ..session import JobCancelledError, MLPhase
+from ._plotting import FONT, figure_widget
+
+PHASE_TITLES = {
+    "initialized": "Starting",
+    "extractingFeatures": "Extracting features",
+    "training": "Training",
+    "evaluating": "Evaluating",
+    "inferencing": "Inferencing",
+}
+CURVES = (  # (metric key, trace name, subplot column, colour, dash)
+    ("loss", "training loss", 1, "#0071e3", None),
+    ("validation_loss", "validation loss", 1, "#ff9500", "dot"),
+    ("accuracy", "training accuracy", 2, "#0071e3", None),
+    ("validation_accuracy", "validation accuracy", 2, "#ff9500", "dot"),
+)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s:02d} s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min"
+
+
+class TrainingProgress(widgets.VBox):
+    """Shows an MLJob as it runs. `attach(job)` follows a job; `model` is set when it finishes.
+
+    `state`: "idle", "running", "cancelling", "cancelled", "failed" or "done".
+    """
+
+    state = traitlets.Unicode("idle")
+    phase = traitlets.Unicode("")
+    item_count = traitlets.Int(0)
+    total_item_count = traitlets.Int(0)
+    time_left = traitlets.Float(float("nan"))
+    error = traitlets.Unicode("")
+    model = traitlets.Any(None, allow_none=True)
+    job = traitlets.Any(None, allow_none=True)
+
+    def __init__(self, job=None, update_interval: float = 0.3, what: str = "items", **kwargs):
+        self.update_interval = update_interval
+        self.what = what
+        self.history: list[dict] = []  # {"iteration": n, metric: value, ...}
+        self.checkpoints: list = []
+        self._lock = threading.RLock()
+        self._timer: threading.Timer | None = None
+        self._last_flush = 0.0
+        self._progress = None
+        self._phase_mark: tuple[float, int] | None = None  # (monotonic time, count) where estimates start
+        self._finished = threading.Event()
+        self._finished.set()
+
+        self.phase_label = widgets.HTML("<b>Not started</b>")
+        self.phase_label.add_class("cmlw-progress-phase")
+        self.bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
+                                         layout=widgets.Layout(width="420px"))
+        self.bar.add_class("cmlw-progress-bar")
+        self.counts_label = widgets.HTML()
+        self.counts_label.add_class("cmlw-progress-counts")
+        self.metrics_label = widgets.HTML()
+        self.metrics_label.add_class("cmlw-progress-metrics")
+        self.error_label = widgets.HTML()
+        self.error_label.add_class("cmlw-progress-error")
+        self.cancel_button = widgets.Button(description="Cancel", icon="stop", button_style="warning",
+                                            disabled=True, tooltip="stop after the current step; Resume continues")
+        self.cancel_button.add_class("cmlw-cancel-button")
+        self.resume_button = widgets.Button(description="Resume", icon="play", disabled=True,
+                                            tooltip="continue the cancelled session where it stopped")
+        self.resume_button.add_class("cmlw-resume-button")
+        self.cancel_button.on_click(lambda _b: self.cancel())
+        self.resume_button.on_click(lambda _b: self.resume())
+        self.checkpoints_html = widgets.HTML()
+        self.checkpoints_html.add_class("cmlw-checkpoints")
+        self.figure = self._make_figure()
+        chart = self.figure if self.figure is not None else widgets.HTML()
+        self.chart_fallback = None if self.figure is not None else chart
+        chart.add_class("cmlw-progress-chart")
+        super().__init__(children=[
+            self.phase_label,
+            widgets.HBox([self.bar, self.counts_label], layout=widgets.Layout(align_items="center")),
+            self.metrics_label, self.error_label,
+            widgets.HBox([self.cancel_button, self.resume_button]),
+            chart, self.checkpoints_html,
+        ], **kwargs)
+        self.add_class("cmlw-training-progress")
+        if job is not None:
+            self.attach(job)
+
+    # -- the chart ---------------------------------------------------------------------------
+    def _make_figure(self):
+        from plotly.subplots import make_subplots
+
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.12)
+        for key, name, col, color, dash in CURVES:
+            fig.add_scatter(x=[], y=[], name=name, mode="lines+markers", row=1, col=col,
+                            line={"color": color, "dash": dash}, marker={"size": 5}, meta=key)
+        fig.update_xaxes(title_text="iteration", rangemode="tozero")
+        fig.update_yaxes(rangemode="tozero", row=1, col=1)
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+        fig.update_layout(height=300, width=760, margin={"l": 50, "r": 20, "t": 40, "b": 40},
+                          legend={"orientation": "h", "y": -0.28}, font={"family": FONT, "size": 12},
+                          plot_bgcolor="#fafafa", template="plotly_white")
+        return figure_widget(fig)
+
+    # -- following a job ---------------------------------------------------------------------
+    def attach(self, job) -> None:
+        """Follow `job` (an MLJob): its past history is drawn at once, new events as they come."""
+        with self._lock:
+            self.job = job
+            self.model = None
+            self.error = ""
+            self.history = [dict(h) for h in getattr(job.session, "history", [])]
+            self.checkpoints = list(getattr(job.session, "checkpoints", []))
+            self._progress = job.progress
+            self._phase_mark = None
+            self.state = "running"
+            self._finished.clear()
+        job.on_phase(lambda phase, j=job: self._on_phase(j, phase))
+        job.on_progress(lambda p, j=job: self._on_progress(j, p))
+        job.on_checkpoint(lambda c, j=job: self._on_checkpoint(j, c))
+        job.add_done_callback(self._on_done)
+        self._flush()
+
+    def detach(self) -> None:
+        """Stop following the job (it keeps running); the widget keeps what it showed."""
+        with self._lock:
+            self.job = None
+            if self.state in ("running", "cancelling"):
+                self.state = "idle"
+            self._finished.set()
+        self._flush()
+
+    def _on_phase(self, job, phase) -> None:
+        if job is not self.job:
+            return
+        with self._lock:
+            self.phase = str(phase.value if isinstance(phase, MLPhase) else phase)
+            start = job.session.iteration if self.phase == MLPhase.TRAINING.value else 0
+            self._phase_mark = (time.monotonic(), start)
+        self._flush()
+
+    def _on_progress(self, job, progress) -> None:
+        if job is not self.job:
+            return
+        with self._lock:
+            self._progress = progress
+            if progress.phase == MLPhase.TRAINING and progress.metrics:
+                row = {"iteration": progress.item_count, **{str(k): float(v) for k, v in progress.metrics.items()}}
+                if self.history and self.history[-1]["iteration"] >= row["iteration"]:
+                    self.history = [h for h in self.history if h["iteration"] < row["iteration"]]
+                self.history.append(row)
+        self._schedule()
+
+    def _on_checkpoint(self, job, checkpoint) -> None:
+        if job is not self.job:
+            return
+        with self._lock:
+            self.checkpoints.append(checkpoint)
+        self._schedule()
+
+    def _on_done(self, job) -> None:
+        if job is not self.job:
+            return
+        err = job.exception()
+        with self._lock:
+            if err is None:
+                model = job.result()
+                self.state = "done"
+            else:
+                model = None
+                if isinstance(err, JobCancelledError):
+                    self.state = "cancelled"
+                    self.error = ""
+                else:
+                    self.state = "failed"
+                    self.error = f"{type(err).__name__}: {err}"
+            self.checkpoints = list(job.session.checkpoints)
+        self._flush()
+        self.model = model  # last: observers (the app) see a finished widget
+        self._finished.set()
+
+    # -- control -----------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Ask the job to stop at its next step (its session keeps the work for Resume)."""
+        job = self.job
+        if job is not None and not job.done():
+            job.cancel()
+            self.state = "cancelling"
+            self._flush()
+
+    def resume(self):
+        """Continue the cancelled (or failed) session with `Task.resume(session)`; returns the new job."""
+        job = self.job
+        if job is None or not job.done():
+            raise RuntimeError("there is no stopped training job to resume")
+        session = job.session
+        new_job = session.task.resume(session)
+        self.attach(new_job)
+        return new_job
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job followed now is finished and shown; True if it is."""
+        return self._finished.wait(timeout)
+
+    # -- drawing -----------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        """Flush now, or once `update_interval` has passed since the last flush."""
+        with self._lock:
+            wait = self._last_flush + self.update_interval - time.monotonic()
+            if wait <= 0:
+                pass
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            else:
+                return
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._last_flush = time.monotonic()
+            self._draw_status()
+            self._draw_chart()
+            self._draw_checkpoints()
+
+    def _estimate_left(self, p) -> float:
+        if p is None or not p.total_item_count or p.phase.value != self.phase or self._phase_mark is None:
+            return float("nan")
+        t0, c0 = self._phase_mark
+        done = p.item_count - c0
+        if done <= 0:
+            return float("nan")
+        rate = done / max(time.monotonic() - t0, 1e-6)
+        return max(0.0, (p.total_item_count - p.item_count) / rate)
+
+    def _draw_status(self) -> None:
+        p = self._progress
+        phase = self.phase or (p.phase.value if p is not None else "")
+        title = PHASE_TITLES.get(phase, phase or "Not started")
+        state_note = {"cancelling": " — cancelling…", "cancelled": " — cancelled (Resume continues)",
+                      "failed": " — failed", "done": " — done"}.get(self.state, "")
+        self.phase_label.value = (f"<b class='cmlw-phase-{html.escape(phase or 'none')}'>{html.escape(title)}</b>"
+                                  f"<span class='cmlw-state-{self.state}'>{html.escape(state_note)}</span>")
+        if p is not None and p.total_item_count:
+            frac = min(1.0, p.item_count / p.total_item_count)
+            self.bar.value = frac
+            self.item_count, self.total_item_count = int(p.item_count), int(p.total_item_count)
+            unit = "iterations" if p.phase in (MLPhase.TRAINING, MLPhase.EVALUATING) else self.what
+            left = self._estimate_left(p) if self.state == "running" else float("nan")
+            self.time_left = left
+            left_text = f" · about {format_duration(left)} left" if math.isfinite(left) else ""
+            self.counts_label.value = (f"{p.item_count} / {p.total_item_count} {unit} · "
+                                       f"{format_duration(p.elapsed_time)} elapsed{left_text}")
+        elif p is None:
+            self.bar.value = 0.0
+            self.counts_label.value = ""
+        self.bar.bar_style = {"done": "success", "failed": "danger", "cancelled": "warning",
+                              "cancelling": "warning"}.get(self.state, "info")
+        if self.state == "done":
+            self.bar.value = 1.0
+        last = self.history[-1] if self.history else {}
+        parts = []
+        for key, name, _col, _c, _d in CURVES:
+            if key in last:
+                value = last[key]
+                parts.append(f"{name} <b>{value:.1%}</b>" if "accuracy" in key else f"{name} <b>{value:.4f}</b>")
+        self.metrics_label.value = " · ".join(parts)
+        self.error_label.value = (f"<span class='cmlw-error' style='color:#c62828'>Training failed: "
+                                  f"{html.escape(self.error)}</span>" if self.error else "")
+        running = self.state == "running"
+        self.cancel_button.disabled = not running
+        self.resume_button.disabled = self.state not in ("cancelled", "failed") or self.job is None
+
+    def _draw_chart(self) -> None:
+        rows = list(self.history)
+        if self.figure is None:
+            if rows:
+                last = rows[-1]
+                self.chart_fallback.value = (f"<pre>iteration {last['iteration']}: "
+                                             + html.escape(", ".join(f"{k}={v:.4f}" for k, v in last.items()
+                                                                     if k != "iteration")) + "</pre>")
+            return
+        with self.figure.batch_update():
+            for trace in self.figure.data:
+                key = trace.meta
+                pts = [(r["iteration"], r[key]) for r in rows if key in r]
+                trace.x = [x for x, _ in pts]
+                trace.y = [y for _, y in pts]
+
+    def _draw_checkpoints(self) -> None:
+        cps = self.checkpoints
+        if not cps:
+            self.checkpoints_html.value = ""
+            return
+        body = "".join(
+            f"<tr><td>{html.escape(PHASE_TITLES.get(c.phase.value, c.phase.value))}</td><td style='text-align:right'>"
+            f"{c.iteration}</td><td>{c.date.strftime('%H:%M:%S')}</td><td>"
+            + html.escape(", ".join(f"{k} {v:.3f}" for k, v in c.metrics.items())) + "</td></tr>"
+            for c in cps[-8:])
+        self.checkpoints_html.value = (
+            f"<details class='cmlw-checkpoint-list'><summary>Checkpoints ({len(cps)})</summary>"
+            "<table style='border-collapse:collapse;font-size:12px'><tr><th>phase</th><th>iteration</th>"
+            f"<th>time</th><th>metrics</th></tr>{body}</table></details>")
