@@ -353,8 +353,8 @@ def extract_image_keypoints(
 
     Each slot holds a HandObservation, None (no hand found) or the exception for that input (an
     UnreadableFileError for a missing/corrupt file) — nothing is raised for a bad file.
-    workers: processes to use (None: os.cpu_count(); 1: in this process, no pool). Paths are sent to
-    the workers; PIL images or arrays are always processed in this process.
+    workers: processes to use (None: $CREATEML_WIDGETS_WORKERS, else os.cpu_count(); 1: in this process,
+    no pool). Paths are sent to the workers; PIL images or arrays are always processed in this process.
     progress(done, total) is called from the calling thread as results arrive.
     detector_options: passed to HandKeypointDetector (e.g. model_complexity, mirrored).
     """
@@ -467,9 +467,23 @@ def _unwrap(value):
     return value.to_exception() if isinstance(value, _Failure) else value
 
 
+WORKERS_ENV = "CREATEML_WIDGETS_WORKERS"
+
+
 def _resolve_workers(workers: int | None) -> int:
+    """`workers`, else $CREATEML_WIDGETS_WORKERS, else os.cpu_count().
+
+    The variable matters where the CPU count is the host's, not the session's: a container given
+    1-2 CPUs of a big machine (Binder) would otherwise start one MediaPipe process per host CPU.
+    """
     if workers is None:
-        return max(1, os.cpu_count() or 1)
+        env = os.environ.get(WORKERS_ENV, "").strip()
+        if not env:
+            return max(1, os.cpu_count() or 1)
+        try:
+            workers = int(env)
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV} must be a positive integer, got {env!r}") from None
     workers = int(workers)
     if workers < 1:
         raise ValueError(f"workers must be None or a positive integer, got {workers}")

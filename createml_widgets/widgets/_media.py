@@ -13,7 +13,7 @@ from ..display import image_to_data_uri
 
 log = logging.getLogger(__name__)
 
-_detector_lock = threading.Lock()
+_detector_lock = threading.RLock()  # re-entrant: with_hand() holds it while hand_detector() takes it again
 _detector = None
 
 

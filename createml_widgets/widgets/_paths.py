@@ -35,7 +35,10 @@ def resolve_under_root(root: Path, relative: str | os.PathLike = "") -> Path:
     parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
     if ".." in parts:
         raise PathOutsideRootError(text, root, "'..' is not allowed")
-    candidate = root.joinpath(*parts).resolve()
+    try:
+        candidate = root.joinpath(*parts).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a link loop (Python 3.11)
+        raise PathOutsideRootError(text, root, "it is a link that loops back on itself") from None
     if not is_within(candidate, root):
         raise PathOutsideRootError(text, root, "it leads outside the data folder (a link pointing elsewhere)")
     return candidate
@@ -48,6 +51,34 @@ def is_within(path: Path, root: Path) -> bool:
     except (OSError, RuntimeError):  # a symlink loop
         return False
     return real == root or real.is_relative_to(root)
+
+
+def mkdir_under_root(path: Path, root: Path) -> Path:
+    """Create folder `path` (and missing parents) inside `root`, one level at a time, refusing any
+    level that is, or would become, outside `root` (e.g. an existing link to a folder elsewhere).
+
+    `Path.mkdir(parents=True)` would follow such a link and create folders outside the root.
+    """
+    root = Path(root).resolve()
+    path = Path(path)
+    if not path.is_absolute():
+        path = root / path
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        raise PathOutsideRootError(str(path), root) from None
+    current = root
+    for part in rel.parts:
+        if part in ("", ".", ".."):
+            raise PathOutsideRootError(rel.as_posix(), root, "'..' is not allowed")
+        current = current / part
+        if not is_within(current, root):
+            raise PathOutsideRootError(rel.as_posix(), root, "it leads outside the data folder (a link pointing elsewhere)")
+        if not current.is_dir():
+            current.mkdir()  # FileExistsError if a file (or a dangling link) holds the name
+        if not is_within(current, root):  # swapped for a link meanwhile
+            raise PathOutsideRootError(rel.as_posix(), root, "it leads outside the data folder (a link pointing elsewhere)")
+    return current.resolve()
 
 
 def relative_to_root(path: Path, root: Path) -> str:

@@ -101,6 +101,11 @@ class TrainerApp(widgets.VBox):
         self._build()
 
     def _build(self) -> None:
+        old = getattr(self, "progress", None)
+        if old is not None:  # the previous task's run ends on its own thread: its events must not reach us
+            old.unobserve(self._on_trained, "model")
+            old.unobserve(self._on_progress_state, "state")
+            old.detach()
         info = task_info(self.task)
         self.info = info
         self.model = None
@@ -132,7 +137,8 @@ class TrainerApp(widgets.VBox):
         self.export_name = widgets.Text(value=f"{info.class_name.removeprefix('ML')}.mlmodel",
                                         description="File name", layout=widgets.Layout(width="340px"))
         self.export_name.add_class("cmlw-export-name")
-        self.export_button = widgets.Button(description="Export Core ML model", icon="download", disabled=True)
+        self.export_button = widgets.Button(description="Export Core ML model", icon="download", disabled=True,
+                                            layout=widgets.Layout(width="auto"))  # the default width cuts the label
         self.export_button.add_class("cmlw-export-button")
         self.export_button.on_click(lambda _b: self._export_clicked())
         self.download = widgets.HTML()
@@ -191,6 +197,8 @@ class TrainerApp(widgets.VBox):
                 self._say(str(err), "error")
 
     def _on_progress_state(self, change) -> None:
+        if change["owner"] is not self.progress:  # a progress widget of a task switched away from
+            return
         state = change["new"]
         self.train_button.disabled = state in ("running", "cancelling")
         if self.progress.job is not None and self.progress.job is not self.job:
@@ -204,7 +212,7 @@ class TrainerApp(widgets.VBox):
 
     def _on_trained(self, change) -> None:
         model = change["new"]
-        if model is None:
+        if model is None or change["owner"] is not self.progress:  # a stale job of another task
             return
         self.model = model
         metrics = {}

@@ -62,6 +62,7 @@ class ConfusionMatrix(widgets.VBox):
 
     def __init__(self, metrics=None, **kwargs):
         self._metrics_by_name: dict = {}
+        self._switching = False
         self.selected_examples = None  # pandas DataFrame of the selected cell
         self.dataset_toggle = widgets.ToggleButtons(options=[], style={"button_width": "110px"})
         self.dataset_toggle.add_class("cmlw-cm-dataset")
@@ -112,15 +113,21 @@ class ConfusionMatrix(widgets.VBox):
             by_name = {"Metrics": metrics}
         self._metrics_by_name = by_name
         names = list(by_name)
-        self.dataset_toggle.options = names
-        self.dataset_toggle.layout.display = None if len(names) > 1 else "none"
         first_valid = next((n for n in names if by_name[n].is_valid), names[0] if names else None)
-        if first_valid is not None and self.dataset_toggle.value != first_valid:
-            self.dataset_toggle.value = first_valid  # -> _on_dataset -> render
-        else:
-            self._render()
+        self._switching = True  # new options fire value changes: draw once, at the end
+        try:
+            self.dataset_toggle.options = names
+            self.dataset_toggle.layout.display = None if len(names) > 1 else "none"
+            if first_valid is not None and self.dataset_toggle.value != first_valid:
+                self.dataset_toggle.value = first_valid
+        finally:
+            self._switching = False
+        self.dataset = self.dataset_toggle.value or ""
+        self._render()
 
     def _on_dataset(self, change) -> None:
+        if self._switching:
+            return
         self.dataset = change["new"] or ""
         self._render()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import logging
 import os
 import zipfile
@@ -25,6 +24,7 @@ from ._media import media_thumbnails
 from ._paths import (
     PathOutsideRootError,
     is_within,
+    mkdir_under_root,
     relative_to_root,
     resolve_under_root,
     sanitize_filename,
@@ -70,6 +70,7 @@ class FolderAnalysis:
     problems: list[Problem] = field(default_factory=list)
     annotation: dict | None = None  # file, file_column, label_column, start_column, end_column
     candidates: list[str] = field(default_factory=list)  # layouts this folder could be read as
+    unreadable: set[Path] = field(default_factory=set)  # files check_readable found broken
 
     @property
     def ok(self) -> bool:
@@ -127,17 +128,12 @@ def _annotation_files(folder: Path) -> list[Path]:
 
 
 def read_annotation(path: Path):
-    """An annotation file as a pandas DataFrame (CSV, or JSON: a list of records or a dict of columns)."""
-    import pandas as pd
+    """An annotation file as a pandas DataFrame, read exactly as the library will read it for training
+    (`data.annotations.read_annotation_file`: CSV with string cells, or a JSON array of objects / object
+    of equal-length arrays), so the picker never calls ready a table the task cannot read."""
+    from ..data.annotations import read_annotation_file
 
-    if path.suffix.lower() == ".csv":
-        return pd.read_csv(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) == 1 and lists[0] and isinstance(lists[0][0], dict):
-            data = lists[0]  # {"annotations": [{...}, ...]}
-    return pd.DataFrame(data)
+    return read_annotation_file(path)
 
 
 def _guess_columns(df, folder: Path, root: Path, media: str) -> dict | None:
@@ -325,6 +321,7 @@ def analyze_folder(folder: Path, root: Path, task: TaskInfo | str = "image", lay
     if check_files:
         files = sorted({p for paths in a.labels.values() for p in paths})
         bad = check_readable(files, media)
+        a.unreadable = {p for p, _why in bad}
         if bad:
             shown = "; ".join(f"{p.relative_to(folder) if p.is_relative_to(folder) else p.name}: {why}"
                               for p, why in bad[:5])
@@ -576,7 +573,8 @@ class DataSourcePicker(widgets.VBox):
                 count = 1 if self.task.media == "video" else (min(2, self.thumbnails_per_class) if hand
                                                                 else self.thumbnails_per_class)
                 figs = []
-                for p in paths[:count]:
+                readable_first = sorted(paths, key=lambda q: q in a.unreadable)  # stable: keeps name order
+                for p in readable_first[:count]:
                     figs += media_thumbnails(p, self.task.media, hand=hand, size=72)
                 thumbs = "".join(figs)
             rows.append(f"<tr class='cmlw-class-row'><td class='cmlw-class-label' style='padding:2px 8px;"
@@ -609,9 +607,7 @@ class DataSourcePicker(widgets.VBox):
         target = self.uploads_dir
         if label.strip():
             target = target / sanitize_filename(label.strip(), fallback="label")
-        target.mkdir(parents=True, exist_ok=True)
-        if not is_within(target, self.root):
-            raise PathOutsideRootError(str(target), self.root)
+        target = mkdir_under_root(target, self.root)  # never through a link leading outside root
         saved: list[Path] = []
         budget = [MAX_UPLOAD_BYTES]
         for f in files:
@@ -624,7 +620,8 @@ class DataSourcePicker(widgets.VBox):
                 raise ValueError(f"{name} is larger than the upload limit")
             budget[0] -= len(content)
             dest = unique_path(target, name)
-            dest.write_bytes(content)
+            with open(dest, "xb") as out:  # "x": never through a link that appeared meanwhile
+                out.write(content)
             saved.append(dest)
         self.navigate(relative_to_root(self.uploads_dir, self.root))
         return saved
@@ -643,12 +640,13 @@ class DataSourcePicker(widgets.VBox):
                 if m.file_size > budget[0]:
                     raise ValueError("the zip unpacks to more than the upload limit")
                 budget[0] -= m.file_size
-                folder = target.joinpath(*safe[:-1])
-                folder.mkdir(parents=True, exist_ok=True)
-                if not is_within(folder, self.root):
+                try:
+                    folder = mkdir_under_root(target.joinpath(*safe[:-1]), self.root)
+                except (PathOutsideRootError, FileExistsError, NotADirectoryError):
+                    log.info("zip member %r skipped: its folder would be outside the data folder", m.filename)
                     continue
                 dest = unique_path(folder, safe[-1])
-                with zf.open(m) as src, open(dest, "wb") as out:
+                with zf.open(m) as src, open(dest, "xb") as out:
                     out.write(src.read(m.file_size + 1)[: m.file_size])
                 saved.append(dest)
         return saved

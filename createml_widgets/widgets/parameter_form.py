@@ -22,12 +22,15 @@ from ..errors import ParameterError
 from ._tasks import task_info
 
 # Allowed ranges where the library's dataclasses do not carry them (field metadata "range" wins).
+# They are the library's own limits (tasks/_hand.py, hand_action_classifier.py), so the form never
+# refuses what `ModelParameters.validate()` accepts, nor accepts what it refuses (the image task's
+# max_iterations has no upper limit there; 100 000 keeps a typo from training for days).
 RANGES: dict[str, tuple[float, float]] = {
-    "max_iterations": (1, 1000),
-    "maximum_iterations": (1, 1000),
-    "batch_size": (1, 1024),
+    "max_iterations": (1, 100_000),
+    "maximum_iterations": (1, 100_000),
+    "batch_size": (1, 4096),
     "prediction_window_size": (1, 1000),
-    "target_frame_rate": (1, 120),
+    "target_frame_rate": (1, 240),
 }
 TITLES = {
     "validation": "Validation data",
@@ -48,6 +51,7 @@ HELP = {
     "target_frame_rate": "frames per second the videos are sampled at",
 }
 LABEL_WIDTH = "190px"
+LATEST = "latest"  # the feature extractor choice for scene_print(revision=None)
 
 
 class InvalidParametersError(ValueError):
@@ -310,7 +314,7 @@ class _ImageAlgorithmField(_Field):
         self.task_class = form.task_class
         options = [(f"Scene print revision {rev} ({backbone})", rev) for rev, backbone in
                    sorted(SCENE_PRINT_BACKBONES.items())]
-        options.append(("Scene print, latest revision", None))
+        options.append(("Scene print, latest revision", LATEST))  # not None: a Dropdown shows None as no choice
         self.kept_extractor = None
         self.base_options = options
         self.extractor = widgets.Dropdown(options=options, layout=widgets.Layout(width="330px"))
@@ -347,7 +351,8 @@ class _ImageAlgorithmField(_Field):
     def value(self):
         cls = self.task_class
         fe = (self.kept_extractor if self.extractor.value == "kept"
-              else cls.FeatureExtractorType.scene_print(self.extractor.value))
+              else cls.FeatureExtractorType.scene_print(None if self.extractor.value == LATEST
+                                                        else self.extractor.value))
         if self.classifier.value == "multilayer_perceptron":
             classifier = cls.ClassifierType.multilayer_perceptron(self.layer_sizes())
         else:
@@ -357,9 +362,10 @@ class _ImageAlgorithmField(_Field):
     def set_value(self, value):
         fe, classifier = value.feature_extractor, value.classifier
         options = list(self.base_options)
-        if fe.kind == "scene_print" and fe.revision in [o[1] for o in options]:
+        choice = LATEST if fe.revision is None else fe.revision
+        if fe.kind == "scene_print" and choice in [o[1] for o in options]:
             self.extractor.options = options
-            self.extractor.value = fe.revision
+            self.extractor.value = choice
         else:
             self.kept_extractor = fe
             options.append((f"{fe} (from code)", "kept"))
@@ -395,7 +401,7 @@ class ParameterForm(widgets.VBox):
     >>> form = ParameterForm("image")
     >>> form.fields["max_iterations"].input.value = "0"
     >>> form.errors["max_iterations"]
-    '0 is out of range: enter a whole number from 1 to 1000'
+    '0 is out of range: enter a whole number from 1 to 100000'
     """
 
     valid = traitlets.Bool(True)

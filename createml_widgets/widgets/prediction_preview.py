@@ -138,6 +138,7 @@ class PredictionPreview(widgets.VBox):
             raise RuntimeError("there is no model to predict with yet")
         self.busy = True
         self.error = ""
+        self.results = None  # never leave the previous file's prediction next to a failed one
         self._say("Predicting…")
         try:
             if isinstance(source, (str, os.PathLike)):
@@ -159,6 +160,7 @@ class PredictionPreview(widgets.VBox):
         except Exception as err:
             self.error = f"{type(err).__name__}: {err}"
             self._say(self.error, "error")
+            self.picture.value = self.results_html.value = self.timeline.value = ""
             raise
         finally:
             self.busy = False
@@ -199,7 +201,11 @@ class PredictionPreview(widgets.VBox):
         image = load_picture(source, max_side=1024)
         model = self.model
         if hasattr(model, "keypoints") and hasattr(model, "prediction_from_keypoints"):
-            observation = model.keypoints(image)
+            try:
+                observation = model.keypoints(image)
+            except NoHandDetectedError:
+                self._show_picture(image, " · ".join(x for x in (_name(source), "no hand found") if x))
+                raise
             ranked = model.prediction_from_keypoints(observation.keypoints)
             from ..features.hand_keypoints import draw_hand
 
@@ -312,6 +318,8 @@ class PredictionPreview(widgets.VBox):
         if self.model is None:
             return
         self.busy = True
+        self.error = ""
+        self.results = None
         try:
             if isinstance(source, Path):
                 self.results = self._predict_video(source)
@@ -321,10 +329,13 @@ class PredictionPreview(widgets.VBox):
                 self.results = self._predict_image(source)
             self._say("")
         except NoHandDetectedError as err:
+            self.error = str(err)
             self._say(f"No hand found: {err}", "warning")
+            self.results_html.value = self.timeline.value = ""
         except Exception as err:  # noqa: BLE001
             self.error = f"{type(err).__name__}: {err}"
             self._say(self.error, "error")
+            self.picture.value = self.results_html.value = self.timeline.value = ""
         finally:
             self.busy = False
 

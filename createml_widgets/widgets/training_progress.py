@@ -206,11 +206,13 @@ class TrainingProgress(widgets.VBox):
     # -- control -----------------------------------------------------------------------------
     def cancel(self) -> None:
         """Ask the job to stop at its next step (its session keeps the work for Resume)."""
-        job = self.job
-        if job is not None and not job.done():
+        with self._lock:  # _on_done takes it too: a job finishing now cannot leave "cancelling" behind
+            job = self.job
+            if job is None or job.done() or self.state != "running":
+                return
             job.cancel()
             self.state = "cancelling"
-            self._flush()
+        self._flush()
 
     def resume(self):
         """Continue the cancelled (or failed) session with `Task.resume(session)`; returns the new job."""

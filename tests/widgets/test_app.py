@@ -1,0 +1,199 @@
+"""TrainerApp end to end on real data: data -> parameters -> training -> evaluation -> preview -> export
+(a real .mlmodel offered as a download), plus the static `_repr_html_` views that need no kernel."""
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import time
+from html.parser import HTMLParser
+
+import pytest
+
+from createml_widgets import MLImageClassifier
+from createml_widgets.session import JobCancelledError, MLPhase
+from createml_widgets.widgets import InvalidParametersError, TrainerApp
+
+IC = MLImageClassifier
+TIMEOUT = 180
+SECTIONS = ["Data", "Parameters", "Training", "Evaluation", "Preview", "Export"]
+
+
+def section_titles(app: TrainerApp) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", box.children[0].value).lstrip("0123456789") for box in app.body.children]
+
+
+def wait_for(predicate, timeout: float = TIMEOUT) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture()
+def root(image_root, tmp_path):
+    shutil.copytree(image_root / "digits", tmp_path / "digits")
+    return tmp_path
+
+
+def test_starts_on_the_bundled_sample_ready_to_train():
+    app = TrainerApp()
+    assert app.task == "image" and app.task_select.value == "image"
+    assert [v for _label, v in app.task_select.options] == ["image", "hand_pose", "hand_action"]
+    assert section_titles(app) == SECTIONS
+    assert app.picker.ready and app.picker.path == "sign-language-digits"
+    assert app.form.parameters == IC.ModelParameters()
+    assert not app.train_button.disabled and app.export_button.disabled and app.preview.predict_button.disabled
+    assert app.progress.state == "idle" and app.confusion.metrics is None
+    assert app.preview.root == app.picker.root
+    assert "<style>" in app.children[0].value and "Image Classifier" in app.title.value
+
+
+def test_from_data_to_a_downloaded_core_ml_model(root):
+    app = TrainerApp(root=root)
+    assert app.picker.path == "" and not app.picker.ready  # the root holds one folder: not labels yet
+    app.picker.folders.value = "digits"
+    assert app.picker.ready and app.picker.counts == {"0": 6, "1": 6, "5": 6}
+    app.form.fields["max_iterations"].input.value = "6"
+    app.form.fields["validation"].choice.value = "fixed"
+    app.form.fields["validation"].ratio.value = "0.34"
+    app.form.fields["validation"].seed.value = "0"
+    states = []
+    app.progress.observe(lambda ch: states.append((ch["new"], app.train_button.disabled)), "state")
+
+    app.train_button.click()
+    job = app.job
+    assert job is not None and app.progress.job is job and "training on" in app.train_message.value
+    assert job.session.model_parameters == app.form.parameters
+    model = job.result(timeout=TIMEOUT)
+    assert app.progress.wait(TIMEOUT)
+    assert states == [("running", True), ("done", False)]  # no second run while one trains
+    assert app.model is model and model._iterations == 6 and "done" in app.train_message.value
+
+    # Evaluation: validation and training metrics, their matrices, the model's own summary.
+    assert app.confusion.dataset_toggle.options == ("Validation", "Training")
+    assert app.confusion.metrics is model.validation_metrics and model.validation_metrics.count == 6
+    assert [list(r) for r in app.confusion.figure.data[0].z] == model.validation_metrics.confusion_matrix.values.tolist()
+    assert "Model summary" in app.model_summary.value and "MLImageClassifier" in app.model_summary.value
+
+    # Preview: the trained model on a photo under the same root.
+    assert app.preview.model is model and not app.preview.predict_button.disabled
+    ranked = app.preview.predict("digits/5/" + sorted(p.name for p in (root / "digits" / "5").iterdir())[0])
+    assert ranked[0][0] == "5"
+
+    # Export: the button writes the .mlmodel on a thread and offers it as a download link.
+    app.export_name.value = "../../My Digits"
+    assert not app.export_button.disabled
+    app.export_button.click()
+    assert wait_for(lambda: "cmlw-download'" in app.download.value or "Export failed" in app.download.value)
+    assert "Export failed" not in app.download.value, app.download.value
+    path = app.export_path
+    assert path.name == "My Digits.mlmodel" and path.parent != root and not path.parent.is_relative_to(root)
+    link = re.search(r"download='([^']+)' href='data:application/octet-stream;base64,([^']+)'", app.download.value)
+    assert link.group(1) == "My Digits.mlmodel"
+    data = base64.b64decode(link.group(2))
+    assert data == path.read_bytes()
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString(data)
+    assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == ["0", "1", "5"]
+    assert wait_for(lambda: not app.export_button.disabled, 10)
+
+
+def test_training_is_refused_with_a_message_when_data_or_parameters_are_wrong(root):
+    app = TrainerApp(root=root)
+    with pytest.raises(ValueError, match="only one label"):
+        app.train()  # the root itself: one label folder "digits"
+    assert "choose a folder with labelled training data first" in app.train_message.value
+    app.picker.navigate("digits")
+    app.form.fields["max_iterations"].input.value = "zero"
+    with pytest.raises(InvalidParametersError):
+        app.train()
+    assert "fix the parameters first" in app.train_message.value
+    app.train_message.value = ""
+    app.train_button.click()  # the button shows the same message instead of raising
+    assert "fix the parameters first" in app.train_message.value
+    assert app.job is None and app.progress.state == "idle"
+
+
+def test_switching_task_rebuilds_the_steps_and_cancels_the_run(root):
+    app = TrainerApp(root=root)
+    app.picker.navigate("digits")
+    app.form.fields["max_iterations"].input.value = "400"
+    app.form.fields["algorithm"].classifier.value = "multilayer_perceptron"
+    job = app.train()
+    old_progress, old_picker = app.progress, app.picker
+    assert wait_for(lambda: job.phase == MLPhase.TRAINING or job.done())
+    app.task_select.value = "hand_pose"  # a click on the task buttons
+    assert app.task == "hand_pose" and app.info.key == "hand_pose"
+    assert app.picker is not old_picker and app.picker.task.key == "hand_pose" and app.picker.root == root
+    assert list(app.form.fields) == ["validation", "batch_size", "maximum_iterations", "augmentation_options",
+                                     "algorithm"]
+    assert app.job is None and app.model is None and section_titles(app) == SECTIONS
+    assert "Hand Pose Classifier" in app.title.value
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=TIMEOUT)  # the image run was cancelled
+
+    # Anything the old progress widget still reports (here: a finished model) must not reach the new task.
+    old_progress.attach(_finished_job(root))
+    assert old_progress.wait(TIMEOUT) and old_progress.model is not None
+    assert app.model is None and app.confusion.metrics is None and app.preview.model is None
+    assert app.export_button.disabled and not app.train_button.disabled
+
+    app.task = "image"
+    assert app.task_select.value == "image" and app.form.task.key == "image"
+
+
+def _finished_job(root):
+    job = IC.train(IC.DataSource.labeled_directories(root / "digits"), IC.ModelParameters(max_iterations=2))
+    job.result(timeout=TIMEOUT)
+    return job
+
+
+# -- static HTML views ------------------------------------------------------------------------------
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.sources = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.sources += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def assert_static(html: str) -> _Collector:
+    """Self-contained HTML: no scripts, no widgets, no external files (what nbviewer/GitHub can show)."""
+    parser = _Collector()
+    parser.feed(html)
+    parser.close()
+    assert "script" not in parser.tags and "iframe" not in parser.tags
+    assert "application/vnd.jupyter.widget" not in html and "require(" not in html
+    assert all(src.startswith("data:") for src in parser.sources), parser.sources
+    return parser
+
+
+def test_repr_html_of_models_metrics_and_sessions_is_static(root, image_model, confusing_metrics):
+    html = image_model._repr_html_()
+    assert_static(html)
+    assert "MLImageClassifier" in html and "training 100.0%" in html and "max_iterations" in html
+
+    html = confusing_metrics._repr_html_()
+    assert_static(html)
+    assert "Confusion matrix" in html and "Precision / recall" in html and "9 examples" in html
+
+    job = IC.train(IC.DataSource.labeled_directories(root / "digits"), IC.ModelParameters(max_iterations=3))
+    job.result(timeout=TIMEOUT)
+    html = job.session._repr_html_()
+    assert_static(html)
+    assert "MLTrainingSession · MLImageClassifier" in html and "evaluating" in html
+    assert f"Checkpoints ({len(job.session.checkpoints)})" in html
+
+
+@pytest.mark.slow
+def test_repr_html_of_a_hand_pose_model_shows_skeletons_inline(hand_pose_model):
+    parser = assert_static(hand_pose_model._repr_html_())
+    assert parser.tags.count("img") >= 3  # one photo with its keypoints per label, as data URIs
+    assert all(src.startswith("data:image/jpeg;base64,") for src in parser.sources)

@@ -1,0 +1,110 @@
+"""ConfusionMatrix on real metrics: the heatmap's counts, precision/recall, and what a click on a cell shows.
+
+The metrics come from the real model evaluated on real photos filed under the wrong label, so the
+off-diagonal cells hold real examples with the model's real confidences.
+"""
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from createml_widgets.metrics import MLClassifierMetrics
+from createml_widgets.widgets import ConfusionMatrix
+from createml_widgets.widgets._media import thumbnail_uri
+
+
+def click(widget: ConfusionMatrix, true_label: str, predicted: str) -> None:
+    """What the browser sends when a heatmap cell is clicked (plotly's points callback message)."""
+    fig = widget.figure
+    col = list(fig.data[0].x).index(predicted)
+    row = list(fig.data[0].y).index(true_label)
+    fig._js2py_pointsCallback = {
+        "event_type": "plotly_click", "device_state": None, "selector": None,
+        "points": {"xs": [predicted], "ys": [true_label], "point_indexes": [[row, col]], "trace_indexes": [0]}}
+
+
+def test_heatmap_counts_and_precision_recall(confusing_metrics):
+    m = confusing_metrics
+    widget = ConfusionMatrix(m)
+    matrix = m.confusion_matrix
+    heat = widget.figure.data[0]
+    assert heat.type == "heatmap"
+    assert list(heat.x) == ["0", "1", "5"] and list(heat.y) == ["0", "1", "5"]
+    assert [list(r) for r in heat.z] == matrix.values.tolist()
+    assert [list(r) for r in heat.text] == [[str(v) if v else "" for v in row] for row in matrix.values.tolist()]
+    # Photos of a 1 filed under "0" are predicted "1": the model is right, the folder is wrong.
+    assert matrix.loc["0", "1"] == 3 and matrix.loc["1", "5"] == 3 and matrix.loc["5", "5"] == 3
+    assert f"Accuracy <b>{m.accuracy:.1%}</b> on 9 examples" in widget.summary.value
+    pr = m.precision_recall.set_index("Class")
+    table = widget.pr_html.value
+    for label in ("0", "1", "5"):
+        row = pr.loc[label]
+        cells = re.search(rf"<td class='k'>{label}</td><td>(\d+)</td><td>([^<]+)</td><td>([^<]+)</td>", table)
+        assert cells is not None and int(cells.group(1)) == row["Item Count"]
+        precision = "–" if row["Precision"] != row["Precision"] else f"{row['Precision']:.1%}"
+        assert cells.group(2) == precision and cells.group(3) == f"{row['Recall']:.1%}"
+    pairs = [b.description for b in widget.pairs_box.children]
+    assert pairs == ["0 → 1 (3)", "1 → 5 (3)"]
+
+
+def test_clicking_a_cell_shows_its_examples_with_confidence(confusing_metrics):
+    widget = ConfusionMatrix(confusing_metrics)
+    click(widget, "0", "1")
+    assert widget.selected == ("0", "1")
+    expected = confusing_metrics.examples_in_cell("0", "1").sort_values("Confidence", ascending=False)
+    assert list(widget.selected_examples["Item"]) == list(expected["Item"]) and len(expected) == 3
+    shown = widget.examples_html.value
+    assert "True 0 · predicted 1</b> — 3 confused examples" in shown
+    figures = re.findall(r"<figure class='cmlw-thumb cmlw-example'.*?</figure>", shown, re.S)
+    assert len(figures) == 3
+    for fig, (_, row) in zip(figures, expected.iterrows()):
+        assert thumbnail_uri(row["Item"], 96) in fig  # the photo itself
+        assert f"<figcaption>1 · {row['Confidence']:.0%}</figcaption>" in fig  # predicted label and confidence
+        assert html.escape(row["Item"]) in fig  # the file, in the tooltip
+    assert widget.true_dropdown.value == "0" and widget.pred_dropdown.value == "1"
+
+    click(widget, "5", "5")  # a diagonal cell: the examples it got right
+    assert widget.selected == ("5", "5") and "3 correct examples" in widget.examples_html.value
+    click(widget, "1", "0")  # an empty cell
+    assert widget.selected == ("1", "0") and "no examples in this cell" in widget.examples_html.value
+
+
+def test_pairs_and_dropdowns_select_too(confusing_metrics):
+    widget = ConfusionMatrix(confusing_metrics)
+    widget.pairs_box.children[1].click()
+    assert widget.selected == ("1", "5") and len(widget.selected_examples) == 3
+    widget.true_dropdown.value, widget.pred_dropdown.value = "0", "1"
+    widget.show_button.click()
+    assert widget.selected == ("0", "1")
+    with pytest.raises(ValueError):
+        ConfusionMatrix().select_cell("0", "1")
+
+
+def test_switching_between_validation_and_training(confusing_metrics, image_model):
+    widget = ConfusionMatrix({"Validation": confusing_metrics, "Training": image_model.training_metrics})
+    assert widget.dataset == "Validation" and widget.metrics is confusing_metrics
+    assert widget.dataset_toggle.layout.display is None  # shown: there is a choice
+    click(widget, "0", "1")
+    widget.dataset_toggle.value = "Training"
+    assert widget.metrics is image_model.training_metrics and widget.selected == ()  # selection cleared
+    assert [list(r) for r in widget.figure.data[0].z] == image_model.training_metrics.confusion_matrix.values.tolist()
+    assert widget.examples_html.value == ""
+
+
+def test_invalid_or_missing_metrics(image_model, confusing_metrics):
+    widget = ConfusionMatrix(image_model.validation_metrics)  # trained without validation data
+    assert not image_model.validation_metrics.is_valid
+    assert "No metrics" in widget.summary.value and widget.chart_box.children == ()
+    widget.metrics = {"Validation": image_model.validation_metrics, "Training": confusing_metrics}
+    assert widget.dataset == "Training"  # the first one with something to show
+    widget.metrics = None
+    assert "No metrics yet" in widget.summary.value and widget.dataset_toggle.options == ()
+
+
+def test_examples_whose_files_are_gone_get_a_placeholder():
+    m = MLClassifierMetrics(["a", "b"], ["b", "b"], ["a", "b"], [0.75, 0.9], ["/nowhere/gone.jpg", "/nowhere/x.jpg"])
+    widget = ConfusionMatrix(m)
+    click(widget, "a", "b")
+    assert "gone.jpg b · 75%" in widget.examples_html.value and "cmlw-thumb-missing" in widget.examples_html.value

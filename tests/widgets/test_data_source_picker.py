@@ -1,0 +1,405 @@
+"""DataSourcePicker: browsing inside its root only, layout detection, counts, thumbnails, problems, uploads.
+
+Every hostile path a user could type, click or upload is tried against a real folder tree with links
+pointing outside the root; the tree outside is compared before and after so a write would show.
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import re
+import shutil
+import zipfile
+
+import pytest
+from PIL import Image
+from widget_helpers import DIGITS, copy_clips, copy_photos, files_under
+
+from createml_widgets import MLHandActionClassifier, MLHandPoseClassifier, MLImageClassifier, samples
+from createml_widgets.widgets import DataSourcePicker
+from createml_widgets.widgets._media import thumbnail_uri, with_hand
+from createml_widgets.widgets._paths import PathOutsideRootError, sanitize_filename
+
+IC = MLImageClassifier
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+def photo_bytes(label: str = "0", index: int = 0) -> bytes:
+    return sorted((DIGITS / label).iterdir())[index].read_bytes()
+
+
+def img_sources(html: str) -> list[str]:
+    return re.findall(r"<img src='([^']+)'", html)
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    """root/ with data/{0,1,5} (3 real photos each), a link to a folder outside, a link to a photo
+    outside, a link to a folder inside, a link loop, a dangling link and a unicode folder; outside/
+    holds a secret photo that must never be shown or written near."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    copy_photos(root / "data", per_label=3)
+    (outside / "secret").mkdir(parents=True)
+    shutil.copy(sorted((DIGITS / "9").iterdir())[0], outside / "secret" / "secret.jpg")
+    os.symlink(outside, root / "escape")
+    os.symlink(outside / "secret" / "secret.jpg", root / "escape.jpg")
+    os.symlink(root / "data", root / "inside_link")
+    os.symlink(root / "loop", root / "loop")
+    os.symlink(tmp_path / "missing", root / "dangling")
+    copy_photos(root / "日本語 データ", labels=("0", "1"), per_label=2)
+    return root, outside
+
+
+# -- the bundled sample ------------------------------------------------------------------------
+def test_starts_in_the_bundled_sample_ready_to_train():
+    picker = DataSourcePicker("image")
+    assert picker.root == samples.ROOT.resolve()
+    assert picker.path == "sign-language-digits" and picker.location.value == "sign-language-digits"
+    assert picker.detected_layout == "labeled_directories"
+    assert picker.counts == {str(d): 20 for d in range(10)}
+    assert picker.problems == [] and picker.ready
+    assert picker.data_source == IC.DataSource.labeled_directories(samples.sign_language_digits().resolve())
+    assert len(img_sources(picker.classes_html.value)) == 10 * 3  # three thumbnails per label
+    assert "ready to train" in picker.summary.value and "200 images" in picker.summary.value
+
+
+# -- browsing --------------------------------------------------------------------------------------
+def test_browsing_by_list_text_box_and_up_button(tree):
+    root, _ = tree
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    assert picker.path == ""  # the sample is not under this root
+    offered = [value for _label, value in picker.folders.options]
+    assert offered == ["data", "inside_link", "日本語 データ"]  # no link leading out, no loop, no dangling link
+    assert picker.detected_layout == "labeled_directories" and not picker.ready  # root: labels data, escape…
+
+    picker.folders.value = "data"  # a click in the list
+    assert picker.path == "data" and picker.location.value == "data"
+    assert picker.counts == {"0": 3, "1": 3, "5": 3} and picker.ready
+    picker.up_button.click()
+    assert picker.path == ""
+    picker.location.value = "data/1"  # typed
+    assert picker.path == "data/1" and picker.detected_layout == "labeled_files"
+    picker.go_up()
+    assert picker.path == "data"
+    picker.go_up()
+    picker.folders.value = "inside_link"  # a link to a folder inside the root opens its real place
+    assert picker.path == "data" and picker.ready
+
+
+HOSTILE = [
+    "..", "../outside", "../outside/secret", "data/../..", "data/..", "./../", "data/0/../../..",
+    "data\\..\\..", "..\\outside", "/etc", "/", "C:\\Windows", "C:", "\\\\server\\share", "//server/share",
+    "escape", "escape/secret", "escape/../root", "loop", "dangling", "escape.jpg", "data/\x00", "~", "%2e%2e",
+    "data/0/IMG_missing",
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_paths_never_leave_the_root(tree, hostile):
+    root, outside = tree
+    picker = DataSourcePicker("image", root=root, path="data", thumbnails_per_class=0)
+    before = picker.analysis
+    assert picker.navigate(hostile) is False
+    assert picker.path == "data" and picker.location.value == "data" and picker.analysis is before
+    assert "cmlw-picker-error" in picker.message.value
+    assert str(outside) not in picker.message.value  # the message names what was typed, not where it leads
+    picker.location.value = hostile  # typed into the box: the same refusal, and the box shows the real folder
+    assert picker.path == "data" and picker.location.value == "data"
+    assert picker.folder == (root / "data").resolve()
+
+
+@pytest.mark.parametrize("hostile", ["..", "../outside", "escape", "escape/secret/secret.jpg", "escape.jpg",
+                                     "/etc/passwd", "data/../../outside"])
+def test_resolve_refuses_what_is_outside(tree, hostile):
+    root, outside = tree
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    with pytest.raises(PathOutsideRootError):
+        picker.resolve(hostile)
+
+
+def test_absolute_path_of_the_root_itself_is_refused_too(tree):
+    root, _ = tree
+    picker = DataSourcePicker("image", root=root, path="data", thumbnails_per_class=0)
+    assert not picker.navigate(str(root / "data" / "0"))  # only paths relative to the root are accepted
+    assert picker.path == "data"
+
+
+def test_a_start_path_outside_the_root_opens_the_root(tree):
+    root, _ = tree
+    picker = DataSourcePicker("image", root=root, path="../outside", thumbnails_per_class=0)
+    assert picker.path == "" and "not allowed" in picker.message.value
+
+
+def test_links_to_files_outside_make_the_folder_unusable_and_are_never_read(tree):
+    root, outside = tree
+    secret = outside / "secret" / "secret.jpg"
+    os.symlink(secret, root / "data" / "0" / "evil.jpg")
+    os.symlink(outside / "secret", root / "data" / "1" / "nested")
+    picker = DataSourcePicker("image", root=root, path="data", thumbnails_per_class=10)
+    assert not picker.ready and picker.data_source is None
+    errors = [p["message"] for p in picker.problems if p["level"] == "error"]
+    assert len(errors) == 1 and "outside the data folder" in errors[0]
+    assert "0/evil.jpg" in errors[0] and "1/nested" in errors[0]
+    assert picker.counts == {"0": 3, "1": 3, "5": 3}  # the link is not counted as an example
+    assert thumbnail_uri(secret, 72) not in picker.classes_html.value  # nor shown
+    assert len(img_sources(picker.classes_html.value)) == 9
+
+
+def test_links_outside_in_labeled_files_and_annotation_layouts(tree, tmp_path):
+    root, outside = tree
+    flat = copy_photos(root / "flat", per_label=2, layout="files")
+    os.symlink(outside / "secret" / "secret.jpg", flat / "9.0.jpg")
+    picker = DataSourcePicker("image", root=root, path="flat", thumbnails_per_class=0)
+    assert picker.detected_layout == "labeled_files" and not picker.ready
+    assert "9" not in picker.counts and any("9.0.jpg" in p["message"] for p in picker.problems)
+
+    table = root / "table"
+    copy_photos(table, per_label=2, layout="files")
+    rows = [f"{p.name},{p.name.split('.')[0]}" for p in sorted(table.iterdir())]
+    rows += ["../outside/secret/secret.jpg,9", f"{outside / 'secret' / 'secret.jpg'},9"]
+    (table / "labels.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
+    picker.navigate("table")
+    assert picker.detected_layout == "annotation" and not picker.ready and picker.data_source is None
+    assert picker.counts == {"0": 2, "1": 2, "5": 2}
+    assert any("outside the data folder" in p["message"] for p in picker.problems if p["level"] == "error")
+
+
+def test_unicode_folder_and_label_names(tmp_path):
+    root = tmp_path / "données"
+    for label, digit in (("ça", "0"), ("数字", "1"), ("✋ main", "5")):
+        (root / "jeu" / label).mkdir(parents=True)
+        for photo in sorted((DIGITS / digit).iterdir())[:2]:
+            shutil.copy(photo, root / "jeu" / label / f"é{photo.name}")
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=1)
+    assert picker.folders.options[0][1] == "jeu"
+    assert picker.navigate("jeu") and picker.path == "jeu"
+    assert picker.counts == {"ça": 2, "数字": 2, "✋ main": 2} and picker.ready
+    assert set(picker.data_source.labeled_images()) == {"ça", "数字", "✋ main"}
+    assert "数字" in picker.classes_html.value and len(img_sources(picker.classes_html.value)) == 3
+
+
+# -- layouts -----------------------------------------------------------------------------------------
+def test_detects_labeled_files(tmp_path):
+    folder = copy_photos(tmp_path / "flat", per_label=4, layout="files")
+    picker = DataSourcePicker("image", root=tmp_path, path="flat", thumbnails_per_class=0)
+    assert picker.detected_layout == "labeled_files" and picker.ready
+    assert picker.counts == {"0": 4, "1": 4, "5": 4}
+    assert picker.data_source == IC.DataSource.labeled_files(folder.resolve())
+
+
+def test_detects_an_annotation_file_and_the_layout_can_be_forced(tmp_path):
+    folder = copy_photos(tmp_path / "ann", per_label=3)  # label folders AND a table (with other labels)
+    rows = [f"{p.relative_to(folder).as_posix()},{'even' if i % 2 == 0 else 'odd'}"
+            for i, p in enumerate(sorted(folder.rglob("*.JPG")))]
+    (folder / "labels.csv").write_text("file,category\n" + "\n".join(rows) + "\n")
+    picker = DataSourcePicker("image", root=tmp_path, path="ann", thumbnails_per_class=0)
+    assert picker.detected_layout == "annotation"
+    assert picker.analysis.annotation["file_column"] == "file"
+    assert picker.analysis.annotation["label_column"] == "category"
+    assert picker.counts == {"even": 5, "odd": 4} and picker.ready
+    assert picker.data_source.kind == "files_by_label"
+    assert sorted(map(len, picker.data_source.labeled_images().values())) == [4, 5]
+
+    picker.layout_dropdown.value = "labeled_directories"
+    assert picker.layout_choice == "labeled_directories" and picker.detected_layout == "labeled_directories"
+    assert picker.counts == {"0": 3, "1": 3, "5": 3}
+    assert picker.data_source == IC.DataSource.labeled_directories(folder.resolve())
+    picker.layout_dropdown.value = "labeled_files"
+    assert not picker.ready  # no labelled file names here
+    picker.layout_dropdown.value = "auto"
+    assert picker.detected_layout == "annotation"
+
+
+def test_hand_pose_annotation_json_becomes_the_tasks_data_source(tmp_path):
+    folder = copy_photos(tmp_path / "poses", per_label=2, layout="files")
+    records = [{"image": p.name, "label": f"digit {p.name[0]}"} for p in sorted(folder.iterdir())]
+    (folder / "annotations.json").write_text(json.dumps(records))  # Create ML's form: an array of objects
+    picker = DataSourcePicker("hand_pose", root=tmp_path, path="poses", thumbnails_per_class=0)
+    assert picker.detected_layout == "annotation" and picker.ready
+    assert picker.counts == {"digit 0": 2, "digit 1": 2, "digit 5": 2}
+    ds = picker.data_source
+    assert isinstance(ds, MLHandPoseClassifier.DataSource) and ds.kind == "annotation"
+    examples, skipped = ds._examples()  # the library reads the same table the picker counted
+    assert sorted(e.label for e in examples) == sorted(f"digit {d}" for d in "001155") and not skipped
+
+
+def test_a_table_the_library_cannot_read_is_not_called_an_annotation(tmp_path):
+    folder = copy_photos(tmp_path / "poses", per_label=2, layout="files")
+    records = [{"image": p.name, "label": "x"} for p in sorted(folder.iterdir())]
+    (folder / "annotations.json").write_text(json.dumps({"annotations": records}))  # not Create ML's format
+    picker = DataSourcePicker("hand_pose", root=tmp_path, path="poses", thumbnails_per_class=0)
+    assert picker.detected_layout == "labeled_files" and picker.counts == {"0": 2, "1": 2, "5": 2}
+    assert any("annotations.json" in p["message"] for p in picker.problems)
+    assert len(picker.data_source._examples()[0]) == 6
+
+
+# -- problems ------------------------------------------------------------------------------------------
+def test_warns_about_few_examples_unreadable_and_other_files(tmp_path):
+    folder = copy_photos(tmp_path / "d", per_label=3)
+    (folder / "0" / "broken.jpg").write_bytes(b"this is not a JPEG at all" * 20)
+    (folder / "1" / "empty.png").write_bytes(b"")
+    (folder / "5" / "notes.txt").write_text("not a photo")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    picker = DataSourcePicker("image", root=tmp_path, path="d", thumbnails_per_class=5)
+    warnings = [p["message"] for p in picker.problems if p["level"] == "warning"]
+    assert not [p for p in picker.problems if p["level"] == "error"] and picker.ready
+    few = next(w for w in warnings if "fewer than 10" in w)
+    assert "'0' (4)" in few and "'5' (3)" in few
+    unreadable = next(w for w in warnings if "unreadable" in w)
+    assert unreadable.startswith("2 unreadable files") and "0/broken.jpg" in unreadable
+    assert "1/empty.png: the file is empty" in unreadable
+    assert any("5/notes.txt" in w and "not images" in w for w in warnings)
+    html = picker.problems_html.value
+    assert html.count("cmlw-problem-warning") == len(warnings) and "broken.jpg" in html
+    assert "cannot read broken.jpg" in picker.classes_html.value  # a placeholder, not a crash
+
+
+def test_errors_that_stop_training(tmp_path):
+    copy_photos(tmp_path / "one", labels=("3",), per_label=4)
+    copy_photos(tmp_path / "hole", per_label=2)
+    (tmp_path / "hole" / "empty label").mkdir()
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "readme.txt").write_text("no pictures")
+    picker = DataSourcePicker("image", root=tmp_path, path="one", thumbnails_per_class=0)
+    assert not picker.ready and any("only one label" in p["message"] for p in picker.problems)
+    picker.navigate("hole")
+    assert not picker.ready and any("empty label" in p["message"] and p["level"] == "error"
+                                    for p in picker.problems)
+    picker.navigate("nothing")
+    assert picker.detected_layout == "none" and not picker.ready and picker.counts == {}
+    assert "No labelled images here" in picker.summary.value
+
+
+# -- uploads ---------------------------------------------------------------------------------------------
+UPLOAD_NAMES = ["../../x.jpg", "..\\..\\win.jpg", "/etc/cron.d/job.jpg", ".hidden.jpg", "a\x00b.jpg", "",
+                "..", "日本 語.jpg", "C:\\Users\\me\\photo.jpg", "x" * 300 + ".jpg"]
+
+
+def test_uploads_with_path_like_names_stay_in_the_uploads_folder(tree):
+    root, outside = tree
+    outside_before = files_under(outside.parent)
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    saved = picker.save_uploads([{"name": n, "content": photo_bytes()} for n in UPLOAD_NAMES])
+    uploads = (root / "uploads").resolve()
+    assert len(saved) == len(UPLOAD_NAMES) and all(p.parent == uploads for p in saved)
+    names = [p.name for p in saved]
+    assert names[:4] == ["x.jpg", "win.jpg", "job.jpg", "hidden.jpg"]
+    assert "日本 語.jpg" in names and "photo.jpg" in names and "upload" in names
+    assert all(len(n) <= 120 and not n.startswith(".") and "/" not in n and "\\" not in n for n in names)
+    assert all(p.read_bytes() == photo_bytes() for p in saved)
+    new = files_under(outside.parent) - outside_before
+    assert new == {"root/uploads"} | {f"root/uploads/{n}" for n in names}  # nothing anywhere else
+    assert picker.path == "uploads"
+
+
+def test_upload_label_is_one_safe_folder_and_names_never_overwrite(tree):
+    root, _ = tree
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    first = picker.save_uploads([{"name": "a.jpg", "content": photo_bytes("0", 0)}], label="../../evil")
+    second = picker.save_uploads([{"name": "a.jpg", "content": photo_bytes("0", 1)}], label="../../evil")
+    assert first[0] == (root / "uploads" / "evil" / "a.jpg").resolve()
+    assert second[0].name == "a-1.jpg" and first[0].read_bytes() == photo_bytes("0", 0)
+
+
+def test_upload_through_the_widget(tree):
+    root, _ = tree
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    data = photo_bytes("5", 2)
+    picker.upload_label.value = "5"
+    picker.upload.value = ({"name": "../../../photo.jpg", "type": "image/jpeg", "size": len(data),
+                            "content": memoryview(data), "last_modified": NOW},)
+    assert (root / "uploads" / "5" / "photo.jpg").read_bytes() == data
+    assert "saved 1 files" in picker.message.value and picker.upload.value == ()
+    assert picker.path == "uploads" and picker.counts == {"5": 1}
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return buf.getvalue()
+
+
+def test_zip_upload_of_label_folders_is_ready_to_train(tree):
+    root, _ = tree
+    members = {f"digits/{label}/{i}.jpg": photo_bytes(label, i) for label in ("0", "1") for i in range(3)}
+    members["__MACOSX/digits/0/._0.jpg"] = b"resource fork"
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    saved = picker.save_uploads([{"name": "pack.zip", "content": _zip(members)}])
+    assert len(saved) == 6 and picker.path == "uploads"
+    assert picker.navigate("uploads/digits") and picker.ready and picker.counts == {"0": 3, "1": 3}
+
+
+def test_zip_members_with_hostile_paths_never_write_outside(tree):
+    root, outside = tree
+    (root / "uploads").mkdir()
+    os.symlink(outside, root / "uploads" / "lnk")  # a link a previous user left in the uploads folder
+    before = files_under(outside.parent)
+    members = {"../../../evil.jpg": b"1", "/abs/y.jpg": b"2", "ok/z.jpg": b"3", "lnk/newdir/q.jpg": b"4",
+               "lnk/q.jpg": b"5", "..\\..\\w.jpg": b"6", "a/../../b.jpg": b"7"}
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    saved = picker.save_uploads([{"name": "../hostile.zip", "content": _zip(members)}])
+    uploads = (root / "uploads").resolve()
+    assert saved and all(p.resolve().is_relative_to(uploads) for p in saved)
+    assert {p.read_bytes() for p in saved} == {b"1", b"2", b"3", b"6", b"7"}  # the two through the link: skipped
+    new = files_under(outside.parent) - before
+    assert all(n.startswith("root/uploads/") and not n.startswith("root/uploads/lnk") for n in new)
+    assert files_under(outside) == {"secret", "secret/secret.jpg"}
+
+
+def test_uploads_folder_that_is_a_link_outside_is_refused(tree):
+    root, outside = tree
+    os.symlink(outside, root / "uploads")
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    data = photo_bytes()
+    picker.upload.value = ({"name": "x.jpg", "type": "image/jpeg", "size": len(data), "content": memoryview(data),
+                            "last_modified": NOW},)
+    assert "upload failed" in picker.message.value
+    assert files_under(outside) == {"secret", "secret/secret.jpg"}
+    (root / "uploads").unlink()
+    (root / "uploads").mkdir()
+    os.symlink(outside / "secret", root / "uploads" / "evil")
+    with pytest.raises(PathOutsideRootError):
+        picker.save_uploads([{"name": "x.jpg", "content": data}], label="evil")
+    assert files_under(outside) == {"secret", "secret/secret.jpg"}
+
+
+def test_sanitize_filename_keeps_letters_drops_folders():
+    assert sanitize_filename("../../x.jpg") == "x.jpg"
+    assert sanitize_filename("über/ß.png") == "ß.png"
+    assert sanitize_filename("e\u0301.jpg") == "\u00e9.jpg"  # NFC
+    assert sanitize_filename("...") == "upload" and sanitize_filename("a\nb\t.jpg") == "ab.jpg"
+    assert sanitize_filename("x;rm -rf $HOME`.jpg") == "x_rm -rf _HOME_.jpg"
+
+
+# -- the hand tasks ------------------------------------------------------------------------------------
+def test_hand_pose_thumbnails_show_the_hand_skeleton(tmp_path):
+    copy_photos(tmp_path / "hands", labels=("0", "5"), per_label=2)
+    picker = DataSourcePicker("hand_pose", root=tmp_path, path="hands", thumbnails_per_class=1)
+    assert picker.ready and picker.counts == {"0": 2, "5": 2}
+    photo = picker.analysis.labels["5"][0]
+    assert with_hand(Image.open(photo).convert("RGB"))[1] is not None  # a hand is found
+    shown = img_sources(picker.classes_html.value)
+    assert len(shown) == 2
+    assert thumbnail_uri(photo, 72, hand=True) in shown  # the skeleton drawn on the photo
+    assert thumbnail_uri(photo, 72, hand=False) not in shown
+
+
+def test_hand_action_shows_a_few_frames_and_flags_broken_videos(tmp_path):
+    folder = copy_clips(tmp_path / "clips")
+    (folder / "zoom" / "broken.mp4").write_bytes(b"\0\1\2 not a video" * 50)
+    picker = DataSourcePicker("hand_action", root=tmp_path, path="clips", thumbnails_per_class=3)
+    assert picker.detected_layout == "labeled_directories" and picker.ready
+    assert picker.counts == {"wave": 3, "zoom": 4}
+    assert isinstance(picker.data_source, MLHandActionClassifier.DataSource)
+    warnings = [p["message"] for p in picker.problems]
+    assert any("fewer than 5 videos" in w for w in warnings)
+    assert any(w.startswith("1 unreadable files") and "zoom/broken.mp4" in w for w in warnings)
+    html = picker.classes_html.value
+    assert len(img_sources(html)) == 2 * 3  # one clip per label (a readable one), three frames of it
+    assert "cannot read" not in html
+    times = [float(t) for t in re.findall(r"<figcaption>(\d+\.\d)s</figcaption>", html)]
+    assert len(times) == 6 and times[0] == 0.0 and times[0] < times[1] < times[2]

@@ -1,0 +1,181 @@
+"""PredictionPreview with real models: files picked under the root (never outside it), uploads, the
+hand skeleton on photos, and one prediction per window along a video's timeline."""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from widget_helpers import DIGITS, copy_clips, copy_photos, files_under
+
+from createml_widgets import MLHandActionClassifier
+from createml_widgets.display import image_to_data_uri
+from createml_widgets.errors import NoHandDetectedError
+from createml_widgets.widgets import PredictionPreview
+from createml_widgets.widgets._paths import PathOutsideRootError
+
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+def upload(widget: PredictionPreview, name: str, content: bytes, kind: str = "image/jpeg") -> None:
+    widget.upload.value = ({"name": name, "type": kind, "size": len(content), "content": memoryview(content),
+                            "last_modified": NOW},)
+
+
+def img_sources(html: str) -> list[str]:
+    return re.findall(r"<img src='([^']+)'", html)
+
+
+@pytest.fixture()
+def tree(image_root, tmp_path):
+    """The model's data root plus, outside it, a secret photo; links to it inside the root."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.jpg"
+    shutil.copy(sorted((DIGITS / "1").iterdir())[10], secret)
+    root = tmp_path / "root"
+    shutil.copytree(image_root / "digits", root / "digits")
+    os.symlink(secret, root / "digits" / "1" / "link.jpg")
+    os.symlink(outside, root / "escape")
+    return root, secret
+
+
+def test_predicts_a_file_under_the_root(image_model, image_root):
+    preview = PredictionPreview(image_model, root=image_root)
+    assert preview.task.key == "image" and not preview.predict_button.disabled
+    assert len(preview.path_input.options) == 18 and preview.path_input.value == preview.path_input.options[0]
+    photo = sorted((image_root / "digits" / "1").iterdir())[0]
+    ranked = preview.predict(f"digits/1/{photo.name}")
+    expected = image_model.prediction_probabilities(photo)
+    assert [label for label, _ in ranked] == sorted(expected, key=expected.get, reverse=True)
+    assert [c for _, c in ranked] == pytest.approx(sorted(expected.values(), reverse=True), abs=1e-5)
+    assert preview.results == ranked and ranked[0][0] == image_model.prediction(photo) == "1"
+    top = re.search(r"cmlw-preview-top[^>]*>([^<]+) <span[^>]*>([\d.]+)%", preview.results_html.value)
+    assert top.group(1) == "1" and float(top.group(2)) == pytest.approx(ranked[0][1] * 100, abs=0.05)
+    assert preview.results_html.value.count("cmlw-bar-row") == 3
+    assert img_sources(preview.picture.value) == [image_to_data_uri(Image.open(photo).convert("RGB"), 320)]
+    assert not preview.busy and preview.error == "" and preview.message.value == ""
+    absolute = preview.predict(str(photo))  # an absolute path inside the root is fine
+    assert absolute == ranked
+
+
+def test_the_predict_button_runs_in_the_background(image_model, image_root):
+    preview = PredictionPreview(image_model, root=image_root)
+    photo = sorted((image_root / "digits" / "5").iterdir())[1]
+    preview.path_input.value = f"digits/5/{photo.name}"
+    preview.predict_button.click()
+    preview.wait(120)
+    assert preview.results[0][0] == "5" and not preview.busy
+    preview.path_input.value = ""
+    preview.predict_button.click()
+    assert "Choose a file first" in preview.message.value
+
+
+@pytest.mark.parametrize("hostile", ["../outside/secret.jpg", "digits/1/link.jpg", "escape/secret.jpg",
+                                     "digits/../../outside/secret.jpg", "SECRET", "..\\outside\\secret.jpg"])
+def test_files_outside_the_root_are_refused(image_model, tree, hostile):
+    root, secret = tree
+    hostile = str(secret) if hostile == "SECRET" else hostile
+    preview = PredictionPreview(image_model, root=root)
+    assert "digits/1/link.jpg" not in preview.path_input.options and len(preview.path_input.options) == 18
+    preview.predict("digits/0/" + sorted(os.listdir(root / "digits" / "0"))[0])
+    assert preview.results is not None
+    with pytest.raises(PathOutsideRootError):
+        preview.predict(hostile)
+    assert preview.results is None and preview.picture.value == "" and preview.results_html.value == ""
+    assert "PathOutsideRootError" in preview.error and "cmlw-preview-error" in preview.message.value
+    if not os.path.isabs(hostile):  # where a link leads is never told (what was typed may be echoed)
+        assert str(secret.parent) not in preview.message.value
+
+
+def test_missing_and_unreadable_files(image_model, tmp_path):
+    copy_photos(tmp_path, labels=("0",), per_label=1)
+    (tmp_path / "0" / "broken.jpg").write_bytes(b"no picture here")
+    preview = PredictionPreview(image_model, root=tmp_path)
+    with pytest.raises(FileNotFoundError):
+        preview.predict("0/missing.jpg")
+    with pytest.raises(Exception):  # noqa: B017 - whatever the decoder raises, it is shown
+        preview.predict("0/broken.jpg")
+    assert preview.results is None and preview.error and "cmlw-preview-error" in preview.message.value
+
+
+def test_upload_with_a_path_like_name_is_predicted_and_never_saved(image_model, tree):
+    root, secret = tree
+    before = files_under(root.parent)
+    preview = PredictionPreview(image_model, root=root)
+    data = sorted((DIGITS / "0").iterdir())[15].read_bytes()
+    upload(preview, "../../../evil.jpg", data)
+    preview.wait(120)
+    assert preview.upload.value == () and preview.results[0][0] == "0"
+    assert files_under(root.parent) == before  # nothing written, inside or outside the root
+
+
+def test_without_a_model(image_root, image_model):
+    preview = PredictionPreview(root=image_root)
+    assert preview.predict_button.disabled and "Train a model first" in preview.message.value
+    with pytest.raises(RuntimeError):
+        preview.predict("digits/0/x.jpg")
+    upload(preview, "x.jpg", b"whatever")
+    assert "Train a model first" in preview.message.value
+    preview.model = image_model
+    assert not preview.predict_button.disabled and preview.message.value == ""
+
+
+# -- hand pose -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_hand_pose_draws_the_skeleton_and_says_when_there_is_no_hand(hand_pose_model, tmp_path):
+    root = copy_photos(tmp_path / "photos", labels=("5",), per_label=1, start=12)
+    photo = next((root / "5").iterdir())
+    preview = PredictionPreview(hand_pose_model, root=tmp_path)
+    assert preview.task.key == "hand_pose"
+    ranked = preview.predict(f"photos/5/{photo.name}")
+    assert [label for label, _ in ranked] == [label for label, _ in hand_pose_model.prediction(photo)]
+    assert sum(c for _, c in ranked) == pytest.approx(1.0, abs=1e-4)
+    caption = re.search(r"<div style='color:#6e6e73;font-size:12px'>([^<]+)</div>", preview.picture.value).group(1)
+    assert caption.startswith(photo.name) and caption.endswith(" hand")  # e.g. "IMG_1.JPG · right hand"
+    plain = image_to_data_uri(Image.open(photo).convert("RGB"), 320)
+    assert img_sources(preview.picture.value) != [plain]  # the skeleton is drawn on it
+
+    blank = Image.fromarray(np.full((240, 240, 3), 235, dtype=np.uint8))  # a real photo of nothing
+    blank.save(tmp_path / "photos" / "wall.png")
+    with pytest.raises(NoHandDetectedError):
+        preview.predict("photos/wall.png")
+    assert preview.results is None and "No hand found" in preview.message.value
+    assert "no hand found" in preview.picture.value and preview.results_html.value == ""
+
+
+# -- hand action ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hand_action_model(tmp_path_factory):
+    root = copy_clips(tmp_path_factory.mktemp("hand-action") / "clips")
+    HA = MLHandActionClassifier
+    return HA(HA.DataSource.labeled_directories(root),
+              HA.ModelParameters(maximum_iterations=5, prediction_window_size=15, validation=HA.ValidationData.none()))
+
+
+@pytest.mark.slow
+def test_hand_action_shows_one_prediction_per_window_on_a_timeline(hand_action_model, tmp_path):
+    clips = copy_clips(tmp_path / "v", labels=("wave",), per_label=1)
+    clip = next((clips / "wave").iterdir())
+    preview = PredictionPreview(hand_action_model, root=tmp_path)
+    assert preview.upload.accept.startswith("video/")
+    predictions = preview.predict(f"v/wave/{clip.name}")
+    expected = hand_action_model.prediction(clip)
+    assert [p.frame_range for p in predictions] == [p.frame_range for p in expected] and len(expected) >= 2
+    timeline = preview.timeline.value
+    windows = re.findall(r"<div class='cmlw-timeline-window' title='frames (\d+)–(\d+): ([^ ]+) (\d+)%'", timeline)
+    assert [(int(a), int(b) + 1) for a, b, _, _ in windows] == [(p.frame_range.start, p.frame_range.stop)
+                                                               for p in expected]
+    assert [label for _, _, label, _ in windows] == [p.label for p in expected]
+    assert len(img_sources(timeline)) == min(len(expected), 6)  # a frame (with its skeleton) per window
+    assert f"Whole video ({len(expected)} windows)" in preview.results_html.value
+
+    before = files_under(tmp_path)
+    upload(preview, "../../clip.mp4", clip.read_bytes(), "video/mp4")
+    preview.wait(120)
+    assert [p.frame_range for p in preview.results] == [p.frame_range for p in expected]
+    assert files_under(tmp_path) == before

@@ -1,0 +1,152 @@
+"""TrainingProgress on real training jobs: phase, bar, counts, time left, live curves, checkpoints,
+Cancel and Resume, failures — all updated from the training thread while the caller goes on."""
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+from widget_helpers import copy_photos
+
+from createml_widgets import MLImageClassifier, MLSplitStrategy, ValidationData
+from createml_widgets.session import JobCancelledError, MLJob, MLPhase, MLTrainingSessionParameters
+from createml_widgets.widgets import TrainingProgress
+from createml_widgets.widgets.training_progress import format_duration
+
+IC = MLImageClassifier
+TIMEOUT = 180
+
+
+def params(iterations: int, mlp: bool = False, validation=None):
+    algorithm = IC.ModelAlgorithmType.transfer_learning(
+        classifier=IC.ClassifierType.multilayer_perceptron([16]) if mlp else None)
+    return IC.ModelParameters(max_iterations=iterations, algorithm=algorithm,
+                              validation=validation or ValidationData.split(MLSplitStrategy.fixed(0.34, 0)))
+
+
+def unstarted_job(source, parameters, report=1, checkpoint=100) -> MLJob:
+    """A real job of the engine, not started yet, so callbacks can be in place before its first step."""
+    session = IC.make_training_session(source, parameters,
+                                       MLTrainingSessionParameters(report_interval=report, checkpoint_interval=checkpoint))
+    return MLJob(session)
+
+
+def curves(widget) -> dict[str, tuple[list, list]]:
+    return {trace.meta: (list(trace.x), list(trace.y)) for trace in widget.figure.data}
+
+
+@pytest.fixture()
+def source(image_root):
+    return IC.DataSource.labeled_directories(image_root / "digits")
+
+
+def test_follows_a_real_job_to_the_end(source):
+    progress = TrainingProgress(update_interval=0)
+    assert progress.state == "idle" and progress.cancel_button.disabled and progress.resume_button.disabled
+    states, seen_left, threads = [], [], set()
+    progress.observe(lambda ch: states.append(ch["new"]), "state")
+    job = IC.train(source, params(8), MLTrainingSessionParameters(report_interval=1, checkpoint_interval=3))
+    progress.attach(job)
+    # The widget draws each report from the training thread; the caller's thread is free meanwhile.
+    job.on_progress(lambda p: threads.add(threading.current_thread().name))
+    job.on_progress(lambda p: seen_left.append((p.phase, progress.time_left, progress.counts_label.value)))
+    model = job.result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT)
+
+    assert states == ["running", "done"] and progress.model is model
+    assert threads and threading.current_thread().name not in threads
+    assert progress.phase == MLPhase.EVALUATING.value and "done" in progress.phase_label.value
+    assert progress.bar.value == 1.0 and progress.bar.bar_style == "success"
+    assert (progress.item_count, progress.total_item_count) == (8, 8)
+    assert progress.counts_label.value.startswith("8 / 8 iterations")
+    training = [(left, text) for phase, left, text in seen_left if phase == MLPhase.TRAINING]
+    assert any(math.isfinite(left) and left >= 0 and "left" in text for left, text in training[1:-1])
+
+    history = job.session.history
+    assert [h["iteration"] for h in history] == list(range(1, 9))
+    drawn = curves(progress)
+    for key in ("loss", "accuracy", "validation_loss", "validation_accuracy"):
+        assert drawn[key] == ([h["iteration"] for h in history], [pytest.approx(h[key]) for h in history]), key
+    assert f"validation accuracy <b>{history[-1]['validation_accuracy']:.1%}</b>" in progress.metrics_label.value
+
+    assert progress.checkpoints == job.session.checkpoints
+    assert [c.iteration for c in progress.checkpoints if c.phase == MLPhase.TRAINING] == [3, 6, 8]
+    assert f"Checkpoints ({len(job.session.checkpoints)})" in progress.checkpoints_html.value
+    assert progress.cancel_button.disabled and progress.resume_button.disabled
+
+    late = TrainingProgress(job)  # a widget made after the job finished shows all of it at once
+    assert late.wait(5) and late.state == "done" and late.model is model and curves(late) == drawn
+
+
+def test_cancel_then_resume_continues_where_it_stopped(source):
+    progress = TrainingProgress(update_interval=0)
+    states = []
+    progress.observe(lambda ch: states.append(ch["new"]), "state")
+    job = unstarted_job(source, params(30, mlp=True))
+    progress.attach(job)
+    job.on_progress(lambda p: p.phase == MLPhase.TRAINING and p.item_count == 3 and progress.cancel_button.click())
+    job._start()
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT)
+    assert states == ["running", "cancelling", "cancelled"] and progress.model is None and progress.error == ""
+    assert job.session.iteration == 3 and progress.phase == "training"
+    assert "cancelled (Resume continues)" in progress.phase_label.value
+    assert progress.cancel_button.disabled and not progress.resume_button.disabled
+    assert curves(progress)["loss"][0] == [1, 2, 3]
+    assert [c.iteration for c in progress.checkpoints if c.phase == MLPhase.TRAINING] == [3]
+
+    progress.resume_button.click()
+    resumed = progress.job
+    assert resumed is not job and resumed.session is job.session
+    model = resumed.result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT)
+    assert states[-2:] == ["running", "done"] and progress.model is model and model._iterations == 30
+    x, _ = curves(progress)["loss"]
+    assert x == list(range(1, 31))  # one curve across the pause: no gap, no repeated iteration
+    assert progress.resume_button.disabled
+
+
+def test_cancel_is_refused_when_nothing_runs(source):
+    progress = TrainingProgress()
+    progress.cancel()  # no job: nothing happens
+    assert progress.state == "idle"
+    with pytest.raises(RuntimeError, match="no stopped training job"):
+        progress.resume()
+
+
+def test_a_failed_job_shows_the_error_and_can_be_resumed(tmp_path):
+    folder = copy_photos(tmp_path / "d", labels=("0", "1"), per_label=3)
+    (folder / "broken").mkdir()
+    for i in range(3):
+        (folder / "broken" / f"{i}.jpg").write_bytes(b"not a photo, only its name says so" * (i + 1))
+    job = IC.train(IC.DataSource.labeled_directories(folder), params(3, validation=ValidationData.none()))
+    progress = TrainingProgress(job)
+    with pytest.raises(Exception, match="no readable image"):
+        job.result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT)
+    assert progress.state == "failed" and progress.model is None
+    assert "DataSourceError" in progress.error and "broken" in progress.error
+    assert "Training failed" in progress.error_label.value and progress.bar.bar_style == "danger"
+    assert not progress.resume_button.disabled and progress.cancel_button.disabled
+
+
+def test_only_the_job_followed_now_is_shown(source):
+    progress = TrainingProgress(update_interval=0)
+    first, second = unstarted_job(source, params(5)), unstarted_job(source, params(7))
+    progress.attach(first)
+    progress.attach(second)  # the user started another run: the first one's events are ignored
+    first._start()
+    second._start()
+    first.result(timeout=TIMEOUT)
+    model = second.result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT)
+    assert progress.model is model and progress.job is second
+    assert curves(progress)["loss"][0] == list(range(1, 8))
+    progress.detach()
+    assert progress.job is None and curves(progress)["loss"][0] == list(range(1, 8))
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (None, float("nan"), 0, 4.4, 59.6, 61, 3599, 3600, 7322)] == [
+        "–", "–", "0 s", "4 s", "1 min 00 s", "1 min 01 s", "59 min 59 s", "1 h 00 min", "2 h 02 min"]

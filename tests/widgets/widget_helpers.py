@@ -1,0 +1,39 @@
+"""Helpers for the widget tests: copies of the real sample data."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from createml_widgets import samples
+
+DIGITS = samples.sign_language_digits()
+CLIPS = samples.hand_action_clips()
+
+
+def copy_photos(dest: Path, labels=("0", "1", "5"), per_label: int = 6, start: int = 0,
+                layout: str = "folders") -> Path:
+    """Copy real sample photos into `dest`: one folder per label, or `label.N.jpg` files."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for label in labels:
+        photos = sorted((DIGITS / str(label)).iterdir())[start:start + per_label]
+        if layout == "folders":
+            (dest / str(label)).mkdir(exist_ok=True)
+            for photo in photos:
+                shutil.copy(photo, dest / str(label) / photo.name)
+        else:
+            for i, photo in enumerate(photos):
+                shutil.copy(photo, dest / f"{label}.{i}{photo.suffix.lower()}")
+    return dest
+
+
+def copy_clips(dest: Path, labels=("wave", "zoom"), per_label: int = 3) -> Path:
+    for label in labels:
+        (dest / label).mkdir(parents=True, exist_ok=True)
+        for clip in sorted((CLIPS / label).glob("*.mp4"))[:per_label]:
+            shutil.copy(clip, dest / label / clip.name)
+    return dest
+
+
+def files_under(folder: Path) -> set[str]:
+    """Every path below `folder` (links not followed), relative, for before/after comparisons."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
