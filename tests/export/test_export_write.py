@@ -1,6 +1,8 @@
 """write_model / format_for_path: suffixes, formats, folders, atomic replacement, quiet conversion."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import coremltools as ct
 import numpy as np
 import pytest
@@ -66,20 +68,37 @@ def test_parent_that_is_a_file_raises_an_os_error_naming_the_path(pose_models, t
     assert blocker.read_text() == "I am a file"
 
 
-def test_read_only_folder_raises_permission_error(pose_models, tmp_path):
+def _unwritable_folder(tmp_path) -> Path:
+    """A folder this process may not write into: a read-only one, or (as root, who ignores
+    permission bits, as in CI) sysfs, which refuses new files to everybody."""
     folder = tmp_path / "locked"
     folder.mkdir()
     folder.chmod(0o500)
+    probe = folder / ".probe"
     try:
-        target = folder / "Hand.mlmodel"
+        probe.touch()
+    except PermissionError:
+        return folder
+    probe.unlink()
+    if Path("/sys").is_dir():
         try:
-            write_model(pose_models["neuralnetwork"], target)
-        except PermissionError as err:
-            assert str(target) in str(err)
-        else:  # root ignores permission bits
-            pytest.skip("running with privileges that ignore folder permissions")
+            (Path("/sys") / ".cmlw-probe").touch()
+        except PermissionError:
+            return Path("/sys")
+    pytest.skip("no folder here refuses writes to this process")
+
+
+@pytest.mark.parametrize("fmt", ["neuralnetwork", "mlprogram"])
+def test_unwritable_folder_raises_permission_error_naming_the_file(pose_models, tmp_path, fmt):
+    folder = _unwritable_folder(tmp_path)
+    try:
+        target = folder / ("Hand.mlmodel" if fmt == "neuralnetwork" else "Hand.mlpackage")
+        with pytest.raises(PermissionError) as info:
+            write_model(pose_models[fmt], target)
+        assert str(target) in str(info.value)
+        assert not target.exists()
     finally:
-        folder.chmod(0o700)
+        (tmp_path / "locked").chmod(0o700)
 
 
 @pytest.mark.parametrize("fmt", ["neuralnetwork", "mlprogram"])
