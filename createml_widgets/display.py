@@ -133,10 +133,28 @@ def task_html(model) -> str:
         f"{counts}</table></details>"
         f"<details open><summary>Training metrics</summary>{metrics_body(tm, open_=False)}</details>"
         f"<details open><summary>Validation metrics</summary>{metrics_body(vm)}</details>"
-        + skipped_html(s.get("skipped_files", []), "Files skipped before training")
+        + skipped_html(_not_in(s.get("skipped_files", []), tm.skipped), "Files skipped before training")
         + skipped_html(s.get("clips_with_few_hands", []), "Clips where most frames show no hand")
         + extra + "</div>"
     )
+
+
+def skipped_entries(*lists) -> list[dict]:
+    """The skipped files of several lists (before training, training, validation), each file once."""
+    seen, out = set(), []
+    for entries in lists:
+        for x in entries:
+            key = (str(x.get("path")), str(x.get("reason")))
+            if key not in seen:
+                seen.add(key)
+                out.append(x)
+    return out
+
+
+def _not_in(entries, shown) -> list[dict]:
+    """`entries` less those already listed in `shown` (the training metrics list its own skipped files)."""
+    listed = {(str(x.get("path")), str(x.get("reason"))) for x in shown}
+    return [x for x in entries if (str(x.get("path")), str(x.get("reason"))) not in listed]
 
 
 def task_text(model) -> str:
@@ -149,10 +167,12 @@ def task_text(model) -> str:
              f"  training examples: {s.get('training_examples')}  validation examples: {s.get('validation_examples')}",
              f"  training accuracy: {tm.accuracy:.2%}" if tm.is_valid else "  training accuracy: n/a",
              f"  validation accuracy: {vm.accuracy:.2%}" if vm.is_valid else f"  validation: {vm.error}"]
-    skipped = list(s.get("skipped_files", [])) + list(tm.skipped)
+    skipped = skipped_entries(s.get("skipped_files", []), tm.skipped, vm.skipped)
     if skipped:
         lines.append(f"  skipped files ({len(skipped)}):")
         lines += [f"    {x.get('path')}: {x.get('reason')}" for x in skipped[:20]]
+        if len(skipped) > 20:
+            lines.append(f"    … and {len(skipped) - 20} more")
     few = s.get("clips_with_few_hands", [])
     if few:
         lines.append(f"  clips where most frames show no hand ({len(few)}):")

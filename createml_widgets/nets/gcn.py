@@ -34,7 +34,9 @@ def normalized_adjacency() -> torch.Tensor:
 def normalize_keypoints(x: torch.Tensor) -> torch.Tensor:
     """Centre a hand (or a window of hand frames) on its mean wrist position and scale it to unit size.
 
-    (N, T, 3, 21) -> (N, T, 3, 21); confidence is kept as is. Centre and scale are computed over the
+    (N, T, 3, 21) -> (N, T, 3, 21). The confidence row becomes presence: 1 for a joint with any
+    confidence, 0 for none. Vision reports a confidence per joint, MediaPipe one score per hand, so a
+    network that read the values would answer differently in an app than here. Centre and scale are computed over the
     whole window, not per frame, so motion inside the window (a wave's translation, a zoom's change of
     size) survives while where and how large the hand is in the picture does not. Frames of zeros
     (no hand) stay zeros and do not count. Built from ops that convert to Core ML's neural network
@@ -47,7 +49,8 @@ def normalize_keypoints(x: torch.Tensor) -> torch.Tensor:
     centre = (xy[:, :, :, 0:1] * present).sum(dim=1, keepdim=True) / frames  # (N, 1, 2, 1) mean wrist
     centred = (xy - centre) * present
     scale = torch.sqrt((centred * centred).sum(dim=(1, 2, 3), keepdim=True) / (frames * 42.0) + 1e-6)
-    return torch.cat([centred / scale, conf], dim=2)
+    seen = torch.clamp(conf * 1e4, 0.0, 1.0)  # (N, T, 1, 21): any confidence >= 1e-4 counts as seen
+    return torch.cat([centred / scale, seen], dim=2)
 
 
 class GraphConv(nn.Module):

@@ -52,6 +52,7 @@ class Trainer:
         self.class_weights = class_weights
         self.generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
+        self._fit_batch_norm_momentum()
         if optimizer == "lbfgs":
             self.optimizer = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=20, history_size=10,
                                                line_search_fn="strong_wolfe")
@@ -59,6 +60,19 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
         else:
             raise ValueError(f"unknown optimizer {optimizer!r}")
+
+    def _fit_batch_norm_momentum(self) -> None:
+        """Let batch norm's running statistics keep up on small data sets.
+
+        With the default momentum (0.1) they move a tenth of the way per batch: a data set of one or two
+        batches trained for a few iterations is then evaluated with statistics still near their
+        initial values, and the trained network looks far worse in eval mode than it trained. A
+        momentum of at least one over the batches per iteration makes each iteration count fully.
+        """
+        batches = max(1, -(-len(self.train_data) // self.batch_size))
+        for m in self.net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None:
+                m.momentum = max(m.momentum, 1.0 / batches)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, weight=self.class_weights)

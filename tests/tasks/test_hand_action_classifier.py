@@ -78,8 +78,25 @@ def test_clip_shorter_than_the_window_is_padded_not_dropped(action_clips):
     train, _ = action_clips
     params = HA.ModelParameters(prediction_window_size=90, maximum_iterations=2, validation=ValidationData.none())
     m = HA(HA.DataSource.labeled_directories(train), params)
-    assert m.training_metrics.count + len(m.training_metrics.skipped) == 32
-    assert len(m.prediction(next((train / "zoom").iterdir()))) == 1
+    assert m.training_metrics.count == 32 and not m.training_metrics.skipped  # every 60-frame clip, padded
+    clip = sorted((train / "zoom").iterdir())[0]
+    [only] = m.prediction(clip)
+    assert only.frame_range == range(0, len(m.keypoints(clip)))  # the frames there are, not the padded window
+    [short] = m.prediction(m.keypoints(clip)[:20])
+    assert short.frame_range == range(0, 20)
+
+
+def test_confidences_do_not_change_the_answer(model, action_clips):
+    """Vision reports a confidence per joint, MediaPipe one per hand: the answer must depend only on
+    where the joints are, so an app feeding Vision's keypoints gets what this library gives."""
+    window = model.keypoints(sorted((action_clips[1] / "rotate").iterdir())[0])[:45].copy()
+    rng = np.random.default_rng(0)
+    jittered = window.copy()
+    seen = window[:, 2] > 0
+    jittered[:, 2][seen] = rng.uniform(0.3, 1.0, seen.sum())
+    a, b = model.prediction(window)[0].results, model.prediction(jittered)[0].results
+    assert [label for label, _ in a] == [label for label, _ in b]
+    assert [c for _, c in a] == pytest.approx([c for _, c in b], abs=1e-5)
 
 
 def test_annotation_time_ranges_and_keypoint_table(action_clips, tmp_path):

@@ -58,6 +58,17 @@ def test_prediction_ranks_every_label(model, digits_dir):
     assert len(model.predictions([sorted((digits_dir / "0").iterdir())[0]] * 2)) == 2
 
 
+def test_confidences_do_not_change_the_answer(model, digits_dir):
+    """Vision reports a confidence per joint, MediaPipe one per hand (the same value 21 times): the
+    answer must depend only on where the joints are, as it will in an app fed by Vision."""
+    keypoints = model.keypoints(sorted((digits_dir / "3").iterdir())[0]).keypoints
+    jittered = keypoints.copy()
+    jittered[0, 2] = np.random.default_rng(0).uniform(0.3, 1.0, 21)
+    a, b = model.prediction_from_keypoints(keypoints), model.prediction_from_keypoints(jittered)
+    assert [label for label, _ in a] == [label for label, _ in b]
+    assert [c for _, c in a] == pytest.approx([c for _, c in b], abs=1e-5)
+
+
 def test_prediction_without_a_hand_raises_a_clear_error(model, tmp_path):
     Image.new("RGB", (200, 200), (90, 140, 200)).save(tmp_path / "sky.png")
     with pytest.raises(NoHandDetectedError, match="sky.png"):
@@ -153,3 +164,32 @@ def test_keypoint_augmentations():
     a = augment_keypoints(x, torch.Generator().manual_seed(5), scale=True, translate=True)
     b = augment_keypoints(x, torch.Generator().manual_seed(5), scale=True, translate=True)
     assert torch.equal(a, b) and not torch.allclose(a, x)
+
+
+def test_photos_without_a_hand_are_named_in_metrics_and_descriptions(small_digits, tmp_path):
+    """A blank photo among the training photos and one among the validation photos: neither is dropped
+    silently — training lists it as skipped, validation counts it as a wrong '(no hand)' answer, and
+    both descriptions name both files."""
+    Image.new("RGB", (160, 160), (200, 200, 200)).save(small_digits / "1" / "blank_train.png")
+    val = tmp_path / "val"
+    for label in ("0", "1", "5"):
+        (val / label).mkdir(parents=True)
+        shutil.move(sorted((small_digits / label).glob("*.JPG"))[0], val / label)
+    Image.new("RGB", (160, 160), (90, 140, 200)).save(val / "5" / "blank_val.png")
+    params = HP.ModelParameters(maximum_iterations=5,
+                                validation=ValidationData.data_source(HP.DataSource.labeled_directories(val)))
+    model = HP(HP.DataSource.labeled_directories(small_digits), params)
+
+    tm, vm = model.training_metrics, model.validation_metrics
+    # 22 photos are one batch: 5 iterations must already be judged in eval mode as they trained
+    # (batch norm's running statistics keep up; with the default momentum this was 33%).
+    assert tm.accuracy >= 0.9
+    no_hand = [s["path"] for s in tm.skipped if "NoHandDetectedError" in s["reason"]]
+    assert len(no_hand) == 1 and no_hand[0].endswith("1/blank_train.png")
+    assert vm.count == 4
+    blank = vm.examples[vm.examples["Predicted"] == NO_PREDICTION]
+    assert list(blank["True Label"]) == ["5"] and "blank_val.png" in str(blank.iloc[0]["Item"])
+    text, html = str(model), model._repr_html_()
+    for name in ("blank_train.png", "blank_val.png"):
+        assert name in text and name in html
+    assert "skipped files (2):" in text, text  # each listed once, not once per list it is in
