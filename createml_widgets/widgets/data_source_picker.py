@@ -122,9 +122,21 @@ def _scan_tree(folder: Path, root: Path, media: str, base: Path) -> tuple[list[P
     return found, other, escapes
 
 
-def _annotation_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and _visible(p.name) and p.suffix.lower() in ANNOTATION_SUFFIXES)
+def _annotation_files(folder: Path, root: Path) -> tuple[list[Path], list[Path]]:
+    """(annotation files inside root, annotation names that are links leading outside it).
+
+    `is_file()` follows links, so a `labels.csv` link to a table elsewhere would otherwise be read (and
+    its cells echoed in warnings); such names are only reported, never opened.
+    """
+    inside, outside = [], []
+    for p in sorted(folder.iterdir()):
+        if not _visible(p.name) or p.suffix.lower() not in ANNOTATION_SUFFIXES:
+            continue
+        if p.is_symlink() and not is_within(p, root):
+            outside.append(p)
+        elif p.is_file():
+            inside.append(p)
+    return inside, outside
 
 
 def read_annotation(path: Path):
@@ -154,8 +166,11 @@ def _guess_columns(df, folder: Path, root: Path, media: str) -> dict | None:
     rest = [c for c in columns if c != best]
     label = next((c for c in rest if c.lower() in LABEL_COLUMN_NAMES), None)
     if label is None:
-        label = next((c for c in rest if df[c].dtype == object and "start" not in c.lower()
-                      and "end" not in c.lower()), None)
+        from pandas.api.types import is_object_dtype, is_string_dtype
+
+        # Text columns: `object` before pandas 3, its `str` dtype since (`dtype == object` misses those).
+        label = next((c for c in rest if (is_object_dtype(df[c]) or is_string_dtype(df[c]))
+                      and "start" not in c.lower() and "end" not in c.lower()), None)
     if label is None:
         return None
     start = next((c for c in rest if "start" in c.lower()), None) if media == "video" else None
@@ -164,8 +179,13 @@ def _guess_columns(df, folder: Path, root: Path, media: str) -> dict | None:
 
 
 def _analyze_annotation(a: FolderAnalysis, path: Path, root: Path, media: str) -> bool:
+    real = path.resolve()  # read (now and when training) the real file, checked to be inside root
+    if not is_within(real, root):
+        a.error(f"{path.name} is a link that leads outside the data folder; it is not read "
+                "(copy the file into the data folder instead)")
+        return False
     try:
-        df = read_annotation(path)
+        df = read_annotation(real)
     except Exception as err:  # noqa: BLE001 - shown to the user
         a.warn(f"{path.name} cannot be read as an annotation table: {err}")
         return False
@@ -175,7 +195,7 @@ def _analyze_annotation(a: FolderAnalysis, path: Path, root: Path, media: str) -
                f"(columns: {', '.join(map(str, df.columns))})")
         return False
     a.layout = "annotation"
-    a.annotation = {"file": path, **cols}
+    a.annotation = {"file": real, **cols}
     missing, escapes = [], []
     for value, label in zip(df[cols["file_column"]].tolist(), df[cols["label_column"]].tolist()):
         if not isinstance(value, str) or not value:
@@ -239,8 +259,12 @@ def analyze_folder(folder: Path, root: Path, task: TaskInfo | str = "image", lay
     what = info.media_plural
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p.name))
     direct = sorted(p for p in folder.iterdir() if p.is_file() and _visible(p.name))
-    annotations = _annotation_files(folder)
-    escaping = [p.name for p in folder.iterdir() if p.is_symlink() and not is_within(p, root)]
+    annotations, outside_annotations = _annotation_files(folder, root)
+    escaping = [p.name for p in folder.iterdir()
+                if p.is_symlink() and not is_within(p, root) and p not in outside_annotations]
+    for p in outside_annotations:  # whatever the layout: the folder is not usable as it stands
+        a.error(f"{p.name}: the link leads outside the data folder, so it is not read; "
+                "copy the file into the data folder instead")
     if annotations:
         a.candidates.append("annotation")
     if subdirs:
@@ -260,7 +284,8 @@ def analyze_folder(folder: Path, root: Path, task: TaskInfo | str = "image", lay
 
     if chosen == "annotation":
         if not annotations:
-            a.error("there is no annotation file (.csv or .json) in this folder")
+            if not outside_annotations:  # else: already said why the one here is not read
+                a.error("there is no annotation file (.csv or .json) in this folder")
         elif not _analyze_annotation(a, annotations[0], root, media):
             chosen = ("labeled_directories" if "labeled_directories" in a.candidates
                       else "labeled_files" if "labeled_files" in a.candidates else "none")

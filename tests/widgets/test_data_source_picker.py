@@ -166,6 +166,70 @@ def test_links_outside_in_labeled_files_and_annotation_layouts(tree, tmp_path):
     assert any("outside the data folder" in p["message"] for p in picker.problems if p["level"] == "error")
 
 
+def shown_text(picker: DataSourcePicker) -> str:
+    """Everything the picker shows or reports about the open folder."""
+    return "\n".join([picker.summary.value, picker.problems_html.value, picker.classes_html.value,
+                      picker.message.value, repr(picker.problems), repr(picker.counts), repr(picker.analysis)])
+
+
+def test_an_annotation_file_that_links_outside_is_never_read(tree):
+    root, outside = tree
+    folder = copy_photos(root / "table", per_label=3, layout="files")
+    photos = sorted(p.name for p in folder.iterdir())
+    # A table outside the root naming this folder's real photos, with labels and headers found nowhere else.
+    table = "covert_file,covert_label\n" + "".join(f"{n},leak-{i % 2}\n" for i, n in enumerate(photos))
+    (outside / "stolen.csv").write_text(table)
+    os.symlink(outside / "stolen.csv", folder / "labels.csv")
+
+    # The same table as a real file inside the root is a usable annotation: the link is what is refused.
+    control = copy_photos(root / "control", per_label=3, layout="files")
+    (control / "labels.csv").write_text(table)
+    picker = DataSourcePicker("image", root=root, path="control", thumbnails_per_class=0)
+    assert picker.ready and picker.detected_layout == "annotation"
+    assert picker.counts == {"leak-0": 5, "leak-1": 4}
+
+    picker.navigate("table")
+    assert not picker.ready and picker.data_source is None
+    assert picker.detected_layout == "labeled_files" and picker.analysis.annotation is None
+    errors = [p["message"] for p in picker.problems if p["level"] == "error"]
+    assert len(errors) == 1 and errors[0].startswith("labels.csv: the link leads outside the data folder")
+    assert picker.counts == {"0": 3, "1": 3, "5": 3}  # from the file names, not from the table
+    shown = shown_text(picker)
+    for secret in ("leak-", "covert", str(outside), "stolen"):
+        assert secret not in shown, secret
+
+    picker.layout_dropdown.value = "annotation"  # forcing the layout does not read it either
+    assert not picker.ready and picker.detected_layout == "none" and picker.counts == {}
+    assert [p["message"] for p in picker.problems] == errors
+    assert "link leads outside the data folder" in picker.problems_html.value
+    shown = shown_text(picker)
+    assert all(secret not in shown for secret in ("leak-", "covert", str(outside), "stolen"))
+
+
+def test_an_unusable_table_outside_is_not_echoed_in_warnings(tree):
+    root, outside = tree
+    folder = copy_photos(root / "cols", per_label=2)
+    (outside / "private.csv").write_text("patient_name,diagnosis\nJane Roe,confidential-finding\n")
+    os.symlink(outside / "private.csv", folder / "meta.csv")
+    picker = DataSourcePicker("image", root=root, path="cols", thumbnails_per_class=0)
+    assert not picker.ready and picker.counts == {"0": 2, "1": 2, "5": 2}
+    assert any("meta.csv: the link leads outside" in p["message"] for p in picker.problems if p["level"] == "error")
+    shown = shown_text(picker)
+    for secret in ("patient_name", "diagnosis", "Jane Roe", "confidential", "private.csv"):
+        assert secret not in shown, secret
+
+
+def test_an_annotation_link_to_a_table_inside_the_root_is_used(tmp_path):
+    folder = copy_photos(tmp_path / "linked", per_label=3, layout="files")
+    (tmp_path / "tables").mkdir()
+    rows = [f"{p.name},{'even' if i % 2 == 0 else 'odd'}" for i, p in enumerate(sorted(folder.iterdir()))]
+    (tmp_path / "tables" / "labels.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
+    os.symlink(tmp_path / "tables" / "labels.csv", folder / "labels.csv")
+    picker = DataSourcePicker("image", root=tmp_path, path="linked", thumbnails_per_class=0)
+    assert picker.ready and picker.detected_layout == "annotation" and picker.counts == {"even": 5, "odd": 4}
+    assert picker.analysis.annotation["file"] == (tmp_path / "tables" / "labels.csv").resolve()
+
+
 def test_unicode_folder_and_label_names(tmp_path):
     root = tmp_path / "données"
     for label, digit in (("ça", "0"), ("数字", "1"), ("✋ main", "5")):
