@@ -65,10 +65,12 @@ def _to_rgb(image: Image.Image, name: str) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit samples span 0..65535 whatever the picture holds (a dark 16-bit photo stays dark).
+        # Mode "I" (32-bit) does not say its depth: values above 255 are taken as 16-bit, else 8-bit.
         arr = np.asarray(image, dtype=np.float64)
-        hi = arr.max() or 1.0
-        arr = (arr / (65535.0 if hi > 255 else 255.0) * 255.0).clip(0, 255).astype(np.uint8)
+        full = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.rint(arr / full * 255.0).clip(0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
     if mode == "F":
         arr = np.asarray(image, dtype=np.float64)

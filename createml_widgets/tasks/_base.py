@@ -21,6 +21,7 @@ import torch
 from ..data.items import Item
 from ..data.split import MLSplitStrategy, stratified_split
 from ..errors import DataSourceError, SessionError
+from ..metadata import MLModelMetadata
 from ..metrics import NO_PREDICTION, MLClassifierMetrics
 from ..session import (
     JobCancelledError,
@@ -169,7 +170,7 @@ class ClassifierTask:
             raise SessionError(f"the session lacks features for {len(missing)} items; resume it first")
         trainer = cls._make_trainer(session, plan)
         trainer.load_state_dict(state)
-        return cls._build(session, plan, trainer, iteration=checkpoint.iteration)
+        return cls._build(session, plan, trainer, iteration=checkpoint.iteration, warn=False)
 
     # -- hooks the engine calls --------------------------------------------------------------
     @classmethod
@@ -181,7 +182,8 @@ class ClassifierTask:
         raise NotImplementedError
 
     @classmethod
-    def _build(cls, session: MLTrainingSession, plan: Plan, trainer, iteration: int | None = None):
+    def _build(cls, session: MLTrainingSession, plan: Plan, trainer, iteration: int | None = None,
+               warn: bool = True):
         model = cls.__new__(cls)
         model.model_parameters = session.model_parameters
         model._labels = list(plan.labels)
@@ -202,6 +204,8 @@ class ClassifierTask:
         else:
             model._validation_metrics = MLClassifierMetrics(labels=plan.labels,
                                                             error=ValueError("no validation data was used"))
+        if warn:
+            warn_skipped(cls._what, skipped_files(plan, session.features))
         return model
 
     def _init_after_training(self, session, plan) -> None:
@@ -291,14 +295,16 @@ class ClassifierTask:
     # -- Core ML -----------------------------------------------------------------------------
     @property
     def model(self):
-        """The trained model as a coremltools MLModel (a neural network, as `.mlmodel` files hold)."""
+        """The trained model as a coremltools MLModel (a neural network, as `.mlmodel` files hold),
+        with the default `MLModelMetadata()` (author: your user name)."""
         return self._coreml("neuralnetwork")
 
     def _coreml(self, fmt: str, metadata=None):
+        """The Core ML model; without `metadata` it carries `MLModelMetadata()`'s defaults (built once)."""
         if metadata is not None:
             return self._export(fmt, metadata)
         if fmt not in self._mlmodel_cache:
-            self._mlmodel_cache[fmt] = self._export(fmt, None)
+            self._mlmodel_cache[fmt] = self._export(fmt, MLModelMetadata())
         return self._mlmodel_cache[fmt]
 
     def _training_info(self) -> dict[str, str]:
@@ -312,7 +318,11 @@ class ClassifierTask:
         return info
 
     def write(self, path, metadata=None) -> Path:
-        """Save as Core ML: `.mlmodel` (neural network) or `.mlpackage` (ML program)."""
+        """Save as Core ML: `.mlmodel` (neural network) or `.mlpackage` (ML program).
+
+        Without `metadata`, the model gets `MLModelMetadata()` (your user name as author and Create ML's
+        standard description), as Create ML does.
+        """
         from ..export import format_for_path, write_model
 
         fmt = format_for_path(path)
@@ -347,6 +357,40 @@ class ClassifierTask:
 
     description = property(__str__)
     debug_description = property(__repr__)
+
+
+def skipped_files(plan: Plan, features) -> list[dict]:
+    """Every file of a run that was left out: rejected before extraction, or whose extraction failed.
+
+    One entry per file (files with the same content are extracted once but each is listed;
+    augmented variants of a failed original are not counted again).
+    """
+    out = list(plan.skipped)
+    seen = {str(s.get("path")) for s in out}
+    for item in plan.train + plan.validation:
+        if item.variant or item.key not in features.failed or item.name in seen:
+            continue
+        seen.add(item.name)
+        out.append({"path": item.name, "label": item.label, "reason": features.failed[item.key]})
+    return out
+
+
+def warn_skipped(what: str, skipped: Sequence[dict], shown: int = 3) -> None:
+    """A UserWarning naming how many files were skipped and the first few, with their reasons."""
+    if not skipped:
+        return
+
+    def short(entry: dict) -> str:
+        path = str(entry.get("path"))
+        reason = str(entry.get("reason", "")).replace(f"UnreadableFileError: cannot read {path}: ", "")
+        return f"{Path(path).name} ({reason})"
+
+    first = "; ".join(short(s) for s in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    noun = "file was" if len(skipped) == 1 else "files were"
+    warnings.warn(f"{len(skipped)} {noun} skipped (not used as {what}s): {first}{more}. "
+                  "All are listed in the model's training_metrics.skipped and validation_metrics.skipped.",
+                  UserWarning, stacklevel=3)
 
 
 def split_for_validation(session: MLTrainingSession, labeled: dict[str, list], validation, data_source_type,
@@ -386,4 +430,4 @@ def split_for_validation(session: MLTrainingSession, labeled: dict[str, list], v
     return train, val
 
 
-__all__ = ["ClassifierTask", "Plan", "split_for_validation", "JobCancelledError"]
+__all__ = ["ClassifierTask", "Plan", "split_for_validation", "skipped_files", "warn_skipped", "JobCancelledError"]

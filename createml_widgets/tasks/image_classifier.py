@@ -137,7 +137,9 @@ class CustomFeatureExtractor:
             except Exception as err:  # noqa: BLE001
                 raise ParameterError("CustomFeatureExtractor.model_path", str(path),
                                      f"a TorchScript file saved with torch.jit.save ({err.__class__.__name__})") from err
-        return _SelectOutput(module.eval(), self.output_name, self.resolved_input_size(module))
+        selected = _SelectOutput(module.eval(), self.output_name, self.resolved_input_size(module))
+        selected.check()
+        return selected
 
     def resolved_input_size(self, module=None) -> int:
         if self.input_size:
@@ -147,9 +149,22 @@ class CustomFeatureExtractor:
 
 
 class _SelectOutput(torch.nn.Module):
+    """The user's network with `output_name` picked out of a dict (by key) or tuple (by index)."""
+
     def __init__(self, module, output_name, input_size):
         super().__init__()
         self.module, self.output_name, self.input_size = module, output_name, input_size
+
+    def check(self) -> None:
+        """Run one blank image through the network, so a wrong output name fails before extraction."""
+        with torch.inference_mode():
+            out = self(torch.zeros(1, 3, self.input_size, self.input_size))
+        if out.ndim != 2 or out.shape[1] == 0:
+            raise ParameterError("CustomFeatureExtractor.model_path", "the model",
+                                 f"a network returning (N, D) features; its output has shape {tuple(out.shape)}")
+
+    def _wrong_name(self, allowed: str) -> ParameterError:
+        return ParameterError("CustomFeatureExtractor.output_name", self.output_name, allowed)
 
     def forward(self, x):
         out = self.module(x)
@@ -159,10 +174,20 @@ class _SelectOutput(torch.nn.Module):
                     raise ParameterError("CustomFeatureExtractor.output_name", None,
                                          f"one of {sorted(out)} (the model has several outputs)")
                 return next(iter(out.values())).flatten(1)
+            if self.output_name not in out:
+                raise self._wrong_name(f"one of the model's outputs {sorted(out)}")
             return out[self.output_name].flatten(1)
         if isinstance(out, (tuple, list)):
-            return out[int(self.output_name or 0)].flatten(1)
-        return out.flatten(1)
+            name = 0 if self.output_name is None else self.output_name
+            try:
+                index = int(name)
+                if not -len(out) <= index < len(out):
+                    raise IndexError(index)
+            except (TypeError, ValueError, IndexError):
+                raise self._wrong_name(f"the index of one of the model's {len(out)} outputs "
+                                       f"(0 to {len(out) - 1}; it returns a tuple)") from None
+            return out[index].flatten(1)
+        return out.flatten(1)  # one unnamed output: the only choice, whatever output_name says
 
 
 @dataclass(frozen=True)
