@@ -48,7 +48,9 @@ def mediapipe_id() -> str:
         version = mediapipe.__version__
     except ImportError:  # pragma: no cover
         version = "?"
-    return f"mediapipe-hands:{version}:retry{hk.RETRY_SHORT_SIDE}:pad{hk.RETRY_PAD_FRACTION}"
+    # EXTRACTOR_ID names the models and fallbacks used: a cached keypoint set (or a cached "no hand")
+    # goes stale when any of them, MediaPipe, or the retry geometry changes.
+    return f"{hk.EXTRACTOR_ID}:mediapipe-{version}:retry{hk.RETRY_SHORT_SIDE}:pad{hk.RETRY_PAD_FRACTION}"
 
 
 class KeypointExtractor:

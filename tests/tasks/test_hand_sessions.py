@@ -1,0 +1,84 @@
+"""The shared engine under the hand tasks: cached keypoints, cancel and resume, checkpoints."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from createml_widgets import (
+    MLHandActionClassifier,
+    MLHandPoseClassifier,
+    MLPhase,
+    MLTrainingSessionParameters,
+    ValidationData,
+)
+from createml_widgets.session import JobCancelledError
+
+HP, HA = MLHandPoseClassifier, MLHandActionClassifier
+
+
+@pytest.fixture(scope="module")
+def few_clips(action_clips, tmp_path_factory):
+    """2 real clips for each of 2 actions."""
+    root = tmp_path_factory.mktemp("few-clips")
+    for label in ("wave", "zoom"):
+        (root / label).mkdir()
+        for clip in sorted((action_clips[0] / label).iterdir())[:2]:
+            shutil.copy(clip, root / label / clip.name)
+    return root
+
+
+def test_second_hand_pose_training_reads_keypoints_from_the_cache(small_digits):
+    data = HP.DataSource.labeled_directories(small_digits)
+    params = HP.ModelParameters(maximum_iterations=3, validation=ValidationData.none())
+    first = HP.train(data, params)
+    first.result(timeout=300)
+    assert first.session.summary["extraction"]["extracted"] == 24
+    again = HP.train(data, HP.ModelParameters(maximum_iterations=4, batch_size=8, validation=ValidationData.none()))
+    again.result(timeout=300)
+    assert again.session.summary["extraction"] == {"items": 24, "resumed_from": 0, "from_cache": 24, "extracted": 0}
+
+
+def test_second_hand_action_training_reads_keypoints_from_the_cache(few_clips):
+    data = HA.DataSource.labeled_directories(few_clips)
+    params = HA.ModelParameters(prediction_window_size=30, maximum_iterations=2, validation=ValidationData.none())
+    HA.train(data, params).result(timeout=300)
+    again = HA.train(data, params)
+    again.result(timeout=300)
+    assert again.session.summary["extraction"]["from_cache"] == 4
+    assert again.session.summary["extraction"]["extracted"] == 0
+    other_rate = HA.train(data, HA.ModelParameters(prediction_window_size=30, maximum_iterations=2,
+                                                   target_frame_rate=15, validation=ValidationData.none()))
+    other_rate.result(timeout=300)
+    assert other_rate.session.summary["extraction"]["extracted"] == 4  # another frame rate: other keypoints
+
+
+def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path):
+    data = HA.DataSource.labeled_directories(few_clips)
+    params = HA.ModelParameters(prediction_window_size=30, maximum_iterations=40, validation=ValidationData.none())
+    sp = MLTrainingSessionParameters(tmp_path / "s", report_interval=1, checkpoint_interval=5)
+    session = HA.make_training_session(data, params, sp)
+    job = HA.resume(session)
+    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= 7 else None)
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=300)
+    stopped_at = session.iteration
+    assert 7 <= stopped_at < 40
+
+    restored = HA.restore_training_session(sp)  # as a new process would
+    assert restored.phase == MLPhase.TRAINING and restored.iteration == stopped_at
+    resumed = []
+    job2 = HA.resume(restored)
+    job2.on_progress(lambda p: resumed.append(p.item_count) if p.phase == MLPhase.TRAINING else None)
+    model = job2.result(timeout=300)
+    assert resumed[0] == stopped_at + 1 and model._iterations == 40
+    assert job2.session.summary["extraction"]["extracted"] == 0  # keypoints were not extracted again
+
+    last = [c for c in restored.checkpoints if c.phase == MLPhase.TRAINING][-1]
+    assert last.iteration == 40
+    again = HA.from_checkpoint(last)
+    window = model.keypoints(sorted((few_clips / "wave").iterdir())[0])[:30]
+    a, b = model.prediction(window)[0].results, again.prediction(window)[0].results
+    assert [label for label, _ in a] == [label for label, _ in b]
+    assert np.allclose([c for _, c in a], [c for _, c in b], atol=1e-5)
