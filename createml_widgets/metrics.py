@@ -80,8 +80,9 @@ class MLClassifierMetrics:
             n_pred = sum(p == label for p in self._pred)
             precision = tp / n_pred if n_pred else float("nan")
             recall = tp / n_true if n_true else float("nan")
-            f1 = (2 * precision * recall / (precision + recall)
-                  if n_pred and n_true and (precision + recall) > 0 else (0.0 if n_pred and n_true else float("nan")))
+            # 2TP / (2TP + FP + FN): the harmonic mean of precision and recall where both exist, and
+            # 0 for a class that has examples but is never predicted (or predicted but never true).
+            f1 = 2 * tp / (n_pred + n_true) if n_pred + n_true else float("nan")
             rows.append({"Class": label, "Item Count": n_true, "Precision": precision, "Recall": recall, "F1": f1})
         return pd.DataFrame(rows, columns=["Class", "Item Count", "Precision", "Recall", "F1"])
 

@@ -9,6 +9,7 @@ asynchronous MLJob — lives here.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -159,6 +160,17 @@ def atomic_write_bytes(path: Path, writer: Callable[[Any], None]) -> None:
         raise
 
 
+@contextlib.contextmanager
+def session_writes(directory: Path | None):
+    """Turn an OSError while writing into `directory` into a SessionError that names the folder."""
+    try:
+        yield
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise SessionError(f"cannot write to the session directory {directory}: {reason} "
+                           f"({err.__class__.__name__}); choose a folder you can write to") from err
+
+
 def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=1, ensure_ascii=False).encode()))
 
@@ -275,7 +287,7 @@ class MLTrainingSession:
         if other.task is not self.task:
             raise SessionError(f"cannot reuse features of a {other.task.__name__} session in a "
                                f"{self.task.__name__} session")
-        with self._lock:
+        with self._lock, session_writes(self.session_directory):
             n = self.features.copy_from(other.features)
             log.info("reused %d extracted features from %s", n, other.session_directory or "an in-memory session")
             self.save()
@@ -295,7 +307,7 @@ class MLTrainingSession:
     def save(self) -> None:
         if self.session_directory is None:
             return
-        with self._lock:
+        with self._lock, session_writes(self.session_directory):
             atomic_write_json(self.session_directory / SESSION_FILE, self.to_dict())
 
     @classmethod
@@ -538,7 +550,7 @@ def failure_reason(error: BaseException) -> str:
 
 
 def _flush_extraction(session: MLTrainingSession, done: int) -> None:
-    with session._lock:
+    with session._lock, session_writes(session.session_directory):
         url = session.features.flush()
         if url is not None:
             session._add_checkpoint(MLPhase.EXTRACTING_FEATURES, done, url, {})
@@ -547,7 +559,7 @@ def _flush_extraction(session: MLTrainingSession, done: int) -> None:
 
 def _checkpoint_training(session: MLTrainingSession, job: MLJob, trainer, iteration: int, metrics: dict) -> None:
     state = trainer.state_dict()
-    with session._lock:
+    with session._lock, session_writes(session.session_directory):
         url = None
         if session.session_directory is not None:
             url = session.session_directory / "checkpoints" / f"training-{iteration:05d}.pt"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,99 @@ def test_reuse_extracted_features_skips_extraction(small_digits, tmp_path, monke
     job.result(timeout=300)
     assert MLPhase.EXTRACTING_FEATURES not in phases
     assert not (tmp_path / "other-cache").exists()
+
+
+def _unwritable_folder(tmp_path) -> Path:
+    """An existing folder this process may not write into: a read-only one, or (as root, who ignores
+    permission bits, as in CI) sysfs, which refuses new files to everybody."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        (folder / ".probe").touch()
+    except PermissionError:
+        return folder
+    (folder / ".probe").unlink()
+    if Path("/sys").is_dir():
+        try:
+            (Path("/sys") / ".cmlw-probe").touch()
+        except OSError:
+            return Path("/sys")
+    pytest.skip("no folder here refuses writes to this process")
+
+
+def test_unwritable_session_directory_is_a_session_error_naming_it(small_digits, tmp_path):
+    folder = _unwritable_folder(tmp_path)
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    try:
+        with pytest.raises(SessionError, match=f"cannot write to the session directory {folder}") as info:
+            MLImageClassifier.make_training_session(data, _params(2), MLTrainingSessionParameters(folder))
+        assert isinstance(info.value.__cause__, OSError)
+        with pytest.raises(SessionError, match=str(folder)):
+            MLImageClassifier.train(data, _params(2), MLTrainingSessionParameters(folder))
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+
+
+def _logistic(iterations):
+    """Default classifier (logistic regression, L-BFGS), a fixed validation split."""
+    return MLImageClassifier.ModelParameters(
+        validation=ValidationData.split(MLSplitStrategy.fixed(0.25, seed=0)), max_iterations=iterations)
+
+
+def test_default_logistic_regressor_checkpoints_resume_and_from_checkpoint(small_digits, tmp_path):
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    probes = [str(p) for label in ("0", "1", "5") for p in sorted((small_digits / label).iterdir())[:2]]
+    reference = MLImageClassifier.train(data, _logistic(12), MLTrainingSessionParameters(tmp_path / "ref"))
+    want = [reference.result(timeout=300).prediction_probabilities(p) for p in probes]
+
+    sp = MLTrainingSessionParameters(tmp_path / "s", report_interval=1, checkpoint_interval=4)
+    session = MLImageClassifier.make_training_session(data, _logistic(12), sp)
+    job = MLImageClassifier.resume(session)
+    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= 5 else None)
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=300)
+    stopped = session.iteration
+    assert 5 <= stopped < 12
+    restored = MLImageClassifier.restore_training_session(sp)
+    assert restored.phase == MLPhase.TRAINING and restored.iteration == stopped
+    model = MLImageClassifier.resume(restored).result(timeout=300)
+    assert model._iterations == 12
+    # The resumed L-BFGS continues from its saved history: the same model as an uninterrupted run.
+    for p, expected in zip(probes, want):
+        assert model.prediction_probabilities(p) == pytest.approx(expected, abs=1e-4)
+
+    on_disk = MLImageClassifier.restore_training_session(sp)
+    training = sorted((c for c in on_disk.checkpoints if c.phase == MLPhase.TRAINING), key=lambda c: c.iteration)
+    assert [c.iteration for c in training] == sorted({4, 8, 12, stopped})
+    assert all(c.url.exists() and c.url.parent == tmp_path / "s" / "checkpoints" for c in training)
+    early = MLImageClassifier.from_checkpoint(training[0])
+    assert early._iterations == 4 and early.class_labels == model.class_labels
+    last = MLImageClassifier.from_checkpoint(training[-1])
+    for p, expected in zip(probes, want):
+        assert last.prediction_probabilities(p) == pytest.approx(expected, abs=1e-4)
+    assert early.training_metrics.accuracy <= last.training_metrics.accuracy
+
+
+def test_cancel_during_feature_extraction_then_resume_extracts_only_the_rest(digits_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CREATEML_WIDGETS_CACHE", str(tmp_path / "cold-cache"))
+    files = {label: sorted((digits_dir / label).iterdir())[:20] for label in ("2", "6", "7")}  # 60 photos
+    data = MLImageClassifier.DataSource.files_by_label(files)
+    params = MLImageClassifier.ModelParameters(max_iterations=3, validation=ValidationData.none())
+    sp = MLTrainingSessionParameters(tmp_path / "s", checkpoint_interval=100)
+    session = MLImageClassifier.make_training_session(data, params, sp)
+    job = MLImageClassifier.resume(session)
+    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.EXTRACTING_FEATURES else None)
+    with pytest.raises(JobCancelledError, match="feature extraction"):
+        job.result(timeout=300)
+    assert session.phase == MLPhase.EXTRACTING_FEATURES and session.iteration == 32  # one batch of 32
+    extraction = [c for c in session.checkpoints if c.phase == MLPhase.EXTRACTING_FEATURES]
+    assert [c.iteration for c in extraction] == [32] and extraction[0].url.exists()
+
+    restored = MLImageClassifier.restore_training_session(sp)
+    assert len(restored.features.features) == 32
+    job2 = MLImageClassifier.resume(restored)
+    model = job2.result(timeout=300)
+    # The 32 extracted items came from the session; only the other 28 were asked of the extractor.
+    assert restored.summary["extraction"] == {"items": 60, "resumed_from": 32, "from_cache": 0, "extracted": 28}
+    assert model.training_metrics.count == 60 and model._iterations == 3

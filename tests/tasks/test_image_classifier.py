@@ -146,3 +146,37 @@ def test_scene_print_revision_2_uses_the_larger_backbone(small_digits):
     assert params.feature_extractor.backbone_name == "efficientnet-lite1" and params.feature_extractor.input_size == 240
     model = IC(IC.DataSource.labeled_directories(small_digits), params)
     assert model.training_metrics.accuracy >= 0.9
+
+
+@pytest.mark.parametrize("kind", ["data_source", "dictionary"])
+def test_given_validation_data_is_what_validation_metrics_count(small_digits, digits_dir, kind):
+    # small_digits holds the first 8 photos of 0, 1 and 5: validate on 3 + 2 + 4 others.
+    held_out = {label: sorted((digits_dir / label).iterdir())[-n:] for label, n in (("0", 3), ("1", 2), ("5", 4))}
+    validation = (ValidationData.data_source(IC.DataSource.files_by_label(held_out)) if kind == "data_source"
+                  else ValidationData.dictionary(held_out))
+    model = IC(IC.DataSource.labeled_directories(small_digits), IC.ModelParameters(max_iterations=10,
+                                                                                   validation=validation))
+    vm = model.validation_metrics
+    assert vm.is_valid and vm.count == 9
+    assert sorted(vm.examples["Item"]) == sorted(str(p) for paths in held_out.values() for p in paths)
+    assert dict(zip(vm.precision_recall["Class"], vm.precision_recall["Item Count"])) == {"0": 3, "1": 2, "5": 4}
+    assert model.training_metrics.count == 24  # the training folder is not split
+    assert model._summary["validation_examples"] == 9
+
+
+def test_write_without_metadata_uses_the_default_metadata(model, tmp_path):
+    import coremltools as ct
+
+    from createml_widgets import MLModelMetadata
+
+    default = MLModelMetadata()
+    assert default.author and default.short_description
+    path = model.write(tmp_path / "Digits.mlmodel")
+    meta = ct.utils.load_spec(str(path)).description.metadata
+    assert (meta.author, meta.shortDescription, meta.versionString) == (
+        default.author, default.short_description, default.version)
+    loaded = ct.models.MLModel(str(path))
+    assert loaded.author == default.author and loaded.short_description == default.short_description
+    # Metadata given explicitly still wins.
+    mine = model.write(tmp_path / "Mine.mlmodel", metadata=MLModelMetadata(author="Someone Else"))
+    assert ct.utils.load_spec(str(mine)).description.metadata.author == "Someone Else"
