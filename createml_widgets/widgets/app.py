@@ -17,6 +17,7 @@ import ipywidgets as widgets
 import traitlets
 
 from ..session import MLTrainingSessionParameters
+from ._look import style_while_enabled
 from ._paths import sanitize_filename
 from ._tasks import TASKS, task_info
 from .confusion_matrix import ConfusionMatrix
@@ -124,6 +125,7 @@ class TrainerApp(widgets.VBox):
         self.train_button = widgets.Button(description="Train", icon="play", button_style="primary",
                                            tooltip="train on the chosen data with these parameters")
         self.train_button.add_class("cmlw-train-button")
+        style_while_enabled(self.train_button, "primary")
         self.train_button.on_click(lambda _b: self._train_clicked())
         self.train_message = widgets.HTML()
         self.train_message.add_class("cmlw-train-message")

@@ -20,6 +20,7 @@ import ipywidgets as widgets
 import traitlets
 
 from .. import samples
+from ._look import marker_html
 from ._media import media_thumbnails
 from ._paths import (
     PathOutsideRootError,
@@ -526,7 +527,8 @@ class DataSourcePicker(widgets.VBox):
             if not _visible(p.name) or not p.is_dir() or not is_within(p, self.root):
                 continue  # links leading outside root are never offered
             media = sum(1 for _ in _limited_iter(p, 1000))
-            out.append((f"📁 {p.name}/   ({media} files)", p.name))
+            # Plain text: options cannot hold markup, and an emoji (📁) is a box without an emoji font.
+            out.append((f"{p.name}/   ({media} files)", p.name))
         return out
 
     # -- analysis ----------------------------------------------------------------------------
@@ -575,10 +577,10 @@ class DataSourcePicker(widgets.VBox):
         items = []
         for p in a.problems:
             color = "#c62828" if p.level == "error" else "#b25000"
-            icon = "⛔" if p.level == "error" else "⚠️"
-            items.append(f"<li class='cmlw-problem cmlw-problem-{p.level}' style='color:{color}'>{icon} "
-                         f"{html.escape(p.message)}</li>")
-        self.problems_html.value = f"<ul style='margin:4px 0;padding-left:18px'>{''.join(items)}</ul>" if items else ""
+            items.append(f"<li class='cmlw-problem cmlw-problem-{p.level}' style='color:{color};margin:2px 0'>"
+                         f"{marker_html(p.level)}{html.escape(p.message)}</li>")
+        self.problems_html.value = (f"<ul style='margin:4px 0;padding-left:0;list-style:none'>{''.join(items)}</ul>"
+                                    if items else "")
         self.classes_html.value = self._classes_html()
 
     def _classes_html(self) -> str:

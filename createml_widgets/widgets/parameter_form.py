@@ -19,6 +19,7 @@ import traitlets
 from ..data.split import MLSplitStrategy
 from ..data.validation import ValidationData
 from ..errors import ParameterError
+from ._look import marker_html
 from ._tasks import task_info
 
 # Allowed ranges where the library's dataclasses do not carry them (field metadata "range" wins).
@@ -498,9 +499,10 @@ class ParameterForm(widgets.VBox):
         errors = self._collect_errors()
         for name, fld in self.fields.items():
             msg = errors.get(name, "")
-            fld.error.value = (f"<span style='color:#c62828;font-size:12px'>⛔ {html.escape(msg)}</span>"
-                               if msg else "")
+            fld.error.value = (f"<span style='color:#c62828;font-size:12px'>{marker_html('error')}"
+                               f"{html.escape(msg)}</span>" if msg else "")
         form_msg = errors.get("_form", "")
-        self.form_error.value = (f"<span style='color:#c62828'>⛔ {html.escape(form_msg)}</span>" if form_msg else "")
+        self.form_error.value = (f"<span style='color:#c62828'>{marker_html('error')}{html.escape(form_msg)}</span>"
+                                 if form_msg else "")
         self.errors = errors
         self.valid = not errors

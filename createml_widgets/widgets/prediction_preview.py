@@ -20,6 +20,7 @@ import traitlets
 from .. import samples
 from ..display import image_to_data_uri
 from ..errors import NoHandDetectedError
+from ._look import style_while_enabled
 from ._media import bars_html, load_picture, with_hand
 from ._paths import PathOutsideRootError, is_within, resolve_under_root, sanitize_filename
 from ._tasks import is_media_file, task_info
@@ -27,6 +28,7 @@ from ._tasks import is_media_file, task_info
 log = logging.getLogger(__name__)
 MAX_LISTED_FILES = 3000
 MAX_TIMELINE_FRAMES = 6
+PREVIEW_SIDE = 320  # px, the photo's longer side in the preview
 PALETTE = ["#0071e3", "#ff9500", "#34c759", "#af52de", "#ff3b30", "#5ac8fa", "#ffcc00", "#a2845e", "#ff2d55",
            "#5856d6"]
 
@@ -52,15 +54,18 @@ class PredictionPreview(widgets.VBox):
         self.path_input.add_class("cmlw-preview-path")
         self.predict_button = widgets.Button(description="Predict", icon="magic", button_style="primary")
         self.predict_button.add_class("cmlw-preview-button")
+        style_while_enabled(self.predict_button, "primary")
         self.predict_button.on_click(lambda _b: self.predict_in_background(self.path_input.value.strip()))
         self.upload = widgets.FileUpload(multiple=False, description="Upload", accept=self._accept())
         self.upload.add_class("cmlw-preview-upload")
         self.upload.observe(self._on_upload, "value")
         self.message = widgets.HTML()
         self.message.add_class("cmlw-preview-message")
-        self.picture = widgets.HTML()
+        # A flex item shrinks by default: next to the wide confidence bars the photo (up to 320 px) was
+        # squeezed to ~100 px. The photo keeps its size; the results take what is left.
+        self.picture = widgets.HTML(layout=widgets.Layout(flex="0 0 auto"))
         self.picture.add_class("cmlw-preview-image")
-        self.results_html = widgets.HTML()
+        self.results_html = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
         self.results_html.add_class("cmlw-preview-results")
         self.timeline = widgets.HTML()
         self.timeline.add_class("cmlw-preview-timeline")
@@ -183,10 +188,17 @@ class PredictionPreview(widgets.VBox):
         return self._thread
 
     def _show_picture(self, image, caption: str = "") -> None:
-        uri = image_to_data_uri(image, max_side=320)
-        cap = f"<div style='color:#6e6e73;font-size:12px'>{html.escape(caption)}</div>" if caption else ""
-        self.picture.value = (f"<div style='margin-right:16px'><img src='{uri}' style='max-width:320px;"
-                              f"max-height:320px;border-radius:6px;border:1px solid #ddd'/>{cap}</div>")
+        # Shown PREVIEW_SIDE px on its longer side, small photos (the 100 px samples) scaled up, and
+        # the size is given to the <img> so that no flex box can squeeze it.
+        uri = image_to_data_uri(image, max_side=PREVIEW_SIDE)
+        scale = PREVIEW_SIDE / max(1, *image.size)
+        width, height = max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))
+        cap = (f"<div class='cmlw-preview-caption' style='color:#6e6e73;font-size:12px;max-width:{width}px;"
+               "overflow-wrap:anywhere'>"
+               f"{html.escape(caption)}</div>" if caption else "")
+        self.picture.value = (f"<div style='margin-right:16px;min-width:{width}px'><img src='{uri}' "
+                              f"width='{width}' height='{height}' style='width:{width}px;height:{height}px;"
+                              f"max-width:none;flex:0 0 auto;border-radius:6px;border:1px solid #ddd'/>{cap}</div>")
 
     def _predict_image(self, source):
         image = load_picture(source, max_side=1024)

@@ -16,6 +16,7 @@ import ipywidgets as widgets
 import traitlets
 
 from ..session import JobCancelledError, MLPhase
+from ._look import style_while_enabled
 from ._plotting import FONT, figure_widget
 
 PHASE_TITLES = {
@@ -88,6 +89,7 @@ class TrainingProgress(widgets.VBox):
         self.cancel_button = widgets.Button(description="Cancel", icon="stop", button_style="warning",
                                             disabled=True, tooltip="stop after the current step; Resume continues")
         self.cancel_button.add_class("cmlw-cancel-button")
+        style_while_enabled(self.cancel_button, "warning")
         self.resume_button = widgets.Button(description="Resume", icon="play", disabled=True,
                                             tooltip="continue the cancelled session where it stopped")
         self.resume_button.add_class("cmlw-resume-button")

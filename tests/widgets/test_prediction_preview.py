@@ -58,6 +58,10 @@ def test_predicts_a_file_under_the_root(image_model, image_root):
     assert top.group(1) == "1" and float(top.group(2)) == pytest.approx(ranked[0][1] * 100, abs=0.05)
     assert preview.results_html.value.count("cmlw-bar-row") == 3
     assert img_sources(preview.picture.value) == [image_to_data_uri(Image.open(photo).convert("RGB"), 320)]
+    # The 100 px photo is shown 320 px wide, and the flex box it sits in cannot squeeze it.
+    assert Image.open(photo).size == (100, 100)
+    assert "width='320' height='320' style='width:320px;height:320px;max-width:none" in preview.picture.value
+    assert preview.picture.layout.flex == "0 0 auto" and preview.results_html.layout.min_width == "0"
     assert not preview.busy and preview.error == "" and preview.message.value == ""
     absolute = preview.predict(str(photo))  # an absolute path inside the root is fine
     assert absolute == ranked
@@ -135,7 +139,7 @@ def test_hand_pose_draws_the_skeleton_and_says_when_there_is_no_hand(hand_pose_m
     ranked = preview.predict(f"photos/5/{photo.name}")
     assert [label for label, _ in ranked] == [label for label, _ in hand_pose_model.prediction(photo)]
     assert sum(c for _, c in ranked) == pytest.approx(1.0, abs=1e-4)
-    caption = re.search(r"<div style='color:#6e6e73;font-size:12px'>([^<]+)</div>", preview.picture.value).group(1)
+    caption = re.search(r"<div class='cmlw-preview-caption'[^>]*>([^<]+)</div>", preview.picture.value).group(1)
     assert caption.startswith(photo.name) and caption.endswith(" hand")  # e.g. "IMG_1.JPG · right hand"
     plain = image_to_data_uri(Image.open(photo).convert("RGB"), 320)
     assert img_sources(preview.picture.value) != [plain]  # the skeleton is drawn on it

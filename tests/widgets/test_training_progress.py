@@ -107,6 +107,27 @@ def test_cancel_then_resume_continues_where_it_stopped(source):
     assert progress.resume_button.disabled
 
 
+def looks(button) -> tuple[bool, str, bool]:
+    return button.disabled, button.button_style, "cmlw-button-disabled" in button._dom_classes
+
+
+def test_disabled_buttons_look_disabled(source):
+    """Jupyter only fades a disabled button, so an orange Cancel looked clickable: disabled, it is plain."""
+    progress = TrainingProgress(update_interval=0)
+    assert looks(progress.cancel_button) == (True, "", True)
+    assert "cmlw-cancel-button" in progress.cancel_button._dom_classes  # the class the browser test uses
+    seen = []
+    job = unstarted_job(source, params(4))
+    progress.attach(job)
+    assert looks(progress.cancel_button) == (False, "warning", False)  # while it runs: orange, clickable
+    job.on_progress(lambda p: seen.append(looks(progress.cancel_button)))
+    job._start()
+    job.result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT) and progress.state == "done"
+    assert (False, "warning", False) in seen
+    assert looks(progress.cancel_button) == (True, "", True)
+
+
 def test_cancel_is_refused_when_nothing_runs(source):
     progress = TrainingProgress()
     progress.cancel()  # no job: nothing happens

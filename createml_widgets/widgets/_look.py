@@ -1,0 +1,39 @@
+"""How the widgets look wherever they are shown: status markers without emoji, buttons that look disabled."""
+from __future__ import annotations
+
+import html
+
+MARKER_COLORS = {"error": "#c62828", "warning": "#b25000", "ok": "#1a7f37", "info": "#6e6e73"}
+
+
+def marker_html(level: str, text: str | None = None) -> str:
+    """A small coloured tag ("ERROR", "WARNING") drawn with CSS and plain letters.
+
+    Emoji (⚠️, ⛔, 📁) need an emoji font, which many Linux browsers (Debian's Chromium) lack: they
+    show as empty boxes there. Letters in a coloured box read the same everywhere.
+    """
+    color = MARKER_COLORS.get(level, MARKER_COLORS["info"])
+    label = html.escape(text if text is not None else level)
+    return (f"<span class='cmlw-marker cmlw-marker-{html.escape(level)}' style='display:inline-block;"
+            f"padding:0 5px;margin-right:6px;border-radius:3px;background:{color};color:#fff;font-size:10px;"
+            f"font-weight:700;letter-spacing:0.03em;text-transform:uppercase;line-height:16px;"
+            f"vertical-align:1px'>{label}</span>")
+
+
+def style_while_enabled(button, style: str) -> None:
+    """Give `button` its `button_style` ("primary", "warning", …) only while it is enabled.
+
+    Jupyter only fades a disabled button (opacity 0.6): an orange Cancel stays orange and looks
+    clickable. Disabled, the button turns plain grey and gets the `cmlw-button-disabled` class (the
+    app's style sheet adds a not-allowed cursor); enabled again, it gets its colour back.
+    """
+    def sync(_change=None) -> None:
+        if button.disabled:
+            button.button_style = ""
+            button.add_class("cmlw-button-disabled")
+        else:
+            button.button_style = style
+            button.remove_class("cmlw-button-disabled")
+
+    button.observe(sync, "disabled")
+    sync()
