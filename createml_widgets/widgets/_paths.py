@@ -10,6 +10,24 @@ import re
 import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from .. import samples
+
+DATA_ROOT_ENV = "CREATEML_WIDGETS_DATA_ROOT"
+
+
+def default_data_root() -> Path:
+    """The data root widgets use when given none: the folder `CREATEML_WIDGETS_DATA_ROOT` names
+    (`~` expanded), else the bundled samples. Uploads go below it (`uploads/`), so a dashboard
+    served from an installed package can keep them out of the package by setting the variable."""
+    value = os.environ.get(DATA_ROOT_ENV, "").strip()
+    if not value:
+        return Path(samples.ROOT).resolve()
+    root = Path(value).expanduser().resolve()
+    if not root.is_dir():
+        raise NotADirectoryError(f"{DATA_ROOT_ENV}={value!r} is not a folder; set it to the folder that holds "
+                                 "your training data, or unset it to use the bundled samples")
+    return root
+
 
 class PathOutsideRootError(PermissionError):
     """A path a user asked for is not inside the dashboard's root folder."""

@@ -65,6 +65,9 @@ class TrainerApp(widgets.VBox):
 
     >>> TrainerApp()                                  # doctest: +SKIP  (image classifier, bundled sample)
     >>> TrainerApp("hand_pose", root="~/my-data")     # doctest: +SKIP
+
+    `root` (where data is browsed and uploads are saved) defaults to `$CREATEML_WIDGETS_DATA_ROOT`,
+    else the bundled samples folder.
     """
 
     task = traitlets.Unicode("image")

@@ -5,6 +5,9 @@ that lead elsewhere), detects the layout of the folder it is in (one subfolder p
 named `label.N.jpg`, or an annotation CSV/JSON), shows per-label counts with thumbnails and warns
 about what would hurt training. `picker.data_source` is the task's DataSource for that folder
 (None while the folder cannot be used). Uploads are saved into `root/uploads`.
+
+Without a `root`, the root is the folder named by the environment variable
+`CREATEML_WIDGETS_DATA_ROOT`, else the bundled samples.
 """
 from __future__ import annotations
 
@@ -19,11 +22,11 @@ from pathlib import Path
 import ipywidgets as widgets
 import traitlets
 
-from .. import samples
 from ._look import marker_html
 from ._media import media_thumbnails
 from ._paths import (
     PathOutsideRootError,
+    default_data_root,
     is_within,
     mkdir_under_root,
     relative_to_root,
@@ -399,7 +402,7 @@ class DataSourcePicker(widgets.VBox):
     def __init__(self, task="image", root=None, path: str | None = None, thumbnails_per_class: int = 3,
                  uploads_folder: str = "uploads", check_files: bool = True, **kwargs):
         self.task = task_info(task)
-        self.root = Path(root if root is not None else samples.ROOT).resolve()
+        self.root = (Path(root).expanduser().resolve() if root is not None else default_data_root())
         if not self.root.is_dir():
             raise NotADirectoryError(f"the data root {self.root} is not a folder")
         self.thumbnails_per_class = thumbnails_per_class

@@ -17,12 +17,11 @@ from pathlib import Path
 import ipywidgets as widgets
 import traitlets
 
-from .. import samples
 from ..display import image_to_data_uri
 from ..errors import NoHandDetectedError
 from ._look import style_while_enabled
 from ._media import bars_html, load_picture, with_hand
-from ._paths import PathOutsideRootError, is_within, resolve_under_root, sanitize_filename
+from ._paths import PathOutsideRootError, default_data_root, is_within, resolve_under_root, sanitize_filename
 from ._tasks import is_media_file, task_info
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ class PredictionPreview(widgets.VBox):
     error = traitlets.Unicode("")
 
     def __init__(self, model=None, root=None, task=None, **kwargs):
-        self.root = Path(root if root is not None else samples.ROOT).resolve()
+        self.root = (Path(root).expanduser().resolve() if root is not None else default_data_root())
         self._task = task_info(task if task is not None else (model if model is not None else "image"))
         self._thread: threading.Thread | None = None
         self.path_input = widgets.Combobox(placeholder="a file inside the data folder, e.g. "

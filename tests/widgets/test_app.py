@@ -197,3 +197,36 @@ def test_repr_html_of_a_hand_pose_model_shows_skeletons_inline(hand_pose_model):
     parser = assert_static(hand_pose_model._repr_html_())
     assert parser.tags.count("img") >= 3  # one photo with its keypoints per label, as data URIs
     assert all(src.startswith("data:image/jpeg;base64,") for src in parser.sources)
+
+
+# -- the data root -----------------------------------------------------------------------------------
+def test_the_data_root_comes_from_the_environment(root, tmp_path, monkeypatch):
+    from createml_widgets import samples
+    from createml_widgets.widgets import PredictionPreview
+    from createml_widgets.widgets._paths import DATA_ROOT_ENV
+
+    samples_before = sorted(p.name for p in samples.ROOT.iterdir())
+    monkeypatch.setenv(DATA_ROOT_ENV, str(root))
+    app = TrainerApp()
+    assert app.picker.root == root.resolve() and app.preview.root == root.resolve()
+    assert PredictionPreview().root == root.resolve()
+    app.picker.navigate("digits")
+    assert app.picker.ready and app.picker.counts == {"0": 6, "1": 6, "5": 6}
+    photo = sorted((root / "digits" / "0").iterdir())[0].read_bytes()
+    saved = app.picker.save_uploads([{"name": "mine.jpg", "content": photo}], label="0")
+    assert saved == [(root / "uploads" / "0" / "mine.jpg").resolve()]  # not inside the package
+    assert sorted(p.name for p in samples.ROOT.iterdir()) == samples_before
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert TrainerApp(root=elsewhere).picker.root == elsewhere.resolve()  # an explicit root wins
+
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "missing"))
+    with pytest.raises(NotADirectoryError, match=DATA_ROOT_ENV):
+        TrainerApp()
+
+    monkeypatch.setenv(DATA_ROOT_ENV, "")  # empty or unset: the bundled samples, as before
+    assert TrainerApp().picker.root == samples.ROOT.resolve()
+    monkeypatch.delenv(DATA_ROOT_ENV)
+    app = TrainerApp()
+    assert app.picker.root == samples.ROOT.resolve() and app.picker.ready
