@@ -2,6 +2,9 @@
 
 Inputs are batches of keypoint sequences (B, T, 3, 21) in Vision's layout (a pose is T = 1).
 Joints that are missing (all zeros) stay zeros, so "no hand" frames never turn into fake hands.
+The networks normalise position and size per window (nets/gcn.py), so SCALE stretches x and y by
+different factors and TRANSLATE adds a drift across a window: a uniform zoom or a constant shift would
+teach them nothing. For a single pose, TRANSLATE therefore changes nothing the network sees.
 """
 from __future__ import annotations
 
@@ -39,11 +42,14 @@ def augment_keypoints(x: torch.Tensor, generator: torch.Generator, *, flip: bool
         c, s = torch.cos(angle).view(b, 1, 1), torch.sin(angle).view(b, 1, 1)
         px, py = xy[:, :, 0, :], xy[:, :, 1, :]
         xy = torch.stack([c * px - s * py, s * px + c * py], dim=2)
-    if scale:
-        xy = xy * _uniform(0.8, 1.25, (b, 1, 1, 1), generator)
+    if scale:  # x and y apart: a hand seen from another angle (a uniform scale would be normalised away)
+        xy = xy * _uniform(0.8, 1.25, (b, 1, 2, 1), generator)
     xy = xy + center
     if translate:
         xy = xy + _uniform(-0.1, 0.1, (b, 1, 2, 1), generator)
+        if x.shape[1] > 1:  # and a drift across the window (a moving camera): a constant shift alone is normalised away
+            ramp = torch.linspace(-0.5, 0.5, x.shape[1]).view(1, -1, 1, 1)
+            xy = xy + ramp * _uniform(-0.1, 0.1, (b, 1, 2, 1), generator)
     x[:, :, 0:2, :] = xy * present
     return x
 

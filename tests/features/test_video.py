@@ -50,7 +50,7 @@ def coded_videos(tmp_path_factory):
     """{(suffix, fps): path} of 2-second index-coded clips."""
     root = tmp_path_factory.mktemp("coded")
     out = {}
-    for suffix in (".mp4", ".avi", ".webm", ".mkv"):
+    for suffix in (".mp4", ".mov", ".m4v", ".avi", ".webm", ".mkv"):
         for fps in (15, 30, 60):
             out[suffix, fps] = write_video(root / f"c{fps}{suffix}", coded_frames(2 * fps), fps)
     return out
@@ -66,7 +66,7 @@ def test_every_container_writes_and_reads_back(tmp_path, suffix):
     assert suffix in FOURCC_BY_SUFFIX
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".avi", ".webm", ".mkv"])
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".m4v", ".avi", ".webm", ".mkv"])
 @pytest.mark.parametrize("fps", [15, 30, 60])
 def test_resampling_to_30_fps_by_timestamps(coded_videos, suffix, fps):
     frames = list(iter_frames(coded_videos[suffix, fps], target_frame_rate=30))
@@ -85,6 +85,23 @@ def test_resampling_to_other_rates(coded_videos):
     # 25 fps from 60: nearest source frame to each target time
     got = [frame_index(f) for _, f in iter_frames(path, 25)]
     assert len(got) == 50 and got == [round(k * 60 / 25) for k in range(50)]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_resampling_an_ntsc_rate_source(tmp_path, suffix):
+    """29.97 fps (30000/1001), the rate phones and cameras record "30 fps" at: each 30 fps target
+    takes the source frame nearest in time, so a frame repeats where the two clocks drift apart."""
+    fps = 30000 / 1001
+    n = 90
+    path = write_video(tmp_path / f"ntsc{suffix}", coded_frames(n), fps)
+    assert probe_video(path).fps == pytest.approx(fps, abs=0.01)
+    frames = list(iter_frames(path, 30))
+    duration = n / fps
+    assert len(frames) == math.ceil(duration * 30 - 1e-9)
+    got = [frame_index(f) for _, f in frames]
+    nearest = [min(range(n), key=lambda i: (abs(i / fps - t), i)) for t, _ in frames]
+    assert got == nearest
+    assert len(set(got)) == len(got) - 1 and got[-1] == n - 1  # one repeat over 3 s, nothing lost
 
 
 def test_probe(coded_videos):

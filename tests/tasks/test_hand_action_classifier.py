@@ -11,6 +11,7 @@ import torch
 
 from createml_widgets import MLHandActionClassifier, MLSplitStrategy, NoHandDetectedError, ValidationData
 from createml_widgets.features.keypoint_augment import augment_keypoints
+from createml_widgets.nets.gcn import normalize_keypoints
 from createml_widgets.tasks.hand_action_classifier import pad_window, windows
 
 HA = MLHandActionClassifier
@@ -135,6 +136,15 @@ def test_time_columns_must_be_used_in_every_row(tmp_path, action_clips):
         source._examples()
 
 
+def test_translate_and_scale_change_what_the_network_sees():
+    """The network normalises position and size per window: TRANSLATE must drift and SCALE must
+    stretch unevenly, or they would be no-ops."""
+    x = torch.rand(4, 40, 3, 21) * 0.4 + 0.3
+    for kw in ({"translate": True}, {"scale": True}):
+        y = augment_keypoints(x, torch.Generator().manual_seed(0), **kw)
+        assert not torch.allclose(normalize_keypoints(y), normalize_keypoints(x), atol=1e-3), kw
+
+
 def test_video_augmentations_keep_length_and_missing_frames():
     x = torch.rand(4, 40, 3, 21)
     x[:, 10:15] = 0  # frames with no hand
@@ -163,3 +173,23 @@ def test_clips_where_most_frames_have_no_hand_are_reported(action_clips):
     model = HA(HA.DataSource.labeled_keypoints_data_frame(table), params)
     assert "most frames show no hand" in str(model) and "mostly-empty" in str(model)
     assert "mostly-empty" in model._repr_html_()
+
+
+def test_each_augmentation_option_reaches_training(action_clips):
+    """Every video option changes what is learned from the same keypoints, so each is applied."""
+    train, _ = action_clips
+    clips = {label: sorted((train / label).iterdir())[:2] for label in ("wave", "zoom")}
+    frames = pd.concat([HA.DataSource.labeled_video_data_frame(pd.DataFrame({"video": p, "label": label}))
+                        .extract_keypoints() for label, p in clips.items()], ignore_index=True)
+    data = HA.DataSource.labeled_keypoints_data_frame(frames)
+    window = np.stack(frames["keypoints"].iloc[:30].map(np.asarray).tolist()).reshape(30, 3, 21)
+
+    def trained(opts):
+        m = HA(data, HA.ModelParameters(prediction_window_size=30, maximum_iterations=2,
+                                        augmentation_options=opts, validation=ValidationData.none()))
+        return np.array([c for _, c in sorted(m.prediction(window)[0].results)])
+
+    V = HA.VideoAugmentationOptions
+    plain = trained(V(0))
+    for opt in (V.DROP_FRAMES, V.INTERPOLATE_FRAMES, V.HORIZONTALLY_FLIP, V.ROTATE, V.SCALE, V.TRANSLATE):
+        assert not np.allclose(trained(opt), plain, atol=1e-6), opt

@@ -19,6 +19,7 @@ from createml_widgets import (
 )
 from createml_widgets.features.keypoint_augment import augment_keypoints
 from createml_widgets.metrics import NO_PREDICTION
+from createml_widgets.nets.gcn import normalize_keypoints
 
 HP = MLHandPoseClassifier
 
@@ -164,6 +165,10 @@ def test_keypoint_augmentations():
     a = augment_keypoints(x, torch.Generator().manual_seed(5), scale=True, translate=True)
     b = augment_keypoints(x, torch.Generator().manual_seed(5), scale=True, translate=True)
     assert torch.equal(a, b) and not torch.allclose(a, x)
+    # what the network sees (position and size normalised away) still changes under SCALE
+    seen = lambda k: normalize_keypoints(k)[1:]  # noqa: E731
+    assert not torch.allclose(seen(augment_keypoints(x, g, scale=True)), seen(x), atol=1e-3)
+    assert torch.equal(augment_keypoints(x, g, translate=True)[0], x[0])  # no hand stays no hand
 
 
 def test_photos_without_a_hand_are_named_in_metrics_and_descriptions(small_digits, tmp_path):
@@ -193,3 +198,22 @@ def test_photos_without_a_hand_are_named_in_metrics_and_descriptions(small_digit
     for name in ("blank_train.png", "blank_val.png"):
         assert name in text and name in html
     assert "skipped files (2):" in text, text  # each listed once, not once per list it is in
+
+
+def test_each_augmentation_option_reaches_training_reproducibly(small_digits):
+    """Every option changes what is learned (so it is applied), and the same options learn the same net."""
+    data = HP.DataSource.labeled_directories(small_digits)
+    probe = HP(data, HP.ModelParameters(maximum_iterations=1, validation=ValidationData.none())).keypoints(
+        sorted((small_digits / "5").iterdir())[0]).keypoints
+
+    def trained(opts):
+        m = HP(data, HP.ModelParameters(maximum_iterations=3, augmentation_options=opts,
+                                        validation=ValidationData.none()))
+        return np.array([c for _, c in sorted(m.prediction_from_keypoints(probe))])
+
+    Opt = HP.ImageAugmentationOptions
+    plain = trained(Opt(0))
+    for opt in (Opt.HORIZONTALLY_FLIP, Opt.ROTATE, Opt.SCALE, Opt.TRANSLATE):
+        once = trained(opt)
+        assert not np.allclose(once, plain, atol=1e-6), opt
+        assert np.allclose(once, trained(opt), atol=1e-6), opt
