@@ -3,16 +3,48 @@
     python -m createml_widgets train image photos/ --out Classifier.mlmodel
     python -m createml_widgets evaluate image --session Classifier.session test_photos/
     python -m createml_widgets predict image --session Classifier.session a.jpg b.jpg
+
+`train TASK -h` lists each task's own options. Training keeps its work in a session folder
+(OUT with the suffix .session): running the same command again continues it (add `--iterations N`
+to train further); other data or options are refused unless `--restart` discards the session.
+Progress goes to stderr, results to stdout (`predict` prints one JSON object per file).
+
+Exit status: 0 done; 1 evaluation or some predictions failed; 2 bad input (a one-line `error:`
+message on stderr names the file or parameter); 130 interrupted (the session keeps its work).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+from .errors import CreateMLError, ParameterError, SessionError
+
 TASKS = {"image": "MLImageClassifier", "handpose": "MLHandPoseClassifier", "handaction": "MLHandActionClassifier"}
+TASK_HELP = {"image": "image classifier (folders of photos)", "handpose": "hand pose classifier (photos of hands)",
+             "handaction": "hand action classifier (video clips of hands)"}
+# Each task's augmentation flags (ImageAugmentationOptions / VideoAugmentationOptions), lower case.
+# Written out so that `--help` does not import MediaPipe; tests/test_cli.py checks them against the enums.
+AUGMENTATIONS = {
+    "image": ("crop", "rotation", "blur", "exposure", "noise", "flip"),
+    "handpose": ("horizontally_flip", "rotate", "scale", "translate"),
+    "handaction": ("drop_frames", "horizontally_flip", "interpolate_frames", "rotate", "scale", "translate"),
+}
+ITERATIONS_KEY = {"image": "max_iterations", "handpose": "maximum_iterations", "handaction": "maximum_iterations"}
+MEDIA_COLUMN = {"handpose": "image", "handaction": "video"}
+# ModelParameters fields (as ParameterError names them) -> the option that sets them.
+PARAMETER_FLAGS = {"max_iterations": "--iterations", "maximum_iterations": "--iterations", "batch_size": "--batch-size",
+                   "prediction_window_size": "--window", "target_frame_rate": "--frame-rate",
+                   "FeatureExtractorType.scene_print": "--revision", "MLSplitStrategy.fixed(seed)": "--seed"}
+
+
+class CommandLineError(CreateMLError):
+    """A command-line value that cannot be used (reported as `error: ...`, exit status 2)."""
 
 
 def _task(name: str):
@@ -21,62 +53,251 @@ def _task(name: str):
     return getattr(createml_widgets, TASKS[name])
 
 
-def _data_source(task, path: str, annotation: str | None = None):
-    p = Path(path)
+def _absolute(path) -> Path:
+    """`path` made absolute (symlinks kept), so a session still finds its data from another folder."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+# -- argument types (argparse turns their errors into a usage message and exit status 2) --------------
+def _validation_type(text: str):
+    value = text.strip().lower()
+    if value in ("auto", "automatic", "none"):
+        return "none" if value == "none" else "auto"
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, none or a fraction such as 0.2") from None
+    if not 0.0 < ratio < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the held-out fraction must be more than 0 and less than 1")
+    return ratio
+
+
+def _mlp_type(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of layer sizes such as 128,64") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: every layer size must be a positive int")
+    return sizes
+
+
+def _augment_type(task: str):
+    names = AUGMENTATIONS[task]
+
+    def parse(text: str) -> tuple[str, ...]:
+        chosen = []
+        for part in text.split(","):
+            name = part.strip().lower().replace("-", "_")
+            if name not in names:
+                raise argparse.ArgumentTypeError(f"unknown {task} augmentation {part.strip()!r}; "
+                                                 f"choose from {', '.join(names)}")
+            chosen.append(name)
+        return tuple(dict.fromkeys(chosen))
+
+    parse.__name__ = "augmentation list"
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
+    return value
+
+
+# -- data and parameters ------------------------------------------------------------------------------
+def _annotation_columns(args) -> tuple[str | None, str | None]:
+    """--start-column/--end-column, else the file's own `start`/`end` columns when it has them."""
+    start, end = args.start_column, args.end_column
+    if start is None and end is None:
+        from .data.annotations import read_annotation_file
+
+        columns = set(read_annotation_file(args.annotation).columns)
+        start = "start" if "start" in columns else None
+        end = "end" if "end" in columns else None
+    return start, end
+
+
+def _data_source(task_name: str, task, path: str, args):
+    p = _absolute(path)
+    annotation = getattr(args, "annotation", None)
     if annotation:
-        if task.__name__ == "MLHandActionClassifier":
-            return task.DataSource.directory_with_videos_and_annotation(p, annotation)
-        if task.__name__ == "MLHandPoseClassifier":
-            return task.DataSource.directory_with_images_and_annotation(p, annotation)
-        raise SystemExit("--annotation is for the hand tasks")
+        annotation = _absolute(annotation)
+        if not annotation.is_file():
+            raise CommandLineError(f"--annotation {annotation}: the file does not exist")
+        media = args.media_column or MEDIA_COLUMN[task_name]
+        if task_name == "handaction":
+            start, end = _annotation_columns(args)
+            return task.DataSource.directory_with_videos_and_annotation(
+                p, annotation, media, args.label_column, start_time_column=start, end_time_column=end)
+        return task.DataSource.directory_with_images_and_annotation(p, annotation, media, args.label_column)
     if p.is_dir() and any(c.is_dir() and not c.name.startswith(".") for c in p.iterdir()):
         return task.DataSource.labeled_directories(p)
     return task.DataSource.labeled_files(p)
 
 
-def _parameters(task, args):
+def _parameters(task_name: str, task, args):
     from createml_widgets import MLSplitStrategy, ValidationData
 
     kw = {}
     if args.validation == "none":
         kw["validation"] = ValidationData.none()
-    elif args.validation not in (None, "auto", "automatic"):
-        kw["validation"] = ValidationData.split(MLSplitStrategy.fixed(float(args.validation), seed=args.seed))
+    elif args.validation != "auto":
+        kw["validation"] = ValidationData.split(MLSplitStrategy.fixed(args.validation, seed=args.seed))
     if args.augment:
-        flags = task.ImageAugmentationOptions if hasattr(task, "ImageAugmentationOptions") else task.VideoAugmentationOptions
+        flags = task.ImageAugmentationOptions if task_name != "handaction" else task.VideoAugmentationOptions
         value = flags(0)
-        for name in args.augment.split(","):
-            try:
-                value |= flags[name.strip().upper()]
-            except KeyError:
-                raise SystemExit(f"unknown augmentation {name!r}; choose from "
-                                 f"{', '.join(f.name.lower() for f in flags)}") from None
-        kw["augmentation" if task.__name__ == "MLImageClassifier" else "augmentation_options"] = value
-    if task.__name__ == "MLImageClassifier":
-        if args.iterations:
-            kw["max_iterations"] = args.iterations
+        for name in args.augment:
+            value |= flags[name.upper()]
+        kw["augmentation" if task_name == "image" else "augmentation_options"] = value
+    if args.iterations is not None:
+        kw[ITERATIONS_KEY[task_name]] = args.iterations
+    if task_name == "image":
         fe = task.FeatureExtractorType.scene_print(args.revision)
         clf = task.ClassifierType.logistic_regressor()
         if args.mlp:
-            clf = task.ClassifierType.multilayer_perceptron([int(x) for x in args.mlp.split(",")])
+            clf = task.ClassifierType.multilayer_perceptron(list(args.mlp))
         kw["algorithm"] = task.ModelAlgorithmType.transfer_learning(fe, clf)
     else:
-        if args.iterations:
-            kw["maximum_iterations"] = args.iterations
-        if args.batch_size:
+        if args.batch_size is not None:
             kw["batch_size"] = args.batch_size
-        if task.__name__ == "MLHandActionClassifier":
-            if args.window:
+        if task_name == "handaction":
+            if args.window is not None:
                 kw["prediction_window_size"] = args.window
-            if args.frame_rate:
+            if args.frame_rate is not None:
                 kw["target_frame_rate"] = args.frame_rate
-    return task.ModelParameters(**kw)
+    params = task.ModelParameters(**kw)
+    try:
+        params.validate()  # before anything is written
+    except ParameterError as err:
+        flag = next((f for name, f in PARAMETER_FLAGS.items() if err.name.startswith(name)), None)
+        if flag is None:
+            raise
+        raise CommandLineError(f"{flag} {getattr(args, flag[2:].replace('-', '_'), '')}: {err}") from None
+    return params
+
+
+def _check_out(out: Path) -> None:
+    """Fail now, not after training, when the model cannot be written to `out`."""
+    from .export import format_for_path
+
+    format_for_path(out)  # ValueError naming the file when the suffix is neither .mlmodel nor .mlpackage
+    if out.suffix.lower() == ".mlmodel" and out.is_dir():
+        raise CommandLineError(f"--out {out}: a folder of that name is in the way of the model file")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CommandLineError(f"--out {out}: its folder {parent} cannot be created ({err.strerror or err})") from err
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cmlw-write-test-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CommandLineError(f"--out {out}: its folder {parent} is not writable ({err.strerror or err})") from err
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def _session_differences(task_name: str, task, stored: dict, data, params, root: Path) -> list[str]:
+    """What differs between a stored session and this command (the iteration count may differ)."""
+    diffs = []
+    old_data = _jsonable(stored.get("training_data", {}))
+    new_data = _jsonable(data.to_dict(root))
+    for d in (old_data, new_data):
+        for key in ("value", "path", "annotation_file"):
+            if isinstance(d.get(key), str):
+                d[key] = str(_absolute(d[key]))
+    if old_data != new_data:
+        try:
+            old = repr(task.DataSource.from_dict(old_data, root))
+        except Exception:  # noqa: BLE001 - only for the message
+            old = json.dumps(old_data)
+        diffs.append(f"its training data is {old}, not {data!r}")
+    old_params = dict(stored.get("parameters", {}))
+    new_params = _jsonable(params.to_dict(root))
+    for key in sorted(set(old_params) | set(new_params)):
+        if key != ITERATIONS_KEY[task_name] and old_params.get(key) != new_params.get(key):
+            diffs.append(f"its {key} is {json.dumps(old_params.get(key))}, not {json.dumps(new_params.get(key))}")
+    return diffs
+
+
+def _open_session(task_name: str, task, data, params, sp, args):
+    """A new session, or the one in the session folder when it was started with this data and these options."""
+    from .session import SESSION_FILE, remove_session_directory
+
+    root = sp.directory
+    path = root / SESSION_FILE
+    if path.exists() and args.restart:
+        remove_session_directory(root)
+        print(f"discarded the training session in {root} (--restart)", file=sys.stderr)
+    elif path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SessionError(f"cannot read {path}: {err}; pass --restart to discard that session") from err
+        if stored.get("task") != task.__name__:
+            raise SessionError(f"{root} holds a {stored.get('task')} session, not a {task.__name__} session; "
+                               "pick another --out or --session, or pass --restart to discard it")
+        diffs = _session_differences(task_name, task, stored, data, params, root)
+        if diffs:
+            started = bool(stored.get("checkpoints")) or stored.get("phase") not in (None, "initialized")
+            if started:
+                raise SessionError(f"{root} holds a session started differently ({'; '.join(diffs)}): run the "
+                                   "same command to continue it, pass --restart to discard it, or pick another "
+                                   "--out or --session")
+            remove_session_directory(root)  # it never got past setup: nothing to lose
+            print(f"starting afresh: the session in {root} never got past setup and "
+                  f"{'; '.join(diffs)}", file=sys.stderr)
+        else:
+            session = task.restore_training_session(sp)
+            if args.iterations is not None:
+                setattr(session.model_parameters, ITERATIONS_KEY[task_name], args.iterations)
+            print(f"continuing the training session in {root} (from {session.phase.value} {session.iteration})",
+                  file=sys.stderr)
+            return session
+    return task.make_training_session(data, params, sp)
+
+
+# -- running ------------------------------------------------------------------------------------------
+PHASE_NAMES = {"extractingFeatures": "Extracting features", "training": "Training", "evaluating": "Evaluating"}
+
+
+def _run(task, session):
+    """Run (or continue) `session` here: tqdm bars on a terminal, else plain progress lines on stderr."""
+    if sys.stderr.isatty():
+        return task._train_session_with_bar(session)
+    from .session import MLJob
+
+    job = MLJob(session)
+    last = {"phase": None, "time": 0.0}
+
+    def show(progress) -> None:
+        now = time.monotonic()
+        done = progress.total_item_count is not None and progress.item_count >= progress.total_item_count
+        if progress.phase == last["phase"] and not done and now - last["time"] < 1.0:
+            return
+        last.update(phase=progress.phase, time=now)
+        total = f"/{progress.total_item_count}" if progress.total_item_count is not None else ""
+        metrics = " ".join(f"{k}={v:.3f}" for k, v in progress.metrics.items())
+        print(f"{PHASE_NAMES.get(progress.phase.value, progress.phase.value)}: {progress.item_count}{total}"
+              f"{' ' + metrics if metrics else ''}", file=sys.stderr, flush=True)
+
+    job.on_progress(show)
+    job._start(background=False)
+    return job.result()
 
 
 def _load(task, session_dir: str):
-    from createml_widgets import MLTrainingSessionParameters, SessionError
+    from createml_widgets import MLTrainingSessionParameters
 
-    session = task.restore_training_session(MLTrainingSessionParameters(session_directory=session_dir))
+    session = task.restore_training_session(MLTrainingSessionParameters(session_directory=_absolute(session_dir)))
     checkpoint = session.latest_training_checkpoint()
     if checkpoint is None:
         raise SessionError(f"{session_dir} has no training checkpoint yet; train or resume it first")
@@ -86,19 +307,18 @@ def _load(task, session_dir: str):
 def cmd_train(args) -> int:
     from createml_widgets import MLModelMetadata, MLTrainingSessionParameters
 
+    # Everything that can be checked is checked before any file is written or any feature extracted.
     task = _task(args.task)
-    data = _data_source(task, args.data, args.annotation)
-    params = _parameters(task, args)
-    out = Path(args.out)
-    session_dir = Path(args.session) if args.session else out.with_suffix(".session")
+    params = _parameters(args.task, task, args)
+    out = _absolute(args.out)
+    session_dir = _absolute(args.session) if args.session else out.with_suffix(".session")
     sp = MLTrainingSessionParameters(session_directory=session_dir, report_interval=1,
                                      checkpoint_interval=args.checkpoint_interval)
-    if (session_dir / "session.json").exists():
-        print(f"continuing the training session in {session_dir}", file=sys.stderr)
-        session = task.restore_training_session(sp)
-    else:
-        session = task.make_training_session(data, params, sp)
-    model = task._train_session_with_bar(session)
+    sp.validate()
+    _check_out(out)
+    data = _data_source(args.task, task, args.data, args)
+    session = _open_session(args.task, task, data, params, sp, args)
+    model = _run(task, session)
     print(model)
     meta = MLModelMetadata(author=args.author) if args.author else MLModelMetadata()
     path = model.write(out, meta)
@@ -109,69 +329,143 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     task = _task(args.task)
     model = _load(task, args.session)
-    metrics = model.evaluation(on=_data_source(task, args.data, args.annotation))
+    metrics = model.evaluation(on=_data_source(args.task, task, args.data, args))
+    if not metrics.is_valid:
+        print(f"error: cannot evaluate on {args.data}: {_one_line(metrics.error)}", file=sys.stderr)
+        return 1
     print(metrics)
-    return 0 if metrics.is_valid else 1
+    return 0
 
 
 def cmd_predict(args) -> int:
     task = _task(args.task)
     model = _load(task, args.session)
+    failed = 0
     for f in args.files:
-        if task.__name__ == "MLImageClassifier":
-            probs = model.prediction_probabilities(f)
-            result = sorted(probs.items(), key=lambda kv: -kv[1])[: args.top]
-        elif task.__name__ == "MLHandPoseClassifier":
-            result = model.prediction(f)[: args.top]
-        else:
-            result = [{"frames": [p.frame_range.start, p.frame_range.stop], "results": p.results[: args.top]}
-                      for p in model.prediction(f)]
-        print(json.dumps({"file": f, "prediction": result}, ensure_ascii=False))
-    return 0
+        try:
+            if args.task == "image":
+                probs = model.prediction_probabilities(f)
+                ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+                line = {"file": f, "label": ranked[0][0], "prediction": ranked[: args.top]}
+            elif args.task == "handpose":
+                ranked = model.prediction(f)
+                line = {"file": f, "label": ranked[0][0], "prediction": ranked[: args.top]}
+            else:
+                windows = model.prediction(f)
+                mean: dict[str, float] = {}
+                for w in windows:
+                    for label, p in w.results:
+                        mean[label] = mean.get(label, 0.0) + p / len(windows)
+                line = {"file": f, "label": max(mean, key=mean.get),
+                        "prediction": [{"frames": [w.frame_range.start, w.frame_range.stop],
+                                        "results": w.results[: args.top]} for w in windows]}
+        except (CreateMLError, OSError, ValueError) as err:
+            failed += 1
+            print(f"error: {f}: {_one_line(err)}", file=sys.stderr)
+            line = {"file": f, "error": _one_line(err)}
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+    return 1 if failed else 0
 
 
-def main(argv=None) -> int:
+# -- the parser ---------------------------------------------------------------------------------------
+def _add_annotation_options(p, task: str) -> None:
+    media = MEDIA_COLUMN[task]
+    what = "videos" if task == "handaction" else "images"
+    p.add_argument("--annotation", metavar="FILE",
+                   help=f"CSV or JSON annotation file listing the {what} in DATA with their labels")
+    p.add_argument(f"--{media}-column", dest="media_column", metavar="NAME",
+                   help=f"annotation column of the file names (default: {media})")
+    p.add_argument("--label-column", default="label", metavar="NAME",
+                   help="annotation column of the labels (default: label)")
+    if task == "handaction":
+        p.add_argument("--start-column", metavar="NAME",
+                       help="annotation column of start times (default: 'start' when the file has it)")
+        p.add_argument("--end-column", metavar="NAME",
+                       help="annotation column of end times (default: 'end' when the file has it)")
+
+
+def _add_train_parser(tasks, task: str) -> None:
+    t = tasks.add_parser(task, help=TASK_HELP[task], description=f"Train a {TASK_HELP[task]} and write it as Core ML.")
+    what = {"image": "photos", "handpose": "photos of hands", "handaction": "video clips"}[task]
+    t.add_argument("data", metavar="DATA",
+                   help=f"a folder of {what}: one subfolder per label, labelled file names (Label.1.ext)"
+                        + (", or the folder --annotation lists" if task != "image" else ""))
+    t.add_argument("--out", required=True, help="the model to write: .mlmodel (neural network) or .mlpackage "
+                                                "(ML program); checked before training")
+    t.add_argument("--session", help="session folder (default: OUT with the suffix .session); running the same "
+                                     "command again continues it")
+    t.add_argument("--restart", action="store_true", help="discard the session in the session folder and start over")
+    if task != "image":
+        _add_annotation_options(t, task)
+    t.add_argument("--iterations", type=int, help="maximum training iterations (default: 25 for images, 80 for "
+                                                  "the hand tasks); on a finished session, trains further")
+    t.add_argument("--validation", type=_validation_type, default="auto", metavar="{auto,none,FRACTION}",
+                   help="validation data: auto (Create ML's split), none, or a held-out fraction such as 0.2")
+    t.add_argument("--seed", type=int, default=0, help="seed of the --validation FRACTION split (default: 0)")
+    t.add_argument("--augment", type=_augment_type(task), metavar="LIST",
+                   help=f"comma-separated augmentations: {', '.join(AUGMENTATIONS[task])}")
+    if task == "image":
+        t.add_argument("--revision", type=int, default=1, help="scene_print feature extractor revision (default: 1)")
+        t.add_argument("--mlp", type=_mlp_type, metavar="SIZES",
+                       help="a multilayer perceptron with these hidden sizes, e.g. 128,64 (default: logistic "
+                            "regression)")
+    else:
+        t.add_argument("--batch-size", type=int, help="training batch size (default: 32)")
+    if task == "handaction":
+        t.add_argument("--window", type=int, help="prediction window size in frames (default: 60)")
+        t.add_argument("--frame-rate", type=float, help="target frame rate of the keypoints (default: 30)")
+    t.add_argument("--checkpoint-interval", type=int, default=10,
+                   help="save a checkpoint every N iterations (default: 10)")
+    t.add_argument("--author", help="author in the model's metadata")
+    t.set_defaults(func=cmd_train, task=task)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m createml_widgets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a model and write it as Core ML")
-    t.add_argument("task", choices=TASKS)
-    t.add_argument("data", help="a folder with one subfolder per label (or labelled files)")
-    t.add_argument("--out", required=True, help="output .mlmodel or .mlpackage")
-    t.add_argument("--annotation", help="annotation file (CSV/JSON) for the hand tasks")
-    t.add_argument("--session", help="session directory (default: OUT with .session); re-running resumes it")
-    t.add_argument("--iterations", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--window", type=int, help="hand action prediction window size (frames)")
-    t.add_argument("--frame-rate", type=float, help="hand action target frame rate")
-    t.add_argument("--validation", default="auto", help="auto, none, or a held-out fraction such as 0.2")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--augment", help="comma-separated augmentations, e.g. crop,flip")
-    t.add_argument("--revision", type=int, default=1, help="scene_print revision (image task)")
-    t.add_argument("--mlp", help="multilayer perceptron hidden sizes, e.g. 128,64 (image task)")
-    t.add_argument("--checkpoint-interval", type=int, default=10)
-    t.add_argument("--author")
-    t.set_defaults(func=cmd_train)
-    e = sub.add_parser("evaluate", help="metrics of a trained session on labelled data")
-    e.add_argument("task", choices=TASKS)
-    e.add_argument("data")
-    e.add_argument("--session", required=True)
-    e.add_argument("--annotation")
-    e.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("predict", help="predict files with a trained session")
-    p.add_argument("task", choices=TASKS)
-    p.add_argument("files", nargs="+")
-    p.add_argument("--session", required=True)
-    p.add_argument("--top", type=int, default=3)
-    p.set_defaults(func=cmd_predict)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from createml_widgets.errors import CreateMLError
+    train = sub.add_parser("train", help="train a model and write it as Core ML",
+                           description="Train a model and write it as Core ML; `train TASK -h` lists its options.")
+    train_tasks = train.add_subparsers(dest="task_name", required=True, metavar="TASK")
+    for task in TASKS:
+        _add_train_parser(train_tasks, task)
 
+    evaluate = sub.add_parser("evaluate", help="metrics of a trained session on labelled data")
+    evaluate_tasks = evaluate.add_subparsers(dest="task_name", required=True, metavar="TASK")
+    for task in TASKS:
+        e = evaluate_tasks.add_parser(task, help=TASK_HELP[task])
+        e.add_argument("data", metavar="DATA", help="labelled data, laid out as for train")
+        e.add_argument("--session", required=True, help="the session folder train wrote")
+        if task != "image":
+            _add_annotation_options(e, task)
+        e.set_defaults(func=cmd_evaluate, task=task)
+
+    predict = sub.add_parser("predict", help="predict files with a trained session (one JSON line per file)")
+    predict_tasks = predict.add_subparsers(dest="task_name", required=True, metavar="TASK")
+    for task in TASKS:
+        p = predict_tasks.add_parser(task, help=TASK_HELP[task])
+        p.add_argument("files", nargs="+", metavar="FILE")
+        p.add_argument("--session", required=True, help="the session folder train wrote")
+        p.add_argument("--top", type=_positive_int, default=3, help="labels to list per prediction (default: 3)")
+        p.set_defaults(func=cmd_predict, task=task)
+    return parser
+
+
+def _one_line(err) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except CreateMLError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted: the session keeps its work; run the same command again to continue", file=sys.stderr)
+        return 130
+    except (CreateMLError, OSError, ValueError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 
