@@ -193,3 +193,30 @@ def test_each_augmentation_option_reaches_training(action_clips):
     plain = trained(V(0))
     for opt in (V.DROP_FRAMES, V.INTERPOLATE_FRAMES, V.HORIZONTALLY_FLIP, V.ROTATE, V.SCALE, V.TRANSLATE):
         assert not np.allclose(trained(opt), plain, atol=1e-6), opt
+
+
+def test_labeled_files_annotation_without_times_and_a_video_frame_with_times(action_clips, tmp_path):
+    train, _ = action_clips
+    wave, zoom = sorted((train / "wave").iterdir())[:2], sorted((train / "zoom").iterdir())[:2]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, clip in enumerate(wave + zoom):
+        shutil.copy(clip, flat / f"{clip.parent.name}.{i}{clip.suffix}")  # label = name up to the first period
+    params = HA.ModelParameters(prediction_window_size=30, maximum_iterations=2, validation=ValidationData.none())
+    by_name = HA(HA.DataSource.labeled_files(flat), params)
+    assert by_name.class_labels == ["wave", "zoom"] and by_name.training_metrics.count == 4
+
+    # an annotation file without time columns: each row is a whole video
+    pd.DataFrame({"video": sorted(p.name for p in flat.iterdir()),
+                  "label": ["wave", "wave", "zoom", "zoom"]}).to_csv(tmp_path / "whole.csv", index=False)
+    whole = HA.DataSource.directory_with_videos_and_annotation(flat, tmp_path / "whole.csv")
+    sizes = whole.extract_keypoints().groupby("session_id", sort=False).size().tolist()
+    assert sizes == [60, 60, 60, 60]  # 2 s clips at 30 fps
+
+    # a data frame of videos with time ranges, trained on: each range is one example
+    df = pd.DataFrame({"video": [wave[0], wave[0], zoom[0]], "label": ["wave", "wave", "zoom"],
+                       "start": ["0", "00:01", "0.5"], "end": ["1", "00:02", "00:01.50"]})
+    ranged = HA.DataSource.labeled_video_data_frame(df, start_time_column="start", end_time_column="end")
+    assert ranged.extract_keypoints().groupby("session_id", sort=False).size().tolist() == [30, 30, 30]
+    m = HA(ranged, params)
+    assert m.training_metrics.count == 3

@@ -217,3 +217,15 @@ def test_each_augmentation_option_reaches_training_reproducibly(small_digits):
         once = trained(opt)
         assert not np.allclose(once, plain, atol=1e-6), opt
         assert np.allclose(once, trained(opt), atol=1e-6), opt
+
+
+def test_labeled_files(small_digits, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for label in ("0", "5"):
+        for i, photo in enumerate(sorted((small_digits / label).iterdir())[:4]):
+            shutil.copy(photo, flat / f"{'zero' if label == '0' else 'five'}.{i}.jpg")
+    model = HP(HP.DataSource.labeled_files(flat),
+               HP.ModelParameters(maximum_iterations=5, validation=ValidationData.none()))
+    assert model.class_labels == ["five", "zero"]
+    assert model.training_metrics.count + len(model.training_metrics.skipped) == 8
