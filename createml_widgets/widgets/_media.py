@@ -60,6 +60,15 @@ def video_frames(path, count: int = 3, max_side: int = 320) -> list[tuple[float,
     return frames
 
 
+def video_frame_at(path, seconds: float, max_side: int = 320) -> Image.Image | None:
+    """The frame of a video at `seconds` (None past its end)."""
+    from ..features.video import iter_frames
+
+    frame = next(iter_frames(str(path), target_frame_rate=30.0, start=max(0.0, float(seconds)),
+                             max_side=max_side), None)
+    return None if frame is None else Image.fromarray(frame[1])
+
+
 def thumbnail_uri(source, max_side: int = 96, hand: bool = False) -> str:
     image = source if isinstance(source, Image.Image) else load_picture(source, max_side=max(max_side * 4, 256))
     if hand:

@@ -2,6 +2,9 @@
 
 Click a cell (or call `select_cell(true_label, predicted)`, or use the "most confused" buttons)
 to see the examples in it: thumbnails with the model's confidence, from `metrics.examples_in_cell`.
+Video examples (items named `clip.mp4 [1.0s–2.0s]`) show a frame from the middle of their time range.
+Examples the hand tasks found no hand in are the "(no hand)" column (`metrics.NO_PREDICTION`);
+the files left without a prediction (`metrics.skipped`) are listed under the matrix.
 """
 from __future__ import annotations
 
@@ -15,18 +18,40 @@ import ipywidgets as widgets
 import traitlets
 
 from ..display import confusion_table_html, precision_recall_html
-from ._media import figure_html, placeholder_html, thumbnail_uri, video_frames
+from ..metrics import NO_PREDICTION
+from ._media import figure_html, placeholder_html, thumbnail_uri, video_frame_at, video_frames
 from ._plotting import FONT, figure_widget
 from ._tasks import is_media_file
 
 log = logging.getLogger(__name__)
 MAX_EXAMPLES_SHOWN = 24
+MAX_SKIPPED_SHOWN = 50
 _RANGE_SUFFIX = re.compile(r" \[[^\]]*\]$")  # "clip.mp4 [0s–2s]" -> "clip.mp4"
+_TIME_RANGE = re.compile(r" \[(?P<start>[0-9.]*)s–(?P<end>[0-9.]*)s\]$")  # what data.items.Item.name writes
 
 
 def _item_path(item: str) -> Path | None:
     path = Path(_RANGE_SUFFIX.sub("", str(item)))
     return path if path.is_file() else None
+
+
+def _short_name(item: str) -> str:
+    """"/data/wave/clip.mp4 [0s–1s]" -> "clip.mp4 [0s–1s]"."""
+    suffix = _RANGE_SUFFIX.search(str(item))
+    return Path(_RANGE_SUFFIX.sub("", str(item))).name + (suffix[0] if suffix else "")
+
+
+def _item_time(item: str) -> float | None:
+    """The middle of a video item's time range in seconds ("clip.mp4 [1.0s–2.0s]" -> 1.5), its start
+    when the range is open-ended, None for a whole file."""
+    m = _TIME_RANGE.search(str(item))
+    if m is None:
+        return None
+    try:
+        start = float(m["start"] or 0)
+        return (start + float(m["end"])) / 2 if m["end"] else start
+    except ValueError:
+        return None
 
 
 def _example_figure(item: str, true_label: str, predicted: str, confidence: float, size: int = 96) -> str:
@@ -38,8 +63,13 @@ def _example_figure(item: str, true_label: str, predicted: str, confidence: floa
         return placeholder_html(f"{Path(str(item)).name} {caption}", size)
     try:
         if is_media_file(path, "video"):
-            frames = video_frames(path, count=1)
-            uri = thumbnail_uri(frames[0][1], size) if frames else None
+            seconds = _item_time(item)
+            if seconds is not None:
+                frame = video_frame_at(path, seconds)
+            else:
+                frames = video_frames(path, count=1)
+                frame = frames[0][1] if frames else None
+            uri = thumbnail_uri(frame, size) if frame is not None else None
         else:
             uri = thumbnail_uri(path, size)
     except Exception as err:  # noqa: BLE001 - one unreadable example must not hide the others
@@ -85,9 +115,12 @@ class ConfusionMatrix(widgets.VBox):
         self.show_button.on_click(lambda _b: self.select_cell(self.true_dropdown.value, self.pred_dropdown.value))
         self.examples_html = widgets.HTML()
         self.examples_html.add_class("cmlw-cm-examples")
+        self.skipped_html = widgets.HTML()
+        self.skipped_html.add_class("cmlw-cm-skipped")
         super().__init__(children=[
             self.dataset_toggle, self.summary,
             widgets.HBox([self.chart_box, self.pr_html], layout=widgets.Layout(flex_flow="row wrap")),
+            self.skipped_html,
             widgets.HTML("<b>Most confused</b> <span style='color:#6e6e73'>(click a cell in the matrix, a pair, "
                          "or choose one)</span>"),
             self.pairs_box,
@@ -137,6 +170,7 @@ class ConfusionMatrix(widgets.VBox):
         self.selected = ()
         self.selected_examples = None
         self.examples_html.value = ""
+        self.skipped_html.value = ""
         if m is None:
             self.summary.value = "<i>No metrics yet: train a model first.</i>"
             self.chart_box.children = ()
@@ -152,8 +186,12 @@ class ConfusionMatrix(widgets.VBox):
             self.pairs_box.children = ()
             self.true_dropdown.options, self.pred_dropdown.options = [], []
             return
+        no_hand = int((m.examples["Predicted"] == NO_PREDICTION).sum())
+        no_hand_note = (f" · <span class='cmlw-cm-no-hand'>{no_hand} with no hand detected, counted as wrong "
+                        f"(column {html.escape(NO_PREDICTION)})</span>" if no_hand else "")
         self.summary.value = (f"<div>Accuracy <b>{m.accuracy:.1%}</b> on {m.count} examples · "
-                              f"error {m.classification_error:.1%}</div>")
+                              f"error {m.classification_error:.1%}{no_hand_note}</div>")
+        self.skipped_html.value = self._skipped_html(m)
         matrix = m.confusion_matrix
         self._draw_heatmap(matrix)
         self.pr_html.value = ("<div style='margin-left:16px'><b>Precision / recall</b>"
@@ -165,6 +203,30 @@ class ConfusionMatrix(widgets.VBox):
         self.true_dropdown.options = true_labels
         self.pred_dropdown.options = predicted
         self._draw_pairs(matrix)
+
+    @staticmethod
+    def _skipped_html(m) -> str:
+        """The files these metrics have no prediction for, and whether each is counted as "(no hand)"."""
+        if not m.skipped:
+            return ""
+        counted = set(m.examples.loc[m.examples["Predicted"] == NO_PREDICTION, "Item"])
+        rows = []
+        for entry in m.skipped[:MAX_SKIPPED_SHOWN]:
+            name = str(entry.get("path", ""))
+            how = f"counted as {NO_PREDICTION}" if name in counted else "not in these metrics"
+            label = entry.get("label")
+            rows.append(f"<tr class='cmlw-cm-skipped-file'><td title='{html.escape(name)}'>"
+                        f"{html.escape(_short_name(name))}"
+                        f"</td><td>{html.escape(str(label)) if label is not None else ''}</td>"
+                        f"<td>{html.escape(str(entry.get('reason', '')))}</td><td>{html.escape(how)}</td></tr>")
+        more = (f"<div style='color:#6e6e73'>… and {len(m.skipped) - MAX_SKIPPED_SHOWN} more</div>"
+                if len(m.skipped) > MAX_SKIPPED_SHOWN else "")
+        n = len(m.skipped)
+        return (f"<details class='cmlw-cm-skipped-list'><summary><b>{n} file{'s' if n != 1 else ''} without a "
+                "prediction</b> <span style='color:#6e6e73'>(e.g. no hand detected)</span></summary>"
+                "<table style='border-collapse:collapse;font-size:12px'><tr><th style='text-align:left'>file</th>"
+                "<th>label</th><th style='text-align:left'>reason</th><th style='text-align:left'>in the metrics</th>"
+                f"</tr>{''.join(rows)}</table>{more}</details>")
 
     def _draw_heatmap(self, matrix) -> None:
         import plotly.graph_objects as go

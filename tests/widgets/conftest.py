@@ -9,9 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from widget_helpers import DIGITS, copy_photos
+from PIL import Image
+from widget_helpers import DIGITS, annotate_clips, copy_photos
 
-from createml_widgets import MLHandPoseClassifier, MLImageClassifier
+from createml_widgets import MLHandActionClassifier, MLHandPoseClassifier, MLImageClassifier
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +53,37 @@ def hand_pose_model(tmp_path_factory):
     HP = MLHandPoseClassifier
     return HP(HP.DataSource.labeled_directories(root),
               HP.ModelParameters(maximum_iterations=30, validation=HP.ValidationData.none()))
+
+
+@pytest.fixture(scope="session")
+def annotated_clips(tmp_path_factory) -> Path:
+    """`clips/` with 3 real clips of "wave" and of "zoom" and `actions.csv` naming two time ranges of each."""
+    return annotate_clips(tmp_path_factory.mktemp("annotated") / "clips")
+
+
+@pytest.fixture(scope="session")
+def hand_action_range_model(annotated_clips):
+    """A real MLHandActionClassifier trained on the annotated time ranges (items named `clip.mp4 [0s–1s]`)."""
+    HA = MLHandActionClassifier
+    source = HA.DataSource.directory_with_videos_and_annotation(
+        annotated_clips, annotated_clips / "actions.csv", "video", "action", "start_time", "end_time")
+    return HA(source, HA.ModelParameters(maximum_iterations=5, prediction_window_size=15,
+                                         validation=HA.ValidationData.none()))
+
+
+@pytest.fixture(scope="session")
+def hand_pose_no_hand(tmp_path_factory):
+    """A real MLHandPoseClassifier whose data holds a photo with no hand in it, in training and in validation:
+    (model, the training photo, the validation photo). Training leaves it out (listed as skipped);
+    validation counts it as a wrong '(no hand)' prediction."""
+    base = tmp_path_factory.mktemp("no-hand")
+    train = copy_photos(base / "train", per_label=5)
+    val = copy_photos(base / "val", per_label=1, start=10)
+    blank_train, blank_val = train / "1" / "blank_train.png", val / "5" / "blank_val.png"
+    Image.new("RGB", (160, 160), (200, 200, 200)).save(blank_train)  # a real photo of a grey wall
+    Image.new("RGB", (160, 160), (90, 140, 200)).save(blank_val)
+    HP = MLHandPoseClassifier
+    model = HP(HP.DataSource.labeled_directories(train),
+               HP.ModelParameters(maximum_iterations=20,
+                                  validation=HP.ValidationData.data_source(HP.DataSource.labeled_directories(val))))
+    return model, blank_train, blank_val

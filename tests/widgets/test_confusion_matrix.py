@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from createml_widgets.metrics import MLClassifierMetrics
+from createml_widgets.metrics import NO_PREDICTION, MLClassifierMetrics
 from createml_widgets.widgets import ConfusionMatrix
-from createml_widgets.widgets._media import thumbnail_uri
+from createml_widgets.widgets._media import thumbnail_uri, video_frame_at
 
 
 def click(widget: ConfusionMatrix, true_label: str, predicted: str) -> None:
@@ -108,3 +108,55 @@ def test_examples_whose_files_are_gone_get_a_placeholder():
     widget = ConfusionMatrix(m)
     click(widget, "a", "b")
     assert "gone.jpg b · 75%" in widget.examples_html.value and "cmlw-thumb-missing" in widget.examples_html.value
+
+
+# -- video items and photos without a hand ----------------------------------------------------------
+def test_video_examples_show_a_frame_of_their_time_range(hand_action_range_model, annotated_clips):
+    m = hand_action_range_model.training_metrics
+    items = list(m.examples["Item"])
+    assert len(items) == 12 and all(re.search(r"\.mp4 \[[01]\.0s–[12]\.0s\]$", i) for i in items)
+    widget = ConfusionMatrix(m)
+    assert list(widget.figure.data[0].x) == ["wave", "zoom"]
+    assert [list(r) for r in widget.figure.data[0].z] == m.confusion_matrix.values.tolist()
+    cell = max(((t, p) for t in ("wave", "zoom") for p in ("wave", "zoom")), key=lambda c: len(m.examples_in_cell(*c)))
+    click(widget, *cell)
+    shown = widget.examples_html.value
+    figures = re.findall(r"<figure class='cmlw-thumb cmlw-example'.*?</figure>", shown, re.S)
+    assert len(figures) == len(m.examples_in_cell(*cell)) >= 3 and "cmlw-thumb-missing" not in shown
+    first_clip = {}
+    for fig, (_, row) in zip(figures, widget.selected_examples.iterrows()):
+        item = row["Item"]
+        assert html.escape(item) in fig  # the file and its time range, in the tooltip
+        clip, (start, end) = item.split(" [")[0], map(float, re.findall(r"([\d.]+)s", item.split(" [")[1]))
+        frame = video_frame_at(clip, (start + end) / 2)  # the middle of the range, not the clip's first frame
+        assert thumbnail_uri(frame, 96) in fig
+        first_clip.setdefault(clip, set()).add(thumbnail_uri(frame, 96))
+    assert any(len(uris) == 2 for uris in first_clip.values())  # two ranges of one clip: two different frames
+
+
+def test_photos_without_a_hand_are_shown(hand_pose_no_hand):
+    model, blank_train, blank_val = hand_pose_no_hand
+    vm, tm = model.validation_metrics, model.training_metrics
+    widget = ConfusionMatrix({"Validation": vm, "Training": tm})
+    heat = widget.figure.data[0]
+    assert list(heat.x) == ["0", "1", "5", NO_PREDICTION] and list(heat.y) == ["0", "1", "5"]
+    assert vm.confusion_matrix.loc["5", NO_PREDICTION] == 1
+    assert f"1 with no hand detected, counted as wrong (column {NO_PREDICTION})" in widget.summary.value
+    assert f"5 → {NO_PREDICTION} (1)" in [b.description for b in widget.pairs_box.children]
+    assert NO_PREDICTION in widget.pred_dropdown.options
+
+    pair = next(b for b in widget.pairs_box.children if NO_PREDICTION in b.description)
+    pair.click()
+    assert widget.selected == ("5", NO_PREDICTION)
+    fig = re.findall(r"<figure class='cmlw-thumb cmlw-example'.*?</figure>", widget.examples_html.value, re.S)
+    assert len(fig) == 1 and thumbnail_uri(str(blank_val), 96) in fig[0]  # the photo with no hand itself
+    assert f"<figcaption>{html.escape(NO_PREDICTION)} · –</figcaption>" in fig[0]  # no confidence to show
+    skipped = widget.skipped_html.value
+    assert "1 file without a prediction" in skipped and "blank_val.png" in skipped
+    assert f"counted as {html.escape(NO_PREDICTION)}" in skipped and "NoHandDetectedError" in skipped
+
+    widget.dataset_toggle.value = "Training"  # training photos without a hand are left out, and listed
+    assert list(widget.figure.data[0].x) == ["0", "1", "5"] and "no hand detected" not in widget.summary.value
+    skipped = widget.skipped_html.value
+    assert "blank_train.png" in skipped and "not in these metrics" in skipped and "blank_val" not in skipped
+    assert widget.examples_html.value == ""

@@ -37,3 +37,19 @@ def copy_clips(dest: Path, labels=("wave", "zoom"), per_label: int = 3) -> Path:
 def files_under(folder: Path) -> set[str]:
     """Every path below `folder` (links not followed), relative, for before/after comparisons."""
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+CLIP_RANGES = ((0, 1), ("00:01", "00:02"))  # each 2 s sample clip gives two examples (seconds, mm:ss)
+
+
+def annotate_clips(dest: Path, labels=("wave", "zoom"), per_label: int = 3) -> Path:
+    """Real sample clips copied flat into `dest` with `actions.csv` (video, action, start_time,
+    end_time): two labelled time ranges per clip, as Create ML's annotated video layout has them."""
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label in labels:
+        for clip in sorted((CLIPS / label).glob("*.mp4"))[:per_label]:
+            shutil.copy(clip, dest / clip.name)
+            rows += [f"{clip.name},{label},{start},{end}" for start, end in CLIP_RANGES]
+    (dest / "actions.csv").write_text("video,action,start_time,end_time\n" + "\n".join(rows) + "\n")
+    return dest
