@@ -400,13 +400,16 @@ class DataSourcePicker(widgets.VBox):
     ready = traitlets.Bool(False)
 
     def __init__(self, task="image", root=None, path: str | None = None, thumbnails_per_class: int = 3,
-                 uploads_folder: str = "uploads", check_files: bool = True, **kwargs):
+                 uploads_folder: str = "uploads", check_files: bool = True, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+                 max_zip_members: int = MAX_ZIP_MEMBERS, **kwargs):
         self.task = task_info(task)
         self.root = (Path(root).expanduser().resolve() if root is not None else default_data_root())
         if not self.root.is_dir():
             raise NotADirectoryError(f"the data root {self.root} is not a folder")
         self.thumbnails_per_class = thumbnails_per_class
         self.uploads_folder = uploads_folder
+        self.max_upload_bytes = int(max_upload_bytes)  # what one upload may write (zips counted unpacked)
+        self.max_zip_members = int(max_zip_members)  # files one upload may unpack
         self.check_files = check_files
         self.analysis: FolderAnalysis | None = None
         self._navigating = False
@@ -631,23 +634,36 @@ class DataSourcePicker(widgets.VBox):
     def save_uploads(self, files, label: str = "") -> list[Path]:
         """Save uploaded files ({name, content} dicts, as FileUpload gives) under root/uploads[/label].
 
-        Names are sanitised; a .zip is unpacked (member paths sanitised, at most 512 MB). Returns
-        the saved paths. Opens the uploads folder afterwards.
+        Names are sanitised; a .zip is unpacked (member paths sanitised). One upload may write at most
+        `max_upload_bytes` (zips counted unpacked) and unpack at most `max_zip_members` files: an upload
+        over either limit is refused before anything is written. Returns the saved paths. Opens the
+        uploads folder afterwards.
         """
+        uploads = [(sanitize_filename(f.get("name", "upload")), bytes(f.get("content", b""))) for f in files]
+        total, members = 0, 0
+        for name, content in uploads:  # check the limits first: a refused upload leaves nothing behind
+            if name.lower().endswith(".zip"):
+                infos = _zip_files(content, name)
+                members += len(infos)
+                if members > self.max_zip_members:
+                    raise ValueError(f"with {name} the upload holds {members} files; at most "
+                                     f"{self.max_zip_members} are accepted in one upload; nothing was saved")
+                total += sum(m.file_size for m in infos)
+            else:
+                total += len(content)
+            if total > self.max_upload_bytes:
+                raise ValueError(f"with {name} the upload would write more than the limit of "
+                                 f"{_megabytes(self.max_upload_bytes)} (a zip counts unpacked); nothing was saved")
         target = self.uploads_dir
         if label.strip():
             target = target / sanitize_filename(label.strip(), fallback="label")
         target = mkdir_under_root(target, self.root)  # never through a link leading outside root
         saved: list[Path] = []
-        budget = [MAX_UPLOAD_BYTES]
-        for f in files:
-            name = sanitize_filename(f.get("name", "upload"))
-            content = bytes(f.get("content", b""))
+        budget = [self.max_upload_bytes]
+        for name, content in uploads:
             if name.lower().endswith(".zip"):
                 saved += self._unzip(content, target, budget)
                 continue
-            if len(content) > budget[0]:
-                raise ValueError(f"{name} is larger than the upload limit")
             budget[0] -= len(content)
             dest = unique_path(target, name)
             with open(dest, "xb") as out:  # "x": never through a link that appeared meanwhile
@@ -659,10 +675,9 @@ class DataSourcePicker(widgets.VBox):
     def _unzip(self, content: bytes, target: Path, budget: list[int]) -> list[Path]:
         saved = []
         with zipfile.ZipFile(io.BytesIO(content)) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            if len(members) > MAX_ZIP_MEMBERS:
-                raise ValueError(f"the zip holds {len(members)} files; at most {MAX_ZIP_MEMBERS} are accepted")
-            for m in members:
+            for m in zf.infolist():
+                if m.is_dir():
+                    continue
                 parts = [p for p in m.filename.replace("\\", "/").split("/") if p not in ("", ".", "..")]
                 if not parts or not all(_visible(p) for p in parts):
                     continue
@@ -677,7 +692,7 @@ class DataSourcePicker(widgets.VBox):
                     continue
                 dest = unique_path(folder, safe[-1])
                 with zf.open(m) as src, open(dest, "xb") as out:
-                    out.write(src.read(m.file_size + 1)[: m.file_size])
+                    out.write(src.read(m.file_size + 1)[: m.file_size])  # never more than the header says
                 saved.append(dest)
         return saved
 
@@ -692,6 +707,19 @@ class DataSourcePicker(widgets.VBox):
             self._say(f"upload failed: {err}", "error")
         finally:
             self.upload.value = ()
+
+
+def _zip_files(content: bytes, name: str) -> list[zipfile.ZipInfo]:
+    """The files (not folders) a zip upload holds; ValueError for something that is not a zip."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as zf:
+            return [m for m in zf.infolist() if not m.is_dir()]
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{name} is not a zip file that can be read ({err})") from None
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 10e6 else f"{n / 1e6:.0f} MB"
 
 
 def _limited_iter(folder: Path, limit: int):

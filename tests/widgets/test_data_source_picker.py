@@ -15,12 +15,14 @@ import zipfile
 
 import pytest
 from PIL import Image
-from widget_helpers import DIGITS, copy_clips, copy_photos, files_under
+from widget_helpers import CLIP_RANGES, DIGITS, copy_clips, copy_photos, files_under
 
 from createml_widgets import MLHandActionClassifier, MLHandPoseClassifier, MLImageClassifier, samples
+from createml_widgets.data.annotations import parse_time
 from createml_widgets.widgets import DataSourcePicker
-from createml_widgets.widgets._media import thumbnail_uri, with_hand
+from createml_widgets.widgets._media import thumbnail_uri, video_frames, with_hand
 from createml_widgets.widgets._paths import PathOutsideRootError, sanitize_filename
+from createml_widgets.widgets.data_source_picker import MAX_UPLOAD_BYTES, MAX_ZIP_MEMBERS
 
 IC = MLImageClassifier
 NOW = datetime.datetime.now(datetime.UTC)
@@ -379,9 +381,9 @@ def test_upload_through_the_widget(tree):
     assert picker.path == "uploads" and picker.counts == {"5": 1}
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
+def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(buf, "w", compression=compression) as zf:
         for name, content in members.items():
             zf.writestr(name, content)
     return buf.getvalue()
@@ -412,6 +414,56 @@ def test_zip_members_with_hostile_paths_never_write_outside(tree):
     new = files_under(outside.parent) - before
     assert all(n.startswith("root/uploads/") and not n.startswith("root/uploads/lnk") for n in new)
     assert files_under(outside) == {"secret", "secret/secret.jpg"}
+
+
+def test_zip_with_more_files_than_the_limit_is_refused_before_writing(tree):
+    root, _ = tree
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    assert picker.max_zip_members == MAX_ZIP_MEMBERS == 20_000
+    before = files_under(root)
+    many = _zip({f"many/{i}.txt": b"" for i in range(MAX_ZIP_MEMBERS + 1)})  # the default limit, plus one
+    data = photo_bytes()
+    picker.upload.value = ({"name": "many.zip", "type": "application/zip", "size": len(many),
+                            "content": memoryview(many), "last_modified": NOW},
+                           {"name": "first.jpg", "type": "image/jpeg", "size": len(data), "content": memoryview(data),
+                            "last_modified": NOW})
+    assert "upload failed" in picker.message.value and f"{MAX_ZIP_MEMBERS + 1} files" in picker.message.value
+    assert files_under(root) == before  # not even the photo next to it, nor an uploads folder
+
+    small = DataSourcePicker("image", root=root, thumbnails_per_class=0, max_zip_members=4)
+    four = {f"d/{label}/{i}.jpg": photo_bytes(label, i) for label in ("0", "1") for i in range(2)}
+    with pytest.raises(ValueError, match="holds 8 files; at most 4"):  # the limit counts the whole upload
+        small.save_uploads([{"name": "a.zip", "content": _zip(four)}, {"name": "b.zip", "content": _zip(four)}])
+    assert files_under(root) == before
+    assert len(small.save_uploads([{"name": "a.zip", "content": _zip({**four, "d/": b""})}])) == 4  # at the limit
+
+
+def test_uploads_larger_than_the_limit_are_refused_before_writing(tree):
+    root, _ = tree
+    assert DataSourcePicker("image", root=root, thumbnails_per_class=0).max_upload_bytes == MAX_UPLOAD_BYTES
+    photos = [photo_bytes("0", i) for i in range(3)]
+    limit = sum(map(len, photos[:2]))
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0, max_upload_bytes=limit)
+    before = files_under(root)
+    with pytest.raises(ValueError, match="more than the limit"):  # each photo fits, the three together do not
+        picker.save_uploads([{"name": f"{i}.jpg", "content": c} for i, c in enumerate(photos)])
+    assert files_under(root) == before
+
+    # A zip bomb: a few kB that unpack to more than the limit is judged by what it unpacks to.
+    bomb = _zip({"zeros.bin": b"\0" * (limit + 1)}, zipfile.ZIP_DEFLATED)
+    assert len(bomb) < limit // 10
+    with pytest.raises(ValueError, match="a zip counts unpacked"):
+        picker.save_uploads([{"name": "bomb.zip", "content": bomb}])
+    assert files_under(root) == before
+    picker.upload.value = ({"name": "bomb.zip", "type": "application/zip", "size": len(bomb),
+                            "content": memoryview(bomb), "last_modified": NOW},)
+    assert "upload failed" in picker.message.value and "nothing was saved" in picker.message.value
+    assert files_under(root) == before
+
+    with pytest.raises(ValueError, match="not a zip file"):
+        picker.save_uploads([{"name": "fake.zip", "content": photos[0]}])
+    saved = picker.save_uploads([{"name": f"{i}.jpg", "content": c} for i, c in enumerate(photos[:2])])
+    assert [p.read_bytes() for p in saved] == photos[:2]  # exactly at the limit is fine
 
 
 def test_uploads_folder_that_is_a_link_outside_is_refused(tree):
@@ -467,3 +519,41 @@ def test_hand_action_shows_a_few_frames_and_flags_broken_videos(tmp_path):
     assert "cannot read" not in html
     times = [float(t) for t in re.findall(r"<figcaption>(\d+\.\d)s</figcaption>", html)]
     assert len(times) == 6 and times[0] == 0.0 and times[0] < times[1] < times[2]
+
+
+def test_hand_action_annotation_with_start_and_end_times(annotated_clips):
+    picker = DataSourcePicker("hand_action", root=annotated_clips.parent, path=annotated_clips.name,
+                              thumbnails_per_class=1)
+    assert picker.detected_layout == "annotation" and picker.ready
+    assert picker.analysis.annotation == {"file": (annotated_clips / "actions.csv").resolve(),
+                                          "file_column": "video", "label_column": "action",
+                                          "start_column": "start_time", "end_column": "end_time"}
+    assert picker.counts == {"wave": 6, "zoom": 6}  # one example per row: two time ranges per clip
+    assert not [p for p in picker.problems if p["level"] == "error"]
+    ds = picker.data_source
+    assert isinstance(ds, MLHandActionClassifier.DataSource) and ds.kind == "annotation"
+    assert ds.spec["start_time_column"] == "start_time" and ds.spec["end_time_column"] == "end_time"
+    examples, skipped = ds._examples()  # what training will read: the clips with their time ranges
+    ranges = [(parse_time(a), parse_time(b)) for a, b in CLIP_RANGES]
+    assert not skipped and sorted((e.source.name, e.label, e.start, e.end) for e in examples) == sorted(
+        (clip.name, label, start, end) for label in ("wave", "zoom")
+        for clip in sorted(annotated_clips.glob(f"{label}_*.mp4")) for start, end in ranges)
+    assert ranges == [(0.0, 1.0), (1.0, 2.0)]
+    assert len(img_sources(picker.classes_html.value)) == 2 * 3  # three frames of one clip per label
+
+
+def test_hand_action_thumbnails_draw_the_skeleton_on_video_frames(tmp_path):
+    copy_clips(tmp_path / "clips", labels=("wave", "zoom"), per_label=1)
+    picker = DataSourcePicker("hand_action", root=tmp_path, path="clips", thumbnails_per_class=1)
+    shown = img_sources(picker.classes_html.value)
+    with_skeleton = 0
+    for label in ("wave", "zoom"):
+        clip = picker.analysis.labels[label][0]
+        frames = [img for _t, img in video_frames(clip, count=3)]
+        for img in frames:
+            drawn = thumbnail_uri(img, 72, hand=True)
+            assert drawn in shown  # the frame as shown: with the skeleton of the hand found in it
+            if with_hand(img)[1] is not None:
+                with_skeleton += 1
+                assert thumbnail_uri(img, 72, hand=False) not in shown  # not the bare frame
+    assert len(shown) == 6 and with_skeleton >= 4  # the sample clips show a hand in (nearly) every frame
