@@ -7,6 +7,7 @@ import re
 import shutil
 import time
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -151,6 +152,95 @@ def _finished_job(root):
     job = IC.train(IC.DataSource.labeled_directories(root / "digits"), IC.ModelParameters(max_iterations=2))
     job.result(timeout=TIMEOUT)
     return job
+
+
+# -- the hand tasks ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_hand_action_from_annotated_clips_to_a_core_ml_model(annotated_clips, tmp_path):
+    from createml_widgets import MLHandActionClassifier
+
+    shutil.copytree(annotated_clips, tmp_path / "clips")
+    app = TrainerApp("hand_action", root=tmp_path)
+    assert app.task == "hand_action" and "Hand Action Classifier" in app.title.value
+    app.picker.folders.value = "clips"
+    assert app.picker.ready and app.picker.detected_layout == "annotation"
+    assert app.picker.counts == {"wave": 6, "zoom": 6}
+    fields = app.form.fields
+    fields["maximum_iterations"].input.value = "5"
+    fields["prediction_window_size"].input.value = "15"
+    fields["validation"].choice.value = "none"
+    assert app.form.valid
+
+    app.train_button.click()
+    job = app.job
+    assert job is not None and job.session.model_parameters.prediction_window_size == 15
+    model = job.result(timeout=TIMEOUT)
+    assert app.progress.wait(TIMEOUT) and app.progress.state == "done" and "done" in app.train_message.value
+    assert isinstance(model, MLHandActionClassifier) and app.model is model and model._iterations == 5
+    assert curves_drawn(app) == 5 and app.progress.counts_label.value.startswith("5 / 5 iterations")
+
+    # Evaluation: one example per annotated time range, each named with it.
+    assert app.confusion.dataset_toggle.options == ("Training",)  # no validation data: nothing else to show
+    m = app.confusion.metrics
+    assert m is model.training_metrics and m.count == 12
+    assert sorted(set(re.findall(r"\[[^\]]+\]$", i)[0] for i in m.examples["Item"])) == ["[0.0s–1.0s]", "[1.0s–2.0s]"]
+    app.confusion.select_cell("wave", "wave")
+    assert app.confusion.examples_html.value.count("<img src='data:image/jpeg") == len(m.examples_in_cell("wave", "wave"))
+
+    # Preview: one prediction per window of 15 frames along a clip, on its timeline.
+    clip = sorted((tmp_path / "clips").glob("wave_*.mp4"))[0]
+    predictions = app.preview.predict(f"clips/{clip.name}")
+    assert [p.frame_range for p in predictions] == [p.frame_range for p in model.prediction(clip)]
+    assert len(predictions) >= 2 and all(p.frame_range.stop - p.frame_range.start <= 15 for p in predictions)
+    assert app.preview.timeline.value.count("cmlw-timeline-window") == len(predictions)
+
+    # Export: a Core ML classifier over windows of 15 frames.
+    path = app.export(tmp_path / "out")
+    assert path.name == "HandActionClassifier.mlmodel" and "cmlw-download'" in app.download.value
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString(path.read_bytes())
+    assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == ["wave", "zoom"]
+    assert list(spec.description.input[0].type.multiArrayType.shape)[0] == 15
+
+
+def curves_drawn(app: TrainerApp) -> int:
+    """Iterations on the training-loss curve."""
+    trace = next(t for t in app.progress.figure.data if t.meta == "loss")
+    return len(trace.x)
+
+
+@pytest.mark.slow
+def test_hand_pose_photos_without_a_hand_are_shown_in_the_app(tmp_path):
+    from PIL import Image
+    from widget_helpers import copy_photos
+
+    from createml_widgets import MLHandPoseClassifier as HP
+    from createml_widgets.metrics import NO_PREDICTION
+
+    train = copy_photos(tmp_path / "poses", per_label=5)
+    val = copy_photos(tmp_path / "held-out", per_label=1, start=10)
+    Image.new("RGB", (160, 160), (200, 200, 200)).save(train / "0" / "wall.png")  # no hand in these two
+    Image.new("RGB", (160, 160), (90, 140, 200)).save(val / "1" / "sky.png")
+    app = TrainerApp("hand_pose", root=tmp_path)
+    app.picker.navigate("poses")
+    assert app.picker.ready and app.picker.counts == {"0": 6, "1": 5, "5": 5}
+    app.form.set_parameters(HP.ModelParameters(maximum_iterations=10, validation=HP.ValidationData.data_source(
+        HP.DataSource.labeled_directories(val))))
+    job = app.train()
+    model = job.result(timeout=TIMEOUT)
+    assert app.progress.wait(TIMEOUT) and app.model is model
+
+    cm = app.confusion
+    assert cm.dataset_toggle.options == ("Validation", "Training") and cm.metrics is model.validation_metrics
+    assert NO_PREDICTION in list(cm.figure.data[0].x) and "1 with no hand detected" in cm.summary.value
+    assert "sky.png" in cm.skipped_html.value and "counted as" in cm.skipped_html.value
+    examples = cm.select_cell("1", NO_PREDICTION)
+    assert [Path(i).name for i in examples["Item"]] == ["sky.png"]
+    cm.dataset_toggle.value = "Training"
+    assert "wall.png" in cm.skipped_html.value and "not in these metrics" in cm.skipped_html.value
+    assert "wall.png" in app.model_summary.value and "sky.png" in app.model_summary.value  # the model's summary too
 
 
 # -- static HTML views ------------------------------------------------------------------------------
