@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import datetime as dt
 import json
 import logging
@@ -564,6 +565,9 @@ def _checkpoint_training(session: MLTrainingSession, job: MLJob, trainer, iterat
         if session.session_directory is not None:
             url = session.session_directory / "checkpoints" / f"training-{iteration:05d}.pt"
             save_tensors(url, state)
+        elif not getattr(trainer, "state_dict_is_snapshot", False):
+            # kept in memory: a copy, or later steps would update it through the module's own tensors
+            state = copy.deepcopy(state)
         cp = session._add_checkpoint(MLPhase.TRAINING, iteration, url, metrics, state)
         session.save()
     job._emit("checkpoint", cp)

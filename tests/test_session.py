@@ -261,3 +261,16 @@ def test_cancel_during_feature_extraction_then_resume_extracts_only_the_rest(dig
     # The 32 extracted items came from the session; only the other 28 were asked of the extractor.
     assert restored.summary["extraction"] == {"items": 60, "resumed_from": 32, "from_cache": 0, "extracted": 28}
     assert model.training_metrics.count == 60 and model._iterations == 3
+
+
+def test_in_memory_checkpoints_keep_the_weights_of_their_iteration(small_digits):
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    job = MLImageClassifier.train(data, _params(6), MLTrainingSessionParameters(checkpoint_interval=2))
+    final = job.result(timeout=300)
+    cps = [c for c in job.session.checkpoints if c.phase == MLPhase.TRAINING]
+    assert [c.iteration for c in cps] == [2, 4, 6] and all(c.url is None for c in cps)
+    probe = str(sorted((small_digits / "1").iterdir())[0])
+    early = MLImageClassifier.from_checkpoint(cps[0]).prediction_probabilities(probe)
+    last = MLImageClassifier.from_checkpoint(cps[-1]).prediction_probabilities(probe)
+    assert last == pytest.approx(final.prediction_probabilities(probe), abs=1e-6)
+    assert max(abs(early[k] - last[k]) for k in early) > 1e-3  # not the final weights seen through a reference

@@ -29,15 +29,19 @@ def cache_root() -> Path:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """A content hash of a file (memoised per path, size and modification time)."""
-    p = Path(path)
-    st = p.stat()
-    memo_key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    """A content hash of a file.
+
+    Memoised per file identity and state — device, inode, size, modification and change times — so
+    the same file reached by another path is not read again, while an edited or replaced file is
+    (an edit moves its change time, which no tool can set back; a replacement has a new inode).
+    """
+    st = os.stat(path)
+    memo_key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     with _digest_lock:
         if memo_key in _digests:
             return _digests[memo_key]
     h = hashlib.blake2b(digest_size=16)
-    with open(p, "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
@@ -54,6 +58,40 @@ def array_digest(array: np.ndarray) -> str:
 def feature_key(content_digest: str, extractor_id: str, variant: str = "") -> str:
     """The key of one item's features: its content, how they were extracted, which augmentation."""
     return hashlib.sha1(f"{content_digest}|{extractor_id}|{variant}".encode()).hexdigest()
+
+
+_headers: dict[bytes, tuple[np.dtype, tuple]] = {}
+
+
+def _read_npy(data: bytes) -> np.ndarray:
+    """The array in the bytes of a .npy file; what np.load returns, without its per-file header parsing.
+
+    Every cache entry of one extractor has the same header, so the parsed header is remembered by its
+    bytes. Anything but a plain C-ordered array of a simple dtype goes through np.load.
+    """
+    if data[:6] == b"\x93NUMPY" and data[6:7] in (b"\x01", b"\x02", b"\x03"):
+        size = 2 if data[6] == 1 else 4
+        start = 8 + size
+        end = start + int.from_bytes(data[8:start], "little")
+        header = data[start:end]
+        parsed = _headers.get(header)
+        if parsed is None:
+            import ast
+
+            d = ast.literal_eval(header.decode("latin1"))
+            if isinstance(d, dict) and not d.get("fortran_order") and "descr" in d and "shape" in d:
+                dtype = np.dtype(d["descr"])
+                if not dtype.hasobject and dtype.fields is None:
+                    parsed = _headers[header] = (dtype, tuple(int(n) for n in d["shape"]))
+        if parsed is not None:
+            dtype, shape = parsed
+            count = int(np.prod(shape, dtype=np.int64))
+            if len(data) - end != count * dtype.itemsize:
+                raise ValueError(f"expected {count * dtype.itemsize} bytes of data, found {len(data) - end}")
+            return np.frombuffer(data, dtype, count, end).reshape(shape).copy()
+    import io
+
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 class CachedFailure(Exception):
@@ -73,21 +111,33 @@ class FeatureCache:
     def get(self, key: str) -> np.ndarray | CachedFailure | None:
         if not self.enabled:
             return None
-        path = self._path(key, ".npy")
+        base = os.path.join(self._features_dir, key[:2], key)
         try:
-            return np.load(path, allow_pickle=False)
+            with open(base + ".npy", "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             pass
-        except (OSError, ValueError) as err:  # a truncated file from a crash: recompute
-            log.warning("ignoring damaged cache file %s: %s", path, err)
+        except OSError as err:
+            log.warning("ignoring unreadable cache file %s.npy: %s", base, err)
             return None
-        fail = self._path(key, ".fail.json")
-        if fail.exists():
+        else:
             try:
-                return CachedFailure(json.loads(fail.read_text())["reason"])
+                return _read_npy(data)
+            except (OSError, ValueError) as err:  # a truncated file from a crash: recompute
+                log.warning("ignoring damaged cache file %s.npy: %s", base, err)
+                return None
+        fail = base + ".fail.json"
+        if os.path.exists(fail):
+            try:
+                with open(fail, encoding="utf-8") as f:
+                    return CachedFailure(json.load(f)["reason"])
             except (OSError, ValueError, KeyError):
                 return None
         return None
+
+    @property
+    def _features_dir(self) -> str:
+        return os.path.join(os.fspath(self.root), "features")
 
     def put(self, key: str, value: np.ndarray | BaseException) -> None:
         if not self.enabled:

@@ -180,3 +180,113 @@ def test_write_without_metadata_uses_the_default_metadata(model, tmp_path):
     # Metadata given explicitly still wins.
     mine = model.write(tmp_path / "Mine.mlmodel", metadata=MLModelMetadata(author="Someone Else"))
     assert ct.utils.load_spec(str(mine)).description.metadata.author == "Someone Else"
+
+
+@pytest.fixture(scope="module")
+def digit_features(digits_dir):
+    """Real scene_print features of 10 photos of each of 4 digits, and 2 more each to validate on."""
+    from createml_widgets.data.items import Item
+    from createml_widgets.features.image_embedding import ImageEmbeddingExtractor
+
+    labels = ["2", "3", "7", "9"]
+    ext = ImageEmbeddingExtractor(IC.FeatureExtractorType.scene_print(1))
+    with ext:
+        def feats(pick):
+            items = [Item(p, lab) for i, lab in enumerate(labels) for p in pick(sorted((digits_dir / lab).iterdir()))]
+            x = torch.from_numpy(np.stack(ext.extract(items)).astype(np.float32))
+            return x, torch.tensor([labels.index(i.label) for i in items])
+        return (*feats(lambda ps: ps[:10]), *feats(lambda ps: ps[10:12]))
+
+
+def _objective(net, x, y, weight_decay=1e-3) -> float:
+    with torch.no_grad():
+        w = net.fc.weight.double()
+        return float(torch.nn.functional.cross_entropy(x.double() @ w.T + net.fc.bias.double(), y)
+                     + 0.5 * weight_decay * (w * w).sum())
+
+
+def test_logistic_trainer_matches_torch_lbfgs(digit_features):
+    from createml_widgets.nets import LinearHead
+    from createml_widgets.nets.training import TensorData, Trainer
+    from createml_widgets.tasks.image_classifier import LogisticRegressionTrainer
+
+    x, y, vx, vy = digit_features
+    torch.manual_seed(0)
+    generic = Trainer(LinearHead(x.shape[1], 4), TensorData(x, y), TensorData(vx, vy), optimizer="lbfgs",
+                      weight_decay=1e-3)
+    ours = LogisticRegressionTrainer(x, y, vx, vy, 4, weight_decay=1e-3, seed=0)
+    assert ours.Q is not None  # 40 examples, 1280 dimensions: the small space
+    losses = []
+    for _ in range(15):
+        generic.step()
+        ours.step()
+        losses.append(_objective(ours.net, x, y))
+    assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:]))  # L-BFGS with a Wolfe search descends
+    # A strictly convex problem: both reach the same minimum, weights and probabilities.
+    assert _objective(ours.net, x, y) == pytest.approx(_objective(generic.net, x, y), rel=1e-4)
+    with torch.no_grad():
+        p1, p2 = torch.softmax(generic.net(vx), 1), torch.softmax(ours.net(vx), 1)
+    assert float((p1 - p2).abs().max()) < 0.01
+    m = ours.validation_metrics()
+    want = generic.validation_metrics()
+    assert m["validation_loss"] == pytest.approx(want["validation_loss"], abs=0.01)
+    assert m["validation_accuracy"] == want["validation_accuracy"]
+
+
+def test_logistic_trainer_small_space_is_the_same_problem(digit_features):
+    from createml_widgets.tasks.image_classifier import LogisticRegressionTrainer
+
+    x, y, vx, vy = digit_features
+    small = LogisticRegressionTrainer(x, y, vx, vy, 4, seed=3, reduce=True)
+    full = LogisticRegressionTrainer(x, y, vx, vy, 4, seed=3, reduce=False)
+    assert small.theta.size == 4 * 41 + 1 and full.theta.size == 4 * 1281
+    # Same starting weights in both coordinates (W = C Q^T + alpha U is exact).
+    assert torch.allclose(small.net.fc.weight, full.net.fc.weight, atol=1e-6)
+    for _ in range(3):
+        a, b = small.step(), full.step()
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-9)
+    assert torch.allclose(small.net.fc.weight, full.net.fc.weight, atol=1e-5)
+    assert small.validation_metrics() == pytest.approx(full.validation_metrics(), rel=1e-5)
+
+
+def test_logistic_trainer_state_is_a_snapshot_and_resumes_exactly(digit_features, tmp_path):
+    from createml_widgets.session import load_tensors, save_tensors
+    from createml_widgets.tasks.image_classifier import LogisticRegressionTrainer
+
+    x, y, vx, vy = digit_features
+    a = LogisticRegressionTrainer(x, y, vx, vy, 4, seed=1)
+    for _ in range(3):
+        a.step()
+    save_tensors(tmp_path / "s.pt", a.state_dict())
+    in_memory = a.state_dict()
+    weight_then = in_memory["net"]["fc.weight"].clone()
+    for _ in range(3):
+        a.step()
+    assert torch.equal(in_memory["net"]["fc.weight"], weight_then)  # later steps leave the snapshot alone
+    for state in (load_tensors(tmp_path / "s.pt"), in_memory):
+        b = LogisticRegressionTrainer(x, y, vx, vy, 4, seed=99)  # other initial weights, replaced by the state
+        b.load_state_dict(state)
+        for _ in range(3):
+            b.step()
+        assert torch.allclose(b.net.fc.weight, a.net.fc.weight, atol=1e-6)
+
+
+def test_logistic_trainer_continues_a_torch_lbfgs_checkpoint(digit_features):
+    """Sessions saved by the generic Trainer (torch.optim.LBFGS state) resume with the new trainer."""
+    from createml_widgets.nets import LinearHead
+    from createml_widgets.nets.training import TensorData, Trainer
+    from createml_widgets.tasks.image_classifier import LogisticRegressionTrainer
+
+    x, y, vx, vy = digit_features
+    torch.manual_seed(0)
+    old = Trainer(LinearHead(x.shape[1], 4), TensorData(x, y), None, optimizer="lbfgs", weight_decay=1e-3)
+    old.step()
+    state = old.state_dict()
+    at_checkpoint = _objective(old.net, x, y)
+    new = LogisticRegressionTrainer(x, y, vx, vy, 4, seed=5)
+    new.load_state_dict(state)
+    assert torch.allclose(new.net.fc.weight, old.net.fc.weight, atol=1e-6)
+    new.step()
+    old.step()
+    assert _objective(new.net, x, y) < at_checkpoint
+    assert _objective(new.net, x, y) == pytest.approx(_objective(old.net, x, y), rel=1e-3)
