@@ -5,6 +5,7 @@ what the run took from the cache and what it extracted (`session.summary["extrac
 """
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -137,7 +138,17 @@ def test_cacheable_failures_are_remembered_and_damaged_entries_recomputed(tmp_pa
     class NoHand(Exception):
         cacheable = True
 
+    photo = sorted((digits_dir / "4").iterdir())[0]
+    item = Item(photo, "4").resolve_key(_Counting.id)
     cache = FeatureCache(tmp_path / "c")
+    inner = _Counting()
+    good = CachingExtractor(inner, cache).extract([item])[0]
+    path = cache._path(item.key, ".npy")
+    path.write_bytes(path.read_bytes()[:-2])  # as if a crash cut the file short
+    assert cache.get(item.key) is None
+    again = CachingExtractor(inner, cache).extract([item])[0]
+    assert inner.asked == 2 and np.array_equal(again, good) and np.array_equal(cache.get(item.key), good)
+
     cache.put("k1", NoHand("no hand in it"))
     hit = cache.get("k1")
     assert isinstance(hit, CachedFailure) and "no hand in it" in str(hit)
@@ -146,3 +157,19 @@ def test_cacheable_failures_are_remembered_and_damaged_entries_recomputed(tmp_pa
     assert FeatureCache(tmp_path / "c", enabled=False).get("k2") is None
     cache.clear()
     assert cache.get("k1") is None and cache.get("k2") is None
+
+
+def test_an_edit_that_keeps_size_and_modification_time_still_changes_the_digest(tmp_path, digits_dir):
+    from createml_widgets.features.cache import file_digest
+
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(sorted((digits_dir / "8").iterdir())[0], photo)
+    before = file_digest(photo)
+    st = photo.stat()
+    data = bytearray(photo.read_bytes())
+    data[-10] ^= 0xFF
+    photo.write_bytes(bytes(data))
+    os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))  # e.g. a tool that preserves timestamps
+    assert photo.stat().st_size == st.st_size and photo.stat().st_mtime_ns == st.st_mtime_ns
+    assert file_digest(photo) != before
+    assert file_digest(tmp_path / ".." / tmp_path.name / "photo.jpg") == file_digest(photo)  # any spelling
