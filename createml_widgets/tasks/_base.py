@@ -2,7 +2,8 @@
 
 A task subclasses `ClassifierTask` and implements four hooks:
   `_plan(session)`            -> Plan: the items to extract, the split, the extractor
-  `_make_trainer(session, plan)` -> nets.training.Trainer over the extracted features
+  `_make_trainer(session, plan)` -> a trainer over the extracted features (nets.training.Trainer, or one
+                                    with its step/validation_metrics/state_dict/load_state_dict/net)
   `_predict_features(features)`  -> (N, K) probabilities for a list of feature arrays
   `_export(fmt, metadata)`    -> coremltools MLModel
 plus `_extractor_for_prediction()` to turn a user's input into features.
