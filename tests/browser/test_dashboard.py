@@ -1,9 +1,20 @@
 """The dashboard as a user meets it: Voilà serves notebooks/dashboard.ipynb, a real Chromium drives it.
 
-Pick the bundled sample in the data picker, set a few parameters, train for real, click a cell of the
-confusion matrix and see its photos, predict a photo in the preview, export and download the Core ML
-model (checked by running it in numpy). Any error a widget, the page or the kernel shows fails the test.
-Screenshots of every step go to artifacts/screenshots/, the server's log to artifacts/voila-*.log.
+Voilà is started with the command `make dashboard` runs (read from the Makefile with `make -n`), so a
+broken Makefile target fails here. Each scenario has its own server, page and kernel (one user's Binder
+session); they share the feature cache:
+
+- image: pick the bundled sample, set parameters, train, click a confusion-matrix cell and see its
+  photos, predict a photo, export and download the Core ML model (checked by running it in numpy);
+- cancel and resume: a long multilayer-perceptron run is followed live (a count below the total while
+  it runs), cancelled (it stops where it was), resumed (it goes on from there) and finishes in full;
+- hand pose: switch the task, see skeletons drawn on the sample's thumbnails, train, and predict a
+  photo (the caption names the hand, the skeleton is drawn on it).
+
+Any error a widget, the page or the kernel shows fails the test. The resident memory of the kernel
+(with its worker processes) and of Voilà is sampled all along (psutil, 5 times a second) and must stay
+under Binder's 2 GB. Screenshots of every step go to artifacts/screenshots/, the server's log to artifacts/voila-*.log,
+timings and peak memory to artifacts/browser-timings.json.
 
 Chromium is Debian's (`/usr/bin/chromium`, `make chromium`); `playwright install` is never run.
 """
@@ -12,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,14 +38,16 @@ import pytest
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = REPO / "notebooks" / "dashboard.ipynb"
+DASHBOARD = "notebooks/dashboard.ipynb"  # as the Makefile names it
 ARTIFACTS = REPO / "artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"
+RESULTS_FILE = ARTIFACTS / "browser-timings.json"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     pytest.skip("Chromium is not installed (Debian: `apt-get install chromium`, or `make chromium`)",
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
+psutil = pytest.importorskip("psutil")
 
 # What a broken widget, cell or app looks like on the page.
 ERROR_SELECTORS = {
@@ -45,6 +60,15 @@ ERROR_SELECTORS = {
 ERROR_TEXTS = ("Traceback (most recent call last)", "Error displaying widget", "There was an error when executing cell")
 
 MINUTE = 60_000  # ms
+MEMORY_LIMIT = 2 * 1000**3  # bytes: Binder gives a session 2 GB (counted here as 10^9, the stricter reading)
+RESULTS: dict[str, dict] = {"timings_s": {}, "peak_rss_mb": {}}
+COUNTS = re.compile(r"^(\d+) / (\d+) (\w+)")
+
+
+def _write_results() -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    RESULTS["rss_limit_mb"] = MEMORY_LIMIT / 1e6
+    RESULTS_FILE.write_text(json.dumps(RESULTS, indent=1))
 
 
 def _free_port() -> int:
@@ -53,32 +77,129 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def voila(notebook: Path, cache: Path, log_path: Path):
-    """Voilà serving `notebook` on a free port; yields the URL. Stops it and every kernel it started."""
-    import psutil
+def dashboard_command(port: int) -> str:
+    """The shell command `make dashboard PORT=port` runs to serve the dashboard, as `make -n` prints it.
 
-    port = _free_port()
+    Its prerequisite (`install`) is printed before it when the virtualenv is out of date, never run:
+    the test serves with what is installed, the last command of the recipe, the one that runs Voilà.
+    """
+    if shutil.which("make") is None:
+        pytest.fail("`make` is not installed: the README's `make dashboard` cannot work")
+    out = subprocess.run(["make", "-n", "dashboard", f"PORT={port}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, f"`make -n dashboard` failed with {out.returncode}:\n{out.stdout}\n{out.stderr}"
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    assert lines, "`make -n dashboard` prints no command"
+    command = lines[-1]
+    words = shlex.split(command)
+    assert any(Path(w).name == "voila" for w in words), f"`make dashboard` does not end by running Voilà: {command}"
+    assert DASHBOARD in words, f"`make dashboard` does not serve {DASHBOARD}: {command}"
+    return command
+
+
+class MemoryWatch(threading.Thread):
+    """Samples the resident memory of a process and everything under it, a few times a second.
+
+    `peak_total`: the most the whole tree held at once (what a Binder session is charged);
+    `kernel_peak(pids)`: the most those kernels held, each with its own worker processes.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        super().__init__(name="rss-watch", daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_total = 0
+        self._kernel_peaks: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+
+    def _tree(self) -> list:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    @staticmethod
+    def _kernel_roots(procs) -> list:
+        """The kernels among `procs`: ipykernel processes whose parent is not one (a worker a kernel forks
+        carries its command line until it execs)."""
+        cmd = {}
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                cmd[p.pid] = " ".join(p.cmdline())
+        out = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                if "ipykernel" in cmd.get(p.pid, "") and "ipykernel" not in cmd.get(p.ppid(), ""):
+                    out.append(p)
+        return out
+
+    def sample(self) -> None:
+        procs = self._tree()
+        rss = {}
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                rss[p.pid] = p.memory_info().rss
+        peaks = {}
+        for k in self._kernel_roots(procs):
+            with contextlib.suppress(psutil.Error):
+                peaks[k.pid] = sum(rss.get(q.pid, 0) for q in [k, *k.children(recursive=True)])
+        with self._lock:
+            self.peak_total = max(self.peak_total, sum(rss.values()))
+            for pid, value in peaks.items():
+                self._kernel_peaks[pid] = max(self._kernel_peaks.get(pid, 0), value)
+
+    def kernels(self) -> set[int]:
+        """The kernels alive now."""
+        return {k.pid for k in self._kernel_roots(self._tree())}
+
+    def kernel_peak(self, pids) -> int:
+        with self._lock:
+            return sum(self._kernel_peaks.get(pid, 0) for pid in pids)
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+
+class Server:
+    def __init__(self, url: str, proc: subprocess.Popen, log_path: Path, memory: MemoryWatch):
+        self.url, self.proc, self.log_path, self.memory = url, proc, log_path, memory
+
+    def log_text(self, start: int = 0) -> str:
+        return self.log_path.read_text(errors="replace")[start:]
+
+
+@contextlib.contextmanager
+def serve(command: str, port: int, cache: Path, log_path: Path):
+    """Run `command` (a shell command line, as make would) from the repository root and wait for it to
+    listen on `port`; yields a Server. Stops it and every kernel it started; samples their memory."""
     env = {**os.environ, "CREATEML_WIDGETS_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
-    voila_bin = Path(sys.executable).with_name("voila")
-    cmd = [str(voila_bin) if voila_bin.exists() else "voila", str(notebook), "--no-browser",
-           "--Voila.ip=127.0.0.1", f"--port={port}", "--show_tracebacks=True"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    memory = MemoryWatch(proc.pid)
+    memory.start()
     started: set = set()
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"voila exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"`{command}` exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"voila did not listen on port {port} within 120 s:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"`{command}` did not listen on port {port} within 120 s:\n"
+                                   f"{log_path.read_text()[-3000:]}")
             time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/", lambda: started.update(psutil.Process(proc.pid).children(recursive=True))
+        yield Server(f"http://127.0.0.1:{port}/", proc, log_path, memory)
     finally:
+        memory.stop()
         with contextlib.suppress(psutil.Error):
             started.update(psutil.Process(proc.pid).children(recursive=True))  # kernels (own sessions)
         with contextlib.suppress(ProcessLookupError):
@@ -183,8 +304,111 @@ def browser():
             b.close()
 
 
-def _voila_log_problems(log_path: Path) -> list[str]:
-    text = log_path.read_text(errors="replace")
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """The feature cache, shared by the scenarios as it is by one user's runs; starts empty."""
+    for old in SCREENSHOTS.glob("*.png") if SCREENSHOTS.exists() else []:
+        old.unlink()
+    return tmp_path_factory.mktemp("cache")
+
+
+class Visit:
+    """What `open_dashboard` yields: the page (`ui`) and its timings."""
+
+    def __init__(self, ui: Page, name: str, timings: dict):
+        self.ui, self.page, self.name, self.timings = ui, ui.page, name, timings
+        self.t0 = time.monotonic()
+
+    def mark(self, what: str) -> None:
+        self.timings[what] = round(time.monotonic() - self.t0, 1)
+
+
+@contextlib.contextmanager
+def open_dashboard(browser, cache: Path, name: str):
+    """Serve the dashboard with the command of `make dashboard` (one server per scenario, as one user's
+    Binder session), open it in Chromium and wait for the app and its data picker.
+
+    Afterwards: the peak resident memory of the kernel (with its worker processes) and of everything the
+    server ran must be under the limit, and the server's log must hold no traceback."""
+    port = _free_port()
+    command = dashboard_command(port)
+    RESULTS["command"] = command
+    with serve(command, port, cache, ARTIFACTS / f"voila-{name}.log") as server:
+        visit = Visit(Page(browser, server.url), name, RESULTS["timings_s"].setdefault(name, {}))
+        page = visit.page
+        failed = True
+        kernels: set[int] = set()
+        try:
+            page.goto(server.url, timeout=3 * MINUTE)
+            page.wait_for_selector(".cmlw-app", timeout=3 * MINUTE)
+            page.wait_for_selector(".cmlw-picker-ready", timeout=2 * MINUTE)
+            kernels = server.memory.kernels()
+            visit.mark("rendered")
+            visit.ui.check("opening the dashboard")
+            yield visit
+            visit.mark("total")
+            failed = False
+        finally:
+            if failed:
+                with contextlib.suppress(Exception):
+                    visit.ui.shot(f"{name}-zz-failed")
+            kernels |= server.memory.kernels()
+            server.memory.sample()
+            page.close()
+            kernel_peak, total_peak = server.memory.kernel_peak(kernels), server.memory.peak_total
+            RESULTS["peak_rss_mb"][name] = {"kernel": round(kernel_peak / 1e6), "voila_and_kernel": round(total_peak / 1e6)}
+            _write_results()
+        tracebacks = _log_problems(server.log_text())
+    assert len(kernels) == 1, f"the page started {len(kernels)} kernels, not one"
+    assert 0 < kernel_peak <= total_peak < MEMORY_LIMIT, (
+        f"resident memory peaked at {kernel_peak / 1e6:.0f} MB in the kernel and its workers, "
+        f"{total_peak / 1e6:.0f} MB with Voilà; the limit is {MEMORY_LIMIT / 1e6:.0f} MB")
+    assert not tracebacks, "the kernel or the server logged tracebacks:\n" + "\n---\n".join(tracebacks)
+
+
+def _counts(page) -> tuple[int, int, str]:
+    """The progress counts shown now: (done, total, unit), e.g. (12, 150, 'iterations')."""
+    text = page.inner_text(".cmlw-progress-counts").strip()
+    m = COUNTS.match(text)
+    assert m, f"the progress shows no counts: {text!r}"
+    return int(m[1]), int(m[2]), m[3]
+
+
+# Counts pixels of the skeleton's colour (draw_hand's (255, 64, 32)) in the images under a selector,
+# decoded by the browser itself; the sample's photos have none (skin, walls and clothes are not that red).
+RED_PIXELS_JS = """async (selector) => {
+  const out = [];
+  for (const img of document.querySelectorAll(selector)) {
+    await img.decode().catch(() => {});
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const ctx = c.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    let red = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i] > 150 && d[i] - d[i + 1] > 90 && d[i] - d[i + 2] > 90) red++;
+    }
+    const fig = img.closest('figure');
+    out.push([fig ? fig.title : '', red, c.width * c.height]);
+  }
+  return out;
+}"""
+
+# Records every change of the progress counts and state, every 50 ms, in window.__cmlwCounts.
+RECORD_COUNTS_JS = """() => {
+  window.__cmlwCounts = [];
+  let last = null;
+  setInterval(() => {
+    const counts = document.querySelector('.cmlw-progress-counts');
+    const state = document.querySelector('.cmlw-training-progress [class^="cmlw-state-"]');
+    const now = [(counts ? counts.innerText.trim() : ''), (state ? state.className.replace('cmlw-state-', '') : '')];
+    if (!last || now[0] !== last[0] || now[1] !== last[1]) { window.__cmlwCounts.push(now); last = now; }
+  }, 50);
+}"""
+
+
+def _log_problems(text: str) -> list[str]:
     return [text[max(0, i - 300):i + 2000] for i in _find_all(text, "Traceback (most recent call last)")]
 
 
@@ -213,129 +437,110 @@ def _heatmap_cells(page):
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_train_evaluate_preview_and_export_in_the_dashboard(browser, tmp_path):
-    log_path = ARTIFACTS / "voila-dashboard.log"
-    for old in SCREENSHOTS.glob("*.png") if SCREENSHOTS.exists() else []:
-        old.unlink()
-    timings: dict[str, float] = {}
-    t0 = time.monotonic()
-    with voila(DASHBOARD, tmp_path / "cache", log_path) as (url, remember_children):
-        ui = Page(browser, url)
-        page = ui.page
-        try:
-            # 1. The dashboard renders: the app, its six sections, the picker on the bundled sample.
-            page.goto(url, timeout=3 * MINUTE)
-            page.wait_for_selector(".cmlw-app", timeout=3 * MINUTE)
-            page.wait_for_selector(".cmlw-picker-ready", timeout=2 * MINUTE)
-            remember_children()
-            for section in ("data", "parameters", "training", "evaluation", "preview", "export"):
-                assert page.is_visible(f".cmlw-section-{section}"), f"the {section} section is not shown"
-            timings["rendered"] = time.monotonic() - t0
-            ui.check("opening the dashboard")
-            ui.shot("01-dashboard")
+def test_train_evaluate_preview_and_export_in_the_dashboard(browser, cache, tmp_path):
+    with open_dashboard(browser, cache, "image") as visit:
+        ui, page = visit.ui, visit.page
+        # 1. The dashboard renders: the app, its six sections, the picker on the bundled sample.
+        for section in ("data", "parameters", "training", "evaluation", "preview", "export"):
+            assert page.is_visible(f".cmlw-section-{section}"), f"the {section} section is not shown"
+        ui.shot("image-01-dashboard")
 
-            # 2. Pick the sample in the DataSourcePicker: up to the data root, open sign-language-digits.
-            page.click(".cmlw-picker-up")
-            page.wait_for_function("() => document.querySelector('.cmlw-picker-path input').value === ''")
-            option = page.wait_for_function(
-                "() => [...document.querySelectorAll('.cmlw-picker-folders option')]"
-                ".map(o => o.value).find(v => v.includes('sign-language-digits'))", timeout=MINUTE).json_value()
-            page.select_option(".cmlw-picker-folders select", value=option)
-            page.wait_for_function("() => document.querySelector('.cmlw-picker-path input').value "
-                                   "=== 'sign-language-digits'", timeout=MINUTE)
-            page.wait_for_selector(".cmlw-picker-ready", timeout=MINUTE)
-            summary = page.inner_text(".cmlw-picker-summary")
-            assert "10 labels" in summary and "200 images" in summary, summary
-            labels = sorted(page.eval_on_selector_all(".cmlw-class-label", "els => els.map(e => e.textContent)"))
-            assert labels == [str(i) for i in range(10)], labels
-            assert page.locator(".cmlw-picker-classes img").count() >= 10  # thumbnails of every label
-            ui.check("picking the sample data")
-            ui.shot("02-data-picked", ".cmlw-section-data")
+        # 2. Pick the sample in the DataSourcePicker: up to the data root, open sign-language-digits.
+        page.click(".cmlw-picker-up")
+        page.wait_for_function("() => document.querySelector('.cmlw-picker-path input').value === ''")
+        option = page.wait_for_function(
+            "() => [...document.querySelectorAll('.cmlw-picker-folders option')]"
+            ".map(o => o.value).find(v => v.includes('sign-language-digits'))", timeout=MINUTE).json_value()
+        page.select_option(".cmlw-picker-folders select", value=option)
+        page.wait_for_function("() => document.querySelector('.cmlw-picker-path input').value "
+                               "=== 'sign-language-digits'", timeout=MINUTE)
+        page.wait_for_selector(".cmlw-picker-ready", timeout=MINUTE)
+        # The data root is usable too (two labels: its two folders); wait for the sample's own table.
+        page.wait_for_function("() => document.querySelectorAll('.cmlw-class-label').length === 10", timeout=MINUTE)
+        summary = page.inner_text(".cmlw-picker-summary")
+        assert "10 labels" in summary and "200 images" in summary, summary
+        labels = sorted(page.eval_on_selector_all(".cmlw-class-label", "els => els.map(e => e.textContent)"))
+        assert labels == [str(i) for i in range(10)], labels
+        assert page.locator(".cmlw-picker-classes img").count() >= 10  # thumbnails of every label
+        ui.check("picking the sample data")
+        ui.shot("image-02-data-picked", ".cmlw-section-data")
 
-            # 3. Parameters: 10 iterations, a fixed 20% validation split with a seed.
-            page.fill(".cmlw-param-max_iterations input", "10")
-            page.select_option(".cmlw-param-validation select", label="fixed ratio")
-            page.fill(".cmlw-param-validation-ratio input", "0.2")
-            page.fill(".cmlw-param-validation-seed input", "3")
-            page.wait_for_timeout(500)  # the form validates as one types
-            field_errors = [e for e in page.eval_on_selector_all(".cmlw-field-error, .cmlw-form-error",
-                                                                   "els => els.map(e => e.textContent.trim())") if e]
-            assert not field_errors, field_errors
-            ui.check("setting parameters")
-            ui.shot("03-parameters", ".cmlw-section-parameters")
+        # 3. Parameters: 10 iterations, a fixed 20% validation split with a seed.
+        page.fill(".cmlw-param-max_iterations input", "10")
+        page.select_option(".cmlw-param-validation select", label="fixed ratio")
+        page.fill(".cmlw-param-validation-ratio input", "0.2")
+        page.fill(".cmlw-param-validation-seed input", "3")
+        page.wait_for_timeout(500)  # the form validates as one types
+        field_errors = [e for e in page.eval_on_selector_all(".cmlw-field-error, .cmlw-form-error",
+                                                               "els => els.map(e => e.textContent.trim())") if e]
+        assert not field_errors, field_errors
+        ui.check("setting parameters")
+        ui.shot("image-03-parameters", ".cmlw-section-parameters")
 
-            # 4. Train, and follow it to the end.
-            t_train = time.monotonic()
-            page.click(".cmlw-train-button")
-            page.wait_for_selector(".cmlw-training-progress .cmlw-state-running, .cmlw-state-done", timeout=MINUTE)
-            ui.shot("04-training", ".cmlw-section-training")  # while it runs (unless it was quicker)
-            page.wait_for_selector(".cmlw-state-done", timeout=4 * MINUTE)
-            timings["training"] = time.monotonic() - t_train
-            ui.shot("05-trained", ".cmlw-section-training")
-            assert "done" in page.inner_text(".cmlw-train-message")
-            counts = page.inner_text(".cmlw-progress-counts")
-            assert counts.startswith("10 / 10"), counts
-            page.wait_for_function(  # the loss curve has its points
-                "() => document.querySelectorAll('.cmlw-progress-chart .scatterlayer .point').length >= 10",
-                timeout=MINUTE)
+        # 4. Train, and follow it to the end (quick: 10 iterations; the next test follows a long run).
+        page.click(".cmlw-train-button")
+        page.wait_for_selector(".cmlw-training-progress .cmlw-state-running, .cmlw-state-done", timeout=MINUTE)
+        page.wait_for_selector(".cmlw-state-done", timeout=4 * MINUTE)
+        visit.mark("trained")
+        ui.shot("image-05-trained", ".cmlw-section-training")
+        assert "done" in page.inner_text(".cmlw-train-message")
+        counts = page.inner_text(".cmlw-progress-counts")
+        assert counts.startswith("10 / 10"), counts
+        page.wait_for_function(  # the loss curve has its points
+            "() => document.querySelectorAll('.cmlw-progress-chart .scatterlayer .point').length >= 10",
+            timeout=MINUTE)
 
-            # 5. The confusion matrix: a Plotly heatmap of the 40 validation photos.
-            page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
-            page.wait_for_function("() => document.querySelectorAll("
-                                   "'.cmlw-confusion-matrix-chart .heatmaplayer text').length > 0", timeout=MINUTE)
-            assert "on 40 examples" in page.inner_text(".cmlw-cm-summary"), page.inner_text(".cmlw-cm-summary")
-            numbers, _ticks = _heatmap_cells(page)
-            assert sum(n for n, _, _ in numbers) == 40, numbers
-            ui.check("training")
-            ui.shot("06-confusion-matrix", ".cmlw-section-evaluation")
+        # 5. The confusion matrix: a Plotly heatmap of the 40 validation photos.
+        page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+        page.wait_for_function("() => document.querySelectorAll("
+                               "'.cmlw-confusion-matrix-chart .heatmaplayer text').length > 0", timeout=MINUTE)
+        assert "on 40 examples" in page.inner_text(".cmlw-cm-summary"), page.inner_text(".cmlw-cm-summary")
+        numbers, _ticks = _heatmap_cells(page)
+        assert sum(n for n, _, _ in numbers) == 40, numbers
+        ui.check("training")
+        ui.shot("image-06-confusion-matrix", ".cmlw-section-evaluation")
 
-            # 6. Click the fullest cell: its photos appear, as many as the cell counts.
-            numbers, (xticks, yticks) = _heatmap_cells(page)
-            count, x, y = max(numbers)
-            predicted_label = min(xticks, key=lambda t: abs(t[1] - x))[0]  # the column under the pointer
-            true_label = min(yticks, key=lambda t: abs(t[2] - y))[0]  # the row
-            page.mouse.move(x, y)
-            page.mouse.click(x, y)
-            page.wait_for_selector(".cmlw-cm-examples img", timeout=MINUTE)
-            heading = page.inner_text(".cmlw-cm-selection")
-            assert heading.startswith(f"True {true_label} · predicted {predicted_label} — {count} "), heading
-            assert page.locator(".cmlw-cm-examples figure img").count() == count
-            ui.check("clicking a confusion-matrix cell")
-            ui.shot("07-cell-examples", ".cmlw-section-evaluation")
+        # 6. Click the fullest cell: its photos appear, as many as the cell counts.
+        numbers, (xticks, yticks) = _heatmap_cells(page)
+        count, x, y = max(numbers)
+        predicted_label = min(xticks, key=lambda t: abs(t[1] - x))[0]  # the column under the pointer
+        true_label = min(yticks, key=lambda t: abs(t[2] - y))[0]  # the row
+        page.mouse.move(x, y)
+        page.mouse.click(x, y)
+        page.wait_for_selector(".cmlw-cm-examples img", timeout=MINUTE)
+        heading = page.inner_text(".cmlw-cm-selection")
+        assert heading.startswith(f"True {true_label} · predicted {predicted_label} — {count} "), heading
+        assert page.locator(".cmlw-cm-examples figure img").count() == count
+        ui.check("clicking a confusion-matrix cell")
+        ui.shot("image-07-cell-examples", ".cmlw-section-evaluation")
 
-            # 7. Predict a photo in the preview: the photo and every label with its confidence.
-            path = page.input_value(".cmlw-preview-path input")
-            assert path.endswith((".JPG", ".jpg")), path
-            page.click(".cmlw-preview-button")
-            page.wait_for_selector(".cmlw-preview-top", timeout=2 * MINUTE)
-            predicted = page.eval_on_selector_all(".cmlw-preview-results .cmlw-bar-label",
-                                                  "els => els.map(e => e.textContent)")
-            assert sorted(predicted) == labels, predicted
-            assert page.locator(".cmlw-preview-image img").count() == 1
-            top = page.inner_text(".cmlw-preview-top")
-            assert top.split()[0] in labels and "%" in top, top
-            ui.check("predicting in the preview")
-            ui.shot("08-prediction", ".cmlw-section-preview")
+        # 7. Predict a photo in the preview: the photo and every label with its confidence.
+        path = page.input_value(".cmlw-preview-path input")
+        assert path.endswith((".JPG", ".jpg")), path
+        page.click(".cmlw-preview-button")
+        page.wait_for_selector(".cmlw-preview-top", timeout=2 * MINUTE)
+        predicted = page.eval_on_selector_all(".cmlw-preview-results .cmlw-bar-label",
+                                              "els => els.map(e => e.textContent)")
+        assert sorted(predicted) == labels, predicted
+        assert page.locator(".cmlw-preview-image img").count() == 1
+        top = page.inner_text(".cmlw-preview-top")
+        assert top.split()[0] in labels and "%" in top, top
+        ui.check("predicting in the preview")
+        ui.shot("image-08-prediction", ".cmlw-section-preview")
 
-            # 8. Export: a download link to the .mlmodel, which downloads and runs.
-            page.click(".cmlw-export-button")
-            link = page.wait_for_selector("a.cmlw-download", timeout=3 * MINUTE)
-            name = link.get_attribute("download")
-            assert name == "ImageClassifier.mlmodel", name
-            assert link.get_attribute("href").startswith("data:application/octet-stream;base64,")
-            with page.expect_download(timeout=MINUTE) as download:
-                link.click()
-            saved = tmp_path / name
-            download.value.save_as(saved)
-            ui.check("exporting")
-            ui.shot("09-export", ".cmlw-section-export")
-            ui.shot("10-dashboard-after-export")
-            timings["total"] = time.monotonic() - t0
-        finally:
-            with contextlib.suppress(Exception):
-                ui.shot("zz-last-state")
-            page.close()
-    (ARTIFACTS / "browser-timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1))
+        # 8. Export: a download link to the .mlmodel, which downloads and runs.
+        page.click(".cmlw-export-button")
+        link = page.wait_for_selector("a.cmlw-download", timeout=3 * MINUTE)
+        name = link.get_attribute("download")
+        assert name == "ImageClassifier.mlmodel", name
+        assert link.get_attribute("href").startswith("data:application/octet-stream;base64,")
+        with page.expect_download(timeout=MINUTE) as download:
+            link.click()
+        saved = tmp_path / name
+        download.value.save_as(saved)
+        ui.check("exporting")
+        ui.shot("image-09-export", ".cmlw-section-export")
+        ui.shot("image-10-dashboard-after-export")
 
     # The downloaded file is a Core ML image classifier over the ten labels, and it runs.
     from PIL import Image
@@ -346,13 +551,155 @@ def test_train_evaluate_preview_and_export_in_the_dashboard(browser, tmp_path):
     out = spec_eval.evaluate(saved, {"image": Image.open(photo).convert("RGB").resize((224, 224))})
     assert sorted(out["classLabelProbs"]) == labels
     assert out["classLabel"] in labels and abs(sum(out["classLabelProbs"].values()) - 1) < 1e-3
-    tracebacks = _voila_log_problems(log_path)
-    assert not tracebacks, "the kernel or the server logged tracebacks:\n" + "\n---\n".join(tracebacks)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_follow_cancel_and_resume_a_long_training_in_the_dashboard(browser, cache):
+    """A multilayer perceptron for 500 iterations: seen while it runs, cancelled part way, resumed to the end.
+
+    An iteration takes 10 ms (an idle machine) to 60 ms (a busy one): 500 leave the cancel seconds to arrive."""
+    total = 500
+    with open_dashboard(browser, cache, "cancel_resume") as visit:
+        ui, page = visit.ui, visit.page
+        assert "200 images" in page.inner_text(".cmlw-picker-summary")  # the picker opens on the sample
+
+        page.select_option(".cmlw-param-classifier select", label="multilayer perceptron")
+        page.wait_for_selector(".cmlw-param-layer-sizes input", state="visible", timeout=MINUTE)
+        assert page.input_value(".cmlw-param-layer-sizes input") == "128, 64"
+        page.fill(".cmlw-param-max_iterations input", str(total))
+        page.wait_for_timeout(500)  # the form validates as one types
+        field_errors = [e for e in page.eval_on_selector_all(".cmlw-field-error, .cmlw-form-error",
+                                                               "els => els.map(e => e.textContent.trim())") if e]
+        assert not field_errors, field_errors
+        ui.check("choosing a multilayer perceptron")
+
+        # 1. Train, and see it run: a count of iterations below the total, Cancel on, Resume off.
+        page.evaluate(RECORD_COUNTS_JS)
+        page.click(".cmlw-train-button")
+        page.wait_for_function(
+            "() => { const m = /^(\\d+) \\/ (\\d+) iterations/.exec("
+            "(document.querySelector('.cmlw-progress-counts') || {innerText: ''}).innerText.trim());"
+            " return m && +m[1] >= 3 && document.querySelector('.cmlw-training-progress .cmlw-state-running'); }",
+            timeout=3 * MINUTE)
+        running, shown_total, unit = _counts(page)
+        assert unit == "iterations" and shown_total == total and 3 <= running < total, (running, shown_total, unit)
+        assert page.is_enabled(".cmlw-cancel-button") and page.is_disabled(".cmlw-resume-button")
+        assert page.is_disabled(".cmlw-train-button")  # no second run while one runs
+        assert "left" in page.inner_text(".cmlw-progress-counts")  # a time estimate while it runs
+        visit.mark("running")
+        ui.check("training")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # quick, while it runs: not Page.shot's resizing
+        page.locator(".cmlw-section-training").screenshot(path=SCREENSHOTS / "resume-0-running.png")
+
+        # 2. Cancel: it stops part way and stays stopped; Resume is offered, there is nothing to export.
+        page.click(".cmlw-cancel-button")
+        page.wait_for_selector(".cmlw-training-progress .cmlw-state-cancelled", timeout=MINUTE)
+        visit.mark("cancelled")
+        stopped, shown_total, unit = _counts(page)
+        assert unit == "iterations" and running <= stopped < total, (running, stopped, total)
+        assert "cancelled" in page.inner_text(".cmlw-progress-phase")
+        assert "Resume" in page.inner_text(".cmlw-train-message")
+        assert page.is_enabled(".cmlw-resume-button") and page.is_disabled(".cmlw-cancel-button")
+        assert page.is_enabled(".cmlw-train-button") and page.is_disabled(".cmlw-export-button")
+        ui.shot("resume-1-cancelled", ".cmlw-section-training")
+        page.wait_for_timeout(1500)
+        assert _counts(page)[0] == stopped, "training went on after it was cancelled"
+        ui.check("cancelling")
+
+        # 3. Resume: it goes on from where it stopped, live, to the full count.
+        page.click(".cmlw-resume-button")
+        page.wait_for_selector(".cmlw-training-progress .cmlw-state-done", timeout=3 * MINUTE)
+        visit.mark("resumed_and_done")
+        assert _counts(page) == (total, total, "iterations"), page.inner_text(".cmlw-progress-counts")
+        assert "done" in page.inner_text(".cmlw-train-message")
+        seen = page.evaluate("() => window.__cmlwCounts")
+        cancelled_at = next(i for i, (_text, state) in enumerate(seen) if state == "cancelled")
+        before = [int(m[1]) for text, state in seen[:cancelled_at]
+                  if state == "running" and (m := COUNTS.match(text)) and m[3] == "iterations"]
+        after = [int(m[1]) for text, state in seen[cancelled_at:]
+                 if (m := COUNTS.match(text)) and m[3] == "iterations"]
+        assert before and max(before) < total, seen[:cancelled_at]
+        assert after and min(after) >= stopped, f"Resume started over instead of going on from {stopped}: {after}"
+        assert any(stopped < n < total for n in after), f"the resumed run was not shown while it ran: {after}"
+        assert after == sorted(after), f"the count went backwards: {after}"
+        # the loss curve has every iteration, those before the cancel and those after it
+        page.wait_for_function(
+            f"() => {{ const t = document.querySelector('.cmlw-progress-chart .scatterlayer .trace');"
+            f" return t && t.querySelectorAll('.point').length === {total}; }}", timeout=MINUTE)
+        page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+        assert page.is_enabled(".cmlw-export-button")
+        ui.check("resuming")
+        ui.shot("resume-2-done", ".cmlw-section-training")
+        ui.shot("resume-3-dashboard")
+        RESULTS["cancel_resume_counts"] = {"running": running, "cancelled": stopped, "total": total}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(360)
+def test_hand_pose_classifier_in_the_dashboard(browser, cache):
+    """Switch to the hand pose task: skeletons on the sample's thumbnails, train, predict a photo."""
+    with open_dashboard(browser, cache, "hand_pose") as visit:
+        ui, page = visit.ui, visit.page
+        thumbs = ".cmlw-picker-classes figure.cmlw-thumb img"
+        # The image task's thumbnails of the sample, for comparison: the same photos without skeletons.
+        plain = {title: red for title, red, _n in page.evaluate(RED_PIXELS_JS, thumbs)}
+        assert len(plain) >= 20, plain
+
+        # 1. Switch the task with the toggle buttons; the app is rebuilt for hand poses.
+        page.locator(".cmlw-task-select button", has_text="Hand Pose Classifier").click()
+        page.wait_for_selector(".cmlw-param-maximum_iterations input", timeout=2 * MINUTE)
+        page.wait_for_selector(".cmlw-picker-ready", timeout=2 * MINUTE)
+        visit.mark("switched")
+        assert "Hand Pose Classifier" in page.inner_text(".cmlw-app-title")
+        assert page.locator(".cmlw-task-select button.mod-active").inner_text().strip() == "Hand Pose Classifier"
+        summary = page.inner_text(".cmlw-picker-summary")
+        assert "10 labels" in summary and "200 images" in summary, summary
+        assert page.locator(".cmlw-thumb-missing").count() == 0
+        drawn = page.evaluate(RED_PIXELS_JS, thumbs)
+        assert len(drawn) == 20, drawn  # two photos a label
+        for title, red, _n in drawn:
+            assert red >= 20, f"no skeleton drawn on the thumbnail of {title} ({red} skeleton-red pixels)"
+            assert plain.get(title, 0) <= 3, f"{title} is that red without a skeleton: the check proves nothing"
+        ui.check("switching to hand poses")
+        ui.shot("handpose-1-data", ".cmlw-section-data")
+
+        # 2. Train a few iterations (the keypoints of 200 photos are extracted first).
+        page.fill(".cmlw-param-maximum_iterations input", "10")
+        page.wait_for_timeout(500)
+        page.click(".cmlw-train-button")
+        page.wait_for_selector(".cmlw-training-progress .cmlw-state-done", timeout=4 * MINUTE)
+        visit.mark("trained")
+        assert _counts(page) == (10, 10, "iterations"), page.inner_text(".cmlw-progress-counts")
+        page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+        ui.check("training hand poses")
+        ui.shot("handpose-2-trained", ".cmlw-section-training")
+
+        # 3. Predict a photo: the photo with its skeleton, the hand named, every label with a confidence.
+        path = page.input_value(".cmlw-preview-path input")
+        assert path.startswith("sign-language-digits/") and path.endswith((".JPG", ".jpg")), path
+        page.click(".cmlw-preview-button")
+        page.wait_for_selector(".cmlw-preview-top", timeout=2 * MINUTE)
+        visit.mark("predicted")
+        caption = page.inner_text(".cmlw-preview-image")
+        assert re.search(rf"{re.escape(Path(path).name)} · (left|right) hand", caption), caption
+        [(_title, red, pixels)] = page.evaluate(RED_PIXELS_JS, ".cmlw-preview-image img")
+        assert red >= 100, f"no skeleton on the predicted photo ({red} of {pixels} pixels skeleton-red)"
+        predicted = page.eval_on_selector_all(".cmlw-preview-results .cmlw-bar-label",
+                                              "els => els.map(e => e.textContent)")
+        assert sorted(predicted) == [str(i) for i in range(10)], predicted
+        top = page.inner_text(".cmlw-preview-top")
+        assert top.split()[0] in predicted and "%" in top, top
+        ui.check("predicting a hand pose")
+        ui.shot("handpose-3-prediction", ".cmlw-section-preview")
+        ui.shot("handpose-4-dashboard")
 
 
 @pytest.mark.timeout(240)
 def test_the_error_checks_see_a_broken_dashboard(browser, tmp_path):
-    """The checks above must be able to fail: a notebook whose widget callback and cell break is caught."""
+    """The checks above must be able to fail: a notebook whose cell breaks, served as `make dashboard`
+    serves the dashboard, is caught on the page (Voilà hides the traceback there: no --show_tracebacks)
+    and in the server's log (where the traceback is)."""
     import nbformat
 
     nb = nbformat.v4.new_notebook(cells=[
@@ -361,18 +708,50 @@ def test_the_error_checks_see_a_broken_dashboard(browser, tmp_path):
     ])
     broken = tmp_path / "broken.ipynb"
     nbformat.write(nb, broken)
-    log_path = ARTIFACTS / "voila-broken.log"
-    with voila(broken, tmp_path / "cache", log_path) as (url, remember_children):
-        ui = Page(browser, url)
+    port = _free_port()
+    words = shlex.split(dashboard_command(port))
+    words[words.index(DASHBOARD)] = str(broken)
+    with serve(shlex.join(words), port, tmp_path / "cache", ARTIFACTS / "voila-broken.log") as server:
+        ui = Page(browser, server.url)
         try:
-            ui.page.goto(url, timeout=2 * MINUTE)
+            ui.page.goto(server.url, timeout=2 * MINUTE)
             ui.page.wait_for_selector(".widget-button", timeout=2 * MINUTE)
-            ui.page.wait_for_function("() => document.body.innerText.includes('the dashboard broke')",
+            ui.page.wait_for_function("() => document.body.innerText.includes('There was an error when executing cell')",
                                       timeout=MINUTE)
-            remember_children()
             found = ui.errors_shown()
-            assert any("the dashboard broke" in f for f in found), found
-            with pytest.raises(AssertionError, match="the dashboard broke"):
+            assert any("There was an error when executing cell [2]" in f for f in found), found
+            with pytest.raises(AssertionError, match="executing cell"):
                 ui.check("opening a broken dashboard")
         finally:
             ui.page.close()
+        tracebacks = _log_problems(server.log_text())
+    assert any("the dashboard broke" in t for t in tracebacks), tracebacks
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.xfail(strict=True, reason="the page's shutdown beacon is refused: Voilà posts voila/api/shutdown/<kernel> "
+                   "with the _xsrf cookie, which the server never sets (403 '_xsrf' argument missing), so a kernel "
+                   "outlives its page and every reload keeps another one in Binder's 2 GB")
+def test_leaving_the_dashboard_shuts_its_kernel_down(browser, tmp_path):
+    """Voilà's widget manager shuts the page's kernel down on `beforeunload` (a tab closed or reloaded),
+    so a Binder session holds only the kernels of the pages open in it. Served as `make dashboard` serves."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import ipywidgets as w\nw.Button(description='fine')")])
+    notebook = tmp_path / "widget.ipynb"
+    nbformat.write(nb, notebook)
+    port = _free_port()
+    words = shlex.split(dashboard_command(port))
+    words[words.index(DASHBOARD)] = str(notebook)
+    with serve(shlex.join(words), port, tmp_path / "cache", ARTIFACTS / "voila-leave.log") as server:
+        ui = Page(browser, server.url)
+        ui.page.goto(server.url, timeout=2 * MINUTE)
+        ui.page.wait_for_selector(".widget-button", timeout=2 * MINUTE)
+        kernels = [psutil.Process(pid) for pid in server.memory.kernels()]
+        assert len(kernels) == 1, kernels
+        # What closing the tab fires (dispatched too: headless Chromium may drop a beacon sent while closing).
+        ui.page.evaluate("() => window.dispatchEvent(new Event('beforeunload'))")
+        ui.page.close(run_before_unload=True)
+        _gone, alive = psutil.wait_procs(kernels, timeout=20)
+        refused = [line for line in server.log_text().splitlines() if "api/shutdown" in line]
+        assert not alive, "the kernel is still running after its page was left:\n" + "\n".join(refused)
