@@ -6,6 +6,7 @@ generator — round-trips through `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -36,6 +37,58 @@ class TensorData:
         return self.x, self.y
 
 
+class AdamW:
+    """torch.optim.AdamW's algorithm (defaults: betas 0.9/0.999, eps 1e-8, no amsgrad), state dicts in its format.
+
+    Its own because constructing any torch.optim optimizer imports torch._dynamo on first use (about
+    1 s): a fresh process (the command line, a dashboard kernel) would pay that before every first
+    training, longer than training a hand pose model takes.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
+        self.params = list(params)
+        self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                              "amsgrad": False, "maximize": False, "params": list(range(len(self.params)))}]
+        self.state: dict[int, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            st = self.state.get(i)
+            if st is None:
+                st = self.state[i] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
+                                      "exp_avg_sq": torch.zeros_like(p)}
+            st["step"] += 1
+            step = float(st["step"])
+            p.mul_(1 - lr * wd)
+            st["exp_avg"].lerp_(p.grad, 1 - beta1)
+            st["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+            denom = (st["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2 ** step)).add_(eps)
+            p.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - beta1 ** step))
+
+    def state_dict(self) -> dict:
+        return {"state": {i: {k: v.clone() for k, v in st.items()} for i, st in self.state.items()},
+                "param_groups": [dict(g, params=list(g["params"])) for g in self.param_groups]}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state["param_groups"][0]
+        self.param_groups[0].update({k: saved[k] for k in ("lr", "eps", "weight_decay") if k in saved})
+        if "betas" in saved:
+            self.param_groups[0]["betas"] = tuple(saved["betas"])
+        self.state = {int(i): {"step": torch.as_tensor(st["step"], dtype=torch.float32).clone(),
+                               "exp_avg": st["exp_avg"].clone(), "exp_avg_sq": st["exp_avg_sq"].clone()}
+                      for i, st in state["state"].items()}
+
+
 class Trainer:
     """Trains `net` on `train` and reports loss/accuracy on `train` and `validation`."""
 
@@ -57,7 +110,7 @@ class Trainer:
             self.optimizer = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=20, history_size=10,
                                                line_search_fn="strong_wolfe")
         elif optimizer == "adam":
-            self.optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+            self.optimizer = AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
         else:
             raise ValueError(f"unknown optimizer {optimizer!r}")
 

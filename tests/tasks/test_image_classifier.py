@@ -207,8 +207,8 @@ def _objective(net, x, y, weight_decay=1e-3) -> float:
 
 def test_logistic_trainer_matches_torch_lbfgs(digit_features):
     from createml_widgets.nets import LinearHead
+    from createml_widgets.nets.logistic import LogisticRegressionTrainer
     from createml_widgets.nets.training import TensorData, Trainer
-    from createml_widgets.tasks.image_classifier import LogisticRegressionTrainer
 
     x, y, vx, vy = digit_features
     torch.manual_seed(0)
@@ -234,7 +234,7 @@ def test_logistic_trainer_matches_torch_lbfgs(digit_features):
 
 
 def test_logistic_trainer_small_space_is_the_same_problem(digit_features):
-    from createml_widgets.tasks.image_classifier import LogisticRegressionTrainer
+    from createml_widgets.nets.logistic import LogisticRegressionTrainer
 
     x, y, vx, vy = digit_features
     small = LogisticRegressionTrainer(x, y, vx, vy, 4, seed=3, reduce=True)
@@ -250,8 +250,8 @@ def test_logistic_trainer_small_space_is_the_same_problem(digit_features):
 
 
 def test_logistic_trainer_state_is_a_snapshot_and_resumes_exactly(digit_features, tmp_path):
+    from createml_widgets.nets.logistic import LogisticRegressionTrainer
     from createml_widgets.session import load_tensors, save_tensors
-    from createml_widgets.tasks.image_classifier import LogisticRegressionTrainer
 
     x, y, vx, vy = digit_features
     a = LogisticRegressionTrainer(x, y, vx, vy, 4, seed=1)
@@ -274,8 +274,8 @@ def test_logistic_trainer_state_is_a_snapshot_and_resumes_exactly(digit_features
 def test_logistic_trainer_continues_a_torch_lbfgs_checkpoint(digit_features):
     """Sessions saved by the generic Trainer (torch.optim.LBFGS state) resume with the new trainer."""
     from createml_widgets.nets import LinearHead
+    from createml_widgets.nets.logistic import LogisticRegressionTrainer
     from createml_widgets.nets.training import TensorData, Trainer
-    from createml_widgets.tasks.image_classifier import LogisticRegressionTrainer
 
     x, y, vx, vy = digit_features
     torch.manual_seed(0)
