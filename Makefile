@@ -26,8 +26,14 @@ chromium:
 test: install chromium
 	$(PY) -m pytest -q -ra
 
+# Kernels of pages that were closed or reloaded are shut down after KERNEL_IDLE_S seconds without a page
+# (Voilà's own shutdown-on-leave request is refused for want of an _xsrf cookie, voila issue #1458): a
+# kernel with its page open is never culled, even while it trains in the background.
+KERNEL_IDLE_S ?= 120
+KERNEL_CULL_INTERVAL_S ?= 30
+
 dashboard: install
-	$(VENV)/bin/voila notebooks/dashboard.ipynb --port=$(PORT) --Voila.ip=127.0.0.1 --no-browser
+	$(VENV)/bin/voila notebooks/dashboard.ipynb --port=$(PORT) --Voila.ip=127.0.0.1 --no-browser --MappingKernelManager.cull_idle_timeout=$(KERNEL_IDLE_S) --MappingKernelManager.cull_interval=$(KERNEL_CULL_INTERVAL_S) --MappingKernelManager.cull_connected=False
 
 bench: install
 	$(PY) -m benchmarks
