@@ -98,6 +98,11 @@ class CachedFailure(Exception):
     """A failure remembered by the cache (e.g. no hand in a photo): not worth recomputing."""
 
 
+# Stands for the file's path in a cached failure's text: entries are keyed by content, so the same
+# failure is replayed for every copy of a file and must name the copy at hand, not the first one seen.
+SOURCE_TOKEN = "\x00source\x00"
+
+
 class FeatureCache:
     """One .npy file per item under `root/features/`; writes are atomic and safe across processes."""
 
@@ -108,7 +113,8 @@ class FeatureCache:
     def _path(self, key: str, suffix: str) -> Path:
         return self.root / "features" / key[:2] / f"{key}{suffix}"
 
-    def get(self, key: str) -> np.ndarray | CachedFailure | None:
+    def get(self, key: str, source=None) -> np.ndarray | CachedFailure | None:
+        """The entry under `key`; a cached failure's text names `source` (the file asked about)."""
         if not self.enabled:
             return None
         base = os.path.join(self._features_dir, key[:2], key)
@@ -130,7 +136,8 @@ class FeatureCache:
         if os.path.exists(fail):
             try:
                 with open(fail, encoding="utf-8") as f:
-                    return CachedFailure(json.load(f)["reason"])
+                    reason = json.load(f)["reason"]
+                return CachedFailure(reason.replace(SOURCE_TOKEN, str(source) if source is not None else "the file"))
             except (OSError, ValueError, KeyError):
                 return None
         return None
@@ -139,13 +146,16 @@ class FeatureCache:
     def _features_dir(self) -> str:
         return os.path.join(os.fspath(self.root), "features")
 
-    def put(self, key: str, value: np.ndarray | BaseException) -> None:
+    def put(self, key: str, value: np.ndarray | BaseException, source=None) -> None:
+        """Store features, or a failure; `source` (the file's path) is kept out of a failure's text."""
         if not self.enabled:
             return
         try:
             if isinstance(value, BaseException):
-                self._write(self._path(key, ".fail.json"),
-                            json.dumps({"reason": f"{value.__class__.__name__}: {value}"}).encode())
+                reason = f"{value.__class__.__name__}: {value}"
+                if source is not None and str(source):
+                    reason = reason.replace(str(source), SOURCE_TOKEN)
+                self._write(self._path(key, ".fail.json"), json.dumps({"reason": reason}).encode())
             else:
                 import io
 
@@ -199,7 +209,7 @@ class CachingExtractor:
         results: list = [None] * len(items)
         misses = []
         for i, item in enumerate(items):
-            cached = self.cache.get(item.key)
+            cached = self.cache.get(item.key, getattr(item, "source", None))
             if cached is None:
                 misses.append(i)
             else:
@@ -214,5 +224,5 @@ class CachingExtractor:
             for i, value in zip(misses, fresh):
                 results[i] = value
                 if not isinstance(value, BaseException) or getattr(value, "cacheable", False):
-                    self.cache.put(items[i].key, value)
+                    self.cache.put(items[i].key, value, getattr(items[i], "source", None))
         return results

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +18,13 @@ from createml_widgets.features.hand_keypoints import (
     keypoints_array,
 )
 
+DIGITS = Path(__file__).resolve().parents[2] / "createml_widgets" / "samples" / "sign-language-digits"
 TIPS = [8, 12, 16, 20]  # index, middle, ring, little fingertips
 WRIST = 0
+
+
+def _photos(label: str) -> list[Path]:
+    return sorted((DIGITS / label).glob("*.JPG"))
 
 
 def test_vision_layout_on_an_upright_open_hand(image_detector, open_hand_photo):
@@ -200,9 +206,7 @@ def test_draw_hand_on_a_detected_photo(image_detector, open_hand_photo):
 def test_retry_after_upscaling_and_padding_finds_hands_that_fill_the_photo():
     """The sample photos are 100 x 100 with the hand filling them: MediaPipe alone misses many, the
     upscaled, padded retry finds them (measured on all 200: 170 without, 195 with)."""
-    from conftest import photos
-
-    sample = photos("1") + photos("2")
+    sample = _photos("1") + _photos("2")
     found = {}
     for retry in (False, True):
         with HandKeypointDetector(fallback_complexity=None, retry=retry) as det:
@@ -214,10 +218,8 @@ def test_retry_after_upscaling_and_padding_finds_hands_that_fill_the_photo():
 def test_two_hands_most_confident_first_with_chirality(image_detector):
     """Two real hands side by side (a right hand and the mirror image of another): both are found,
     most confident first, one left and one right; `detect` keeps the most confident one."""
-    from conftest import photos
-
-    left_photo = Image.open(photos("5")[0]).convert("RGB").resize((240, 240))
-    right_photo = ImageOps.mirror(Image.open(photos("5")[3]).convert("RGB").resize((240, 240)))
+    left_photo = Image.open(_photos("5")[0]).convert("RGB").resize((240, 240))
+    right_photo = ImageOps.mirror(Image.open(_photos("5")[3]).convert("RGB").resize((240, 240)))
     both = Image.new("RGB", (560, 300), (200, 200, 200))
     both.paste(left_photo, (20, 30))
     both.paste(right_photo, (300, 30))

@@ -90,3 +90,19 @@ def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path):
     a, b = model.prediction(window)[0].results, again.prediction(window)[0].results
     assert [label for label, _ in a] == [label for label, _ in b]
     assert np.allclose([c for _, c in a], [c for _, c in b], atol=1e-5)
+
+
+def test_a_cached_no_hand_names_the_file_at_hand_not_its_first_copy(small_digits, tmp_path, own_cache):
+    """The cache is keyed by content: the remembered "no hand" of one file is replayed for a copy, and
+    must then name the copy."""
+    from PIL import Image
+
+    Image.new("RGB", (160, 160), (200, 200, 200)).save(small_digits / "1" / "first.png")
+    params = HP.ModelParameters(maximum_iterations=1, validation=ValidationData.none())
+    HP(HP.DataSource.labeled_directories(small_digits), params)
+    (small_digits / "1" / "first.png").rename(small_digits / "1" / "copy.png")
+    again = HP.train(HP.DataSource.labeled_directories(small_digits), params)
+    model = again.result(timeout=300)
+    assert again.session.summary["extraction"]["extracted"] == 0  # the failure came from the cache
+    [reason] = [s["reason"] for s in model.training_metrics.skipped if "NoHand" in s["reason"]]
+    assert "copy.png" in reason and "first.png" not in reason
