@@ -99,6 +99,24 @@ def mkdir_under_root(path: Path, root: Path) -> Path:
     return current.resolve()
 
 
+def hide_root(text: str, root) -> str:
+    """`text` with the absolute path of `root` left out, for what a dashboard shows (it may be served to
+    others, who need not learn where the data lies on the server): `/srv/data/digits/1.jpg` reads
+    `digits/1.jpg`, the root itself `./`. The root is matched as given and as its real path."""
+    if not text or root is None:
+        return text
+    given = Path(os.fspath(root)).expanduser()
+    prefixes = set()
+    for variant in (given, given.resolve()):
+        if variant.is_absolute() and variant.parent != variant:  # never "/" itself: every path starts so
+            prefixes.add(str(variant).rstrip("/\\"))
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        pattern = re.compile(r"(?<![\w.\-/\\])" + re.escape(prefix)
+                             + r"(?:(?P<inside>[/\\]+)(?=[^\s'\"`,;:)\]}>])|[/\\]*(?![\w\-]|\.\w))")
+        text = pattern.sub(lambda m: "" if m.group("inside") else "./", text)
+    return text
+
+
 def relative_to_root(path: Path, root: Path) -> str:
     """`path` as a POSIX path relative to `root` ("" for the root itself)."""
     rel = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()

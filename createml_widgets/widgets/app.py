@@ -18,7 +18,7 @@ import traitlets
 
 from ..session import MLTrainingSessionParameters
 from ._look import style_while_enabled
-from ._paths import sanitize_filename
+from ._paths import hide_root, sanitize_filename
 from ._tasks import TASKS, task_info
 from .confusion_matrix import ConfusionMatrix
 from .data_source_picker import DataSourcePicker
@@ -132,10 +132,10 @@ class TrainerApp(widgets.VBox):
         self.train_button.on_click(lambda _b: self._train_clicked())
         self.train_message = widgets.HTML()
         self.train_message.add_class("cmlw-train-message")
-        self.progress = TrainingProgress(what=info.media_plural)
+        self.progress = TrainingProgress(what=info.media_plural, root=self.picker.root)
         self.progress.observe(self._on_trained, "model")
         self.progress.observe(self._on_progress_state, "state")
-        self.confusion = ConfusionMatrix()
+        self.confusion = ConfusionMatrix(root=self.picker.root)
         self.model_summary = widgets.HTML()
         self.model_summary.add_class("cmlw-model-summary")
         self.preview = PredictionPreview(root=self.picker.root, task=info.key)
@@ -226,8 +226,8 @@ class TrainerApp(widgets.VBox):
         metrics["Training"] = model.training_metrics
         self.confusion.metrics = metrics
         try:
-            self.model_summary.value = (f"<details><summary><b>Model summary</b></summary>{model._repr_html_()}"
-                                        "</details>")
+            summary = hide_root(model._repr_html_(), self.picker.root)  # its skipped files: no server paths
+            self.model_summary.value = f"<details><summary><b>Model summary</b></summary>{summary}</details>"
         except Exception as err:  # noqa: BLE001 - the summary is a nicety
             log.debug("no model summary: %s", err)
         self.preview.model = model
@@ -272,5 +272,7 @@ class TrainerApp(widgets.VBox):
 
     def _say(self, text: str, level: str = "info") -> None:
         color = {"error": "#c62828", "ok": "#1a7f37"}.get(level, "#6e6e73")
+        picker = getattr(self, "picker", None)
+        text = hide_root(text, picker.root if picker is not None else None)  # no server paths on the page
         self.train_message.value = (f"<span class='cmlw-train-{level}' style='color:{color}'>{html.escape(text)}</span>"
                                     if text else "")

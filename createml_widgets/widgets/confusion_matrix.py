@@ -20,6 +20,7 @@ import traitlets
 from ..display import confusion_table_html, precision_recall_html
 from ..metrics import NO_PREDICTION
 from ._media import figure_html, placeholder_html, thumbnail_uri, video_frame_at, video_frames
+from ._paths import hide_root
 from ._plotting import FONT, figure_widget
 from ._tasks import is_media_file
 
@@ -54,11 +55,12 @@ def _item_time(item: str) -> float | None:
         return None
 
 
-def _example_figure(item: str, true_label: str, predicted: str, confidence: float, size: int = 96) -> str:
+def _example_figure(item: str, true_label: str, predicted: str, confidence: float, size: int = 96,
+                    root=None) -> str:
     conf = "–" if confidence is None or (isinstance(confidence, float) and math.isnan(confidence)) else f"{confidence:.0%}"
     caption = f"{predicted} · {conf}"
     path = _item_path(item)
-    title = f"{item}\ntrue: {true_label}, predicted: {predicted} ({conf})"
+    title = hide_root(f"{item}\ntrue: {true_label}, predicted: {predicted} ({conf})", root)
     if path is None:
         return placeholder_html(f"{Path(str(item)).name} {caption}", size)
     try:
@@ -84,13 +86,15 @@ class ConfusionMatrix(widgets.VBox):
     """Explore MLClassifierMetrics: heatmap, precision/recall table, and the examples in any cell.
 
     `metrics`: one MLClassifierMetrics, or a dict of them ({"Validation": m1, "Training": m2}),
-    chosen with toggle buttons.
+    chosen with toggle buttons. `root` (optional): the data folder, left out of the file paths shown
+    (a dashboard may be served to others).
     """
 
     selected = traitlets.Tuple((), help="(true label, predicted label) of the cell shown")
     dataset = traitlets.Unicode("")
 
-    def __init__(self, metrics=None, **kwargs):
+    def __init__(self, metrics=None, root=None, **kwargs):
+        self.root = root
         self._metrics_by_name: dict = {}
         self._switching = False
         self.selected_examples = None  # pandas DataFrame of the selected cell
@@ -180,7 +184,7 @@ class ConfusionMatrix(widgets.VBox):
             return
         if not m.is_valid:
             self.summary.value = (f"<span class='cmlw-cm-invalid' style='color:#b25000'>No metrics: "
-                                  f"{html.escape(str(m.error))}</span>")
+                                  f"{html.escape(hide_root(str(m.error), self.root))}</span>")
             self.chart_box.children = ()
             self.pr_html.value = ""
             self.pairs_box.children = ()
@@ -204,8 +208,7 @@ class ConfusionMatrix(widgets.VBox):
         self.pred_dropdown.options = predicted
         self._draw_pairs(matrix)
 
-    @staticmethod
-    def _skipped_html(m) -> str:
+    def _skipped_html(self, m) -> str:
         """The files these metrics have no prediction for, and whether each is counted as "(no hand)"."""
         if not m.skipped:
             return ""
@@ -215,10 +218,11 @@ class ConfusionMatrix(widgets.VBox):
             name = str(entry.get("path", ""))
             how = f"counted as {NO_PREDICTION}" if name in counted else "not in these metrics"
             label = entry.get("label")
-            rows.append(f"<tr class='cmlw-cm-skipped-file'><td title='{html.escape(name)}'>"
+            reason = hide_root(str(entry.get("reason", "")), self.root)
+            rows.append(f"<tr class='cmlw-cm-skipped-file'><td title='{html.escape(hide_root(name, self.root))}'>"
                         f"{html.escape(_short_name(name))}"
                         f"</td><td>{html.escape(str(label)) if label is not None else ''}</td>"
-                        f"<td>{html.escape(str(entry.get('reason', '')))}</td><td>{html.escape(how)}</td></tr>")
+                        f"<td>{html.escape(reason)}</td><td>{html.escape(how)}</td></tr>")
         more = (f"<div style='color:#6e6e73'>… and {len(m.skipped) - MAX_SKIPPED_SHOWN} more</div>"
                 if len(m.skipped) > MAX_SKIPPED_SHOWN else "")
         n = len(m.skipped)
@@ -298,7 +302,7 @@ class ConfusionMatrix(widgets.VBox):
         head = (f"<div class='cmlw-cm-selection'><b>True {html.escape(true_label)} · predicted "
                 f"{html.escape(predicted)}</b> — {len(examples)} {kind} example{'s' if len(examples) != 1 else ''}"
                 "</div>")
-        figs = [_example_figure(r["Item"], r["True Label"], r["Predicted"], r["Confidence"])
+        figs = [_example_figure(r["Item"], r["True Label"], r["Predicted"], r["Confidence"], root=self.root)
                 for _, r in examples.head(MAX_EXAMPLES_SHOWN).iterrows()]
         more = (f"<div style='color:#6e6e73'>… and {len(examples) - MAX_EXAMPLES_SHOWN} more</div>"
                 if len(examples) > MAX_EXAMPLES_SHOWN else "")

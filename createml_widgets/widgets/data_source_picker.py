@@ -27,6 +27,7 @@ from ._media import media_thumbnails
 from ._paths import (
     PathOutsideRootError,
     default_data_root,
+    hide_root,
     is_within,
     mkdir_under_root,
     relative_to_root,
@@ -561,7 +562,8 @@ class DataSourcePicker(widgets.VBox):
                 source = make_data_source(self.task.load(), a)
             except Exception as err:  # noqa: BLE001 - the library's message is the clearest
                 a.error(f"{type(err).__name__}: {err}")
-        self.problems = [{"level": p.level, "message": p.message} for p in a.problems]
+        # What is shown (and what the app repeats) names paths relative to the root, never the server's.
+        self.problems = [{"level": p.level, "message": hide_root(p.message, self.root)} for p in a.problems]
         self.counts = a.counts
         self.detected_layout = a.layout
         self.data_source = source
@@ -581,10 +583,10 @@ class DataSourcePicker(widgets.VBox):
             self.summary.value = (f"<div><b>{html.escape(LAYOUT_TITLES[a.layout])}</b><br>{len(a.labels)} labels · "
                                   f"{total} {what}<br>{status}</div>")
         items = []
-        for p in a.problems:
-            color = "#c62828" if p.level == "error" else "#b25000"
-            items.append(f"<li class='cmlw-problem cmlw-problem-{p.level}' style='color:{color};margin:2px 0'>"
-                         f"{marker_html(p.level)}{html.escape(p.message)}</li>")
+        for p in self.problems:
+            color = "#c62828" if p["level"] == "error" else "#b25000"
+            items.append(f"<li class='cmlw-problem cmlw-problem-{p['level']}' style='color:{color};margin:2px 0'>"
+                         f"{marker_html(p['level'])}{html.escape(p['message'])}</li>")
         self.problems_html.value = (f"<ul style='margin:4px 0;padding-left:0;list-style:none'>{''.join(items)}</ul>"
                                     if items else "")
         self.classes_html.value = self._classes_html()
@@ -619,6 +621,7 @@ class DataSourcePicker(widgets.VBox):
 
     def _say(self, text: str, level: str = "info") -> None:
         color = {"error": "#c62828", "info": "#1d1d1f", "ok": "#1a7f37"}.get(level, "#1d1d1f")
+        text = hide_root(text, self.root)
         self.message.value = (f"<span class='cmlw-picker-{level}' style='color:{color}'>{html.escape(text)}</span>"
                               if text else "")
 

@@ -21,7 +21,15 @@ from ..display import image_to_data_uri
 from ..errors import NoHandDetectedError
 from ._look import style_while_enabled
 from ._media import bars_html, load_picture, with_hand
-from ._paths import PathOutsideRootError, default_data_root, is_within, resolve_under_root, sanitize_filename
+from ._paths import (
+    PathOutsideRootError,
+    default_data_root,
+    hide_root,
+    is_within,
+    relative_to_root,
+    resolve_under_root,
+    sanitize_filename,
+)
 from ._tasks import is_media_file, task_info
 
 log = logging.getLogger(__name__)
@@ -132,6 +140,18 @@ class PredictionPreview(widgets.VBox):
             raise FileNotFoundError(f"{path!r} is not a file inside the data folder")
         return p
 
+    def _box_text(self, path) -> str:
+        """How the file box names `path`: relative to root when it lies inside it, else as given."""
+        text = os.fspath(path)
+        p = Path(text)
+        if not p.is_absolute():
+            return text
+        if p.is_relative_to(self.root):  # named through root (a link inside stays the link's name)
+            return p.relative_to(self.root).as_posix()
+        if is_within(p, self.root):  # another spelling of a path inside root (e.g. through a linked folder)
+            return relative_to_root(p, self.root)
+        return text
+
     # -- predicting ----------------------------------------------------------------------------
     def predict(self, source):
         """Predict `source` now and show it: a path (under root), a PIL image, or an array.
@@ -146,6 +166,7 @@ class PredictionPreview(widgets.VBox):
         self._say("Predicting…")
         try:
             if isinstance(source, (str, os.PathLike)):
+                self.path_input.value = self._box_text(source)  # the box names the file predicted
                 source = self.resolve(source)
             if self._task.media == "video":
                 results = self._predict_video(source)
@@ -210,6 +231,8 @@ class PredictionPreview(widgets.VBox):
 
     def _predict_hand_pose(self, source):
         image = load_picture(source, max_side=1024)
+        if isinstance(source, Path) and not getattr(image, "filename", ""):
+            image.filename = str(source)  # "no hand was detected in <file>", not "in <PIL image>"
         model = self.model
         if hasattr(model, "keypoints") and hasattr(model, "prediction_from_keypoints"):
             try:
@@ -357,6 +380,7 @@ class PredictionPreview(widgets.VBox):
 
     def _say(self, text: str, level: str = "info") -> None:
         color = {"error": "#c62828", "warning": "#b25000"}.get(level, "#6e6e73")
+        text = hide_root(text, self.root)  # a dashboard may be served to others: no server paths
         self.message.value = (f"<span class='cmlw-preview-{level}' style='color:{color}'>{html.escape(text)}</span>"
                               if text else "")
 

@@ -17,6 +17,7 @@ import traitlets
 
 from ..session import JobCancelledError, MLPhase
 from ._look import style_while_enabled
+from ._paths import hide_root
 from ._plotting import FONT, figure_widget
 
 PHASE_TITLES = {
@@ -50,7 +51,9 @@ def format_duration(seconds: float | None) -> str:
 class TrainingProgress(widgets.VBox):
     """Shows an MLJob as it runs. `attach(job)` follows a job; `model` is set when it finishes.
 
-    `state`: "idle", "running", "cancelling", "cancelled", "failed" or "done".
+    `state`: "idle", "running", "cancelling", "cancelled", "failed" or "done". `elapsed_time`: seconds
+    the session has trained, the runs before a Cancel included when Resume continues it here. `root`
+    (optional): the data folder, left out of the paths an error message shows.
     """
 
     state = traitlets.Unicode("idle")
@@ -58,13 +61,16 @@ class TrainingProgress(widgets.VBox):
     item_count = traitlets.Int(0)
     total_item_count = traitlets.Int(0)
     time_left = traitlets.Float(float("nan"))
+    elapsed_time = traitlets.Float(0.0)
     error = traitlets.Unicode("")
     model = traitlets.Any(None, allow_none=True)
     job = traitlets.Any(None, allow_none=True)
 
-    def __init__(self, job=None, update_interval: float = 0.3, what: str = "items", **kwargs):
+    def __init__(self, job=None, update_interval: float = 0.3, what: str = "items", root=None, **kwargs):
         self.update_interval = update_interval
         self.what = what
+        self.root = root
+        self._elapsed_before = 0.0  # seconds of the earlier runs (stopped jobs) of the session followed now
         self.history: list[dict] = []  # {"iteration": n, metric: value, ...}
         self.checkpoints: list = []
         self._lock = threading.RLock()
@@ -132,6 +138,11 @@ class TrainingProgress(widgets.VBox):
     def attach(self, job) -> None:
         """Follow `job` (an MLJob): its past history is drawn at once, new events as they come."""
         with self._lock:
+            previous = self.job
+            if previous is None or previous.session is not job.session:
+                self._elapsed_before = 0.0
+            elif previous is not job and previous.done():  # Resume: the new run adds to the earlier ones
+                self._elapsed_before += previous.progress.elapsed_time
             self.job = job
             self.model = None
             self.error = ""
@@ -269,7 +280,8 @@ class TrainingProgress(widgets.VBox):
     def _draw_status(self) -> None:
         p = self._progress
         phase = self.phase or (p.phase.value if p is not None else "")
-        title = PHASE_TITLES.get(phase, phase or "Not started")
+        # A finished run ends in its evaluation; it reads as finished training, not as "Evaluating".
+        title = "Training" if self.state == "done" else PHASE_TITLES.get(phase, phase or "Not started")
         state_note = {"cancelling": " — cancelling…", "cancelled": " — cancelled (Resume continues)",
                       "failed": " — failed", "done": " — done"}.get(self.state, "")
         self.phase_label.value = (f"<b class='cmlw-phase-{html.escape(phase or 'none')}'>{html.escape(title)}</b>"
@@ -282,8 +294,9 @@ class TrainingProgress(widgets.VBox):
             left = self._estimate_left(p) if self.state == "running" else float("nan")
             self.time_left = left
             left_text = f" · about {format_duration(left)} left" if math.isfinite(left) else ""
+            self.elapsed_time = self._elapsed_before + p.elapsed_time
             self.counts_label.value = (f"{p.item_count} / {p.total_item_count} {unit} · "
-                                       f"{format_duration(p.elapsed_time)} elapsed{left_text}")
+                                       f"{format_duration(self.elapsed_time)} elapsed{left_text}")
         elif p is None:
             self.bar.value = 0.0
             self.counts_label.value = ""
@@ -299,7 +312,7 @@ class TrainingProgress(widgets.VBox):
                 parts.append(f"{name} <b>{value:.1%}</b>" if "accuracy" in key else f"{name} <b>{value:.4f}</b>")
         self.metrics_label.value = " · ".join(parts)
         self.error_label.value = (f"<span class='cmlw-error' style='color:#c62828'>Training failed: "
-                                  f"{html.escape(self.error)}</span>" if self.error else "")
+                                  f"{html.escape(hide_root(self.error, self.root))}</span>" if self.error else "")
         running = self.state == "running"
         self.cancel_button.disabled = not running
         self.resume_button.disabled = self.state not in ("cancelled", "failed") or self.job is None

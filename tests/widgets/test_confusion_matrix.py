@@ -137,7 +137,8 @@ def test_video_examples_show_a_frame_of_their_time_range(hand_action_range_model
 def test_photos_without_a_hand_are_shown(hand_pose_no_hand):
     model, blank_train, blank_val = hand_pose_no_hand
     vm, tm = model.validation_metrics, model.training_metrics
-    widget = ConfusionMatrix({"Validation": vm, "Training": tm})
+    root = blank_train.parents[2]  # the data folder: train/ and val/
+    widget = ConfusionMatrix({"Validation": vm, "Training": tm}, root=root)
     heat = widget.figure.data[0]
     assert list(heat.x) == ["0", "1", "5", NO_PREDICTION] and list(heat.y) == ["0", "1", "5"]
     assert vm.confusion_matrix.loc["5", NO_PREDICTION] == 1
@@ -154,9 +155,14 @@ def test_photos_without_a_hand_are_shown(hand_pose_no_hand):
     skipped = widget.skipped_html.value
     assert "1 file without a prediction" in skipped and "blank_val.png" in skipped
     assert f"counted as {html.escape(NO_PREDICTION)}" in skipped and "NoHandDetectedError" in skipped
+    # The reasons and tooltips name the files inside the data folder, not where the server keeps them.
+    assert any(str(root) in e["reason"] for e in vm.skipped)  # the library's own message
+    assert "no hand was detected in val/5/blank_val.png" in skipped and str(root) not in skipped
+    assert "val/5/blank_val.png" in fig[0] and str(root) not in fig[0]
 
     widget.dataset_toggle.value = "Training"  # training photos without a hand are left out, and listed
     assert list(widget.figure.data[0].x) == ["0", "1", "5"] and "no hand detected" not in widget.summary.value
     skipped = widget.skipped_html.value
     assert "blank_train.png" in skipped and "not in these metrics" in skipped and "blank_val" not in skipped
+    assert "train/1/blank_train.png" in skipped and str(root) not in skipped
     assert widget.examples_html.value == ""

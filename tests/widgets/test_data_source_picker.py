@@ -21,7 +21,7 @@ from createml_widgets import MLHandActionClassifier, MLHandPoseClassifier, MLIma
 from createml_widgets.data.annotations import parse_time
 from createml_widgets.widgets import DataSourcePicker
 from createml_widgets.widgets._media import thumbnail_uri, video_frames, with_hand
-from createml_widgets.widgets._paths import PathOutsideRootError, sanitize_filename
+from createml_widgets.widgets._paths import PathOutsideRootError, hide_root, sanitize_filename
 from createml_widgets.widgets.data_source_picker import MAX_UPLOAD_BYTES, MAX_ZIP_MEMBERS
 
 IC = MLImageClassifier
@@ -320,6 +320,11 @@ def test_warns_about_few_examples_unreadable_and_other_files(tmp_path):
     html = picker.problems_html.value
     assert html.count("cmlw-problem-warning") == len(warnings) and "broken.jpg" in html
     assert "cannot read broken.jpg" in picker.classes_html.value  # a placeholder, not a crash
+    # The image library names the file by its server path; what the picker shows and reports names it
+    # inside the data root (a dashboard may be served to others).
+    assert any(str(folder / "0" / "broken.jpg") in p.message for p in picker.analysis.problems)
+    assert "cannot identify image file 'd/0/broken.jpg'" in unreadable
+    assert str(tmp_path) not in shown_text(picker).replace(repr(picker.analysis), "")
 
 
 def test_errors_that_stop_training(tmp_path):
@@ -481,6 +486,19 @@ def test_uploads_folder_that_is_a_link_outside_is_refused(tree):
     with pytest.raises(PathOutsideRootError):
         picker.save_uploads([{"name": "x.jpg", "content": data}], label="evil")
     assert files_under(outside) == {"secret", "secret/secret.jpg"}
+
+
+def test_hide_root_leaves_the_server_path_of_the_root_out(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    os.symlink(root, tmp_path / "alias")
+    r = str(root)
+    assert hide_root(f"cannot identify image file '{r}/0/x.jpg'", root) == "cannot identify image file '0/x.jpg'"
+    assert hide_root(f"no hand in {r}/0/x.jpg; use another", tmp_path / "alias") == "no hand in 0/x.jpg; use another"
+    assert hide_root(f"in {r}.", root) == "in ./." and hide_root(f"({r}/)", root) == "(./)"
+    for untouched in (f"{r}2/x.jpg", f"{r}.txt", f"/else{r}/x.jpg", "relative/x.jpg", ""):
+        assert hide_root(untouched, root) == untouched
+    assert hide_root("/etc/x", "/") == "/etc/x" and hide_root(f"{r}/x", None) == f"{r}/x"
 
 
 def test_sanitize_filename_keeps_letters_drops_folders():

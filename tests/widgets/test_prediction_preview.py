@@ -67,6 +67,38 @@ def test_predicts_a_file_under_the_root(image_model, image_root):
     assert absolute == ranked
 
 
+def test_the_file_box_names_the_file_predicted(image_model, image_root, tmp_path):
+    preview = PredictionPreview(image_model, root=image_root)
+    first = preview.path_input.value
+    photo = sorted((image_root / "digits" / "5").iterdir())[2]
+    assert first != f"digits/5/{photo.name}"
+    preview.predict(f"digits/5/{photo.name}")
+    assert preview.path_input.value == f"digits/5/{photo.name}"
+    other = sorted((image_root / "digits" / "0").iterdir())[1]
+    preview.predict(str(other))  # an absolute path inside the root is shown relative to it
+    assert preview.path_input.value == f"digits/0/{other.name}"
+    assert "cmlw-preview-path" in preview.path_input._dom_classes  # the class the browser test uses
+    outside = copy_photos(tmp_path / "elsewhere", labels=("1",), per_label=1)
+    stranger = next((outside / "1").iterdir())
+    with pytest.raises(PathOutsideRootError):  # refused: the box still names what was asked for
+        preview.predict(str(stranger))
+    assert preview.path_input.value == str(stranger) and preview.results is None
+
+
+def test_messages_name_paths_inside_the_root_not_on_the_server(image_model, tmp_path):
+    root = copy_photos(tmp_path / "data", labels=("0",), per_label=1)
+    (root / "0" / "broken.jpg").write_bytes(b"no picture here")
+    preview = PredictionPreview(image_model, root=root)
+    with pytest.raises(Exception, match=re.escape(str(root))):  # the library's message is left as it is
+        preview.predict("0/broken.jpg")
+    assert str(root) in preview.error
+    assert "cmlw-preview-error" in preview.message.value and "0/broken.jpg" in preview.message.value
+    assert str(root) not in preview.message.value and str(tmp_path) not in preview.message.value
+    with pytest.raises(FileNotFoundError):
+        preview.predict(str(root / "0" / "missing.jpg"))
+    assert "0/missing.jpg" in preview.message.value and str(root) not in preview.message.value
+
+
 def test_the_predict_button_runs_in_the_background(image_model, image_root):
     preview = PredictionPreview(image_model, root=image_root)
     photo = sorted((image_root / "digits" / "5").iterdir())[1]
@@ -146,9 +178,12 @@ def test_hand_pose_draws_the_skeleton_and_says_when_there_is_no_hand(hand_pose_m
 
     blank = Image.fromarray(np.full((240, 240, 3), 235, dtype=np.uint8))  # a real photo of nothing
     blank.save(tmp_path / "photos" / "wall.png")
-    with pytest.raises(NoHandDetectedError):
+    with pytest.raises(NoHandDetectedError, match=re.escape(str(tmp_path))):  # the library names the file
         preview.predict("photos/wall.png")
     assert preview.results is None and "No hand found" in preview.message.value
+    # … but the page names it inside the data folder, not where the server keeps it.
+    assert "no hand was detected in photos/wall.png" in preview.message.value
+    assert str(tmp_path) not in preview.message.value and preview.path_input.value == "photos/wall.png"
     assert "no hand found" in preview.picture.value and preview.results_html.value == ""
 
 

@@ -3,7 +3,9 @@ Cancel and Resume, failures — all updated from the training thread while the c
 from __future__ import annotations
 
 import math
+import re
 import threading
+import time
 
 import pytest
 from widget_helpers import copy_photos
@@ -31,6 +33,11 @@ def unstarted_job(source, parameters, report=1, checkpoint=100) -> MLJob:
     return MLJob(session)
 
 
+def text(html_widget) -> str:
+    """What a browser shows of an HTML widget: its text, without the tags."""
+    return re.sub(r"<[^>]+>", "", html_widget.value)
+
+
 def curves(widget) -> dict[str, tuple[list, list]]:
     return {trace.meta: (list(trace.x), list(trace.y)) for trace in widget.figure.data}
 
@@ -56,6 +63,9 @@ def test_follows_a_real_job_to_the_end(source):
     assert states == ["running", "done"] and progress.model is model
     assert threads and threading.current_thread().name not in threads
     assert progress.phase == MLPhase.EVALUATING.value and "done" in progress.phase_label.value
+    # The run ended in its evaluation, but it reads as finished training, as the state says.
+    assert text(progress.phase_label) == "Training — done"
+    assert "cmlw-state-done" in progress.phase_label.value  # the class the browser test waits for
     assert progress.bar.value == 1.0 and progress.bar.bar_style == "success"
     assert (progress.item_count, progress.total_item_count) == (8, 8)
     assert progress.counts_label.value.startswith("8 / 8 iterations")
@@ -107,6 +117,35 @@ def test_cancel_then_resume_continues_where_it_stopped(source):
     assert progress.resume_button.disabled
 
 
+def test_elapsed_time_counts_the_run_before_the_cancel(source):
+    """After Cancel and Resume the time elapsed is the session's: the first run's time is not lost."""
+    progress = TrainingProgress(update_interval=0)
+    job = unstarted_job(source, params(12, mlp=True))
+    progress.attach(job)
+    slow = MLPhase.TRAINING  # the first run takes a while: each of its reports waits 0.8 s
+    job.on_progress(lambda p: p.phase == slow and time.sleep(0.8))
+    job.on_progress(lambda p: p.phase == slow and p.item_count == 3 and progress.cancel_button.click())
+    job._start()
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT) and progress.state == "cancelled"
+    first = job.progress.elapsed_time
+    assert first >= 1.6 and f"{format_duration(first)} elapsed" in progress.counts_label.value
+
+    resumed = progress.resume()
+    resumed.result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT) and progress.state == "done"
+    second = resumed.progress.elapsed_time
+    assert format_duration(first + second) != format_duration(second)  # what was shown before: the 2nd run only
+    assert progress.counts_label.value == f"12 / 12 iterations · {format_duration(first + second)} elapsed"
+    assert progress.elapsed_time == pytest.approx(first + second)
+
+    other = unstarted_job(source, params(2))  # another session starts from 0 again
+    progress.attach(other)
+    other._start().result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT) and progress.elapsed_time == pytest.approx(other.progress.elapsed_time)
+
+
 def looks(button) -> tuple[bool, str, bool]:
     return button.disabled, button.button_style, "cmlw-button-disabled" in button._dom_classes
 
@@ -142,13 +181,16 @@ def test_a_failed_job_shows_the_error_and_can_be_resumed(tmp_path):
     for i in range(3):
         (folder / "broken" / f"{i}.jpg").write_bytes(b"not a photo, only its name says so" * (i + 1))
     job = IC.train(IC.DataSource.labeled_directories(folder), params(3, validation=ValidationData.none()))
-    progress = TrainingProgress(job)
+    progress = TrainingProgress(job, root=tmp_path)
     with pytest.raises(Exception, match="no readable image"):
         job.result(timeout=TIMEOUT)
     assert progress.wait(TIMEOUT)
     assert progress.state == "failed" and progress.model is None
     assert "DataSourceError" in progress.error and "broken" in progress.error
     assert "Training failed" in progress.error_label.value and progress.bar.bar_style == "danger"
+    # The library's message names the folder on the server; the page names it inside the data root.
+    assert str(folder) in progress.error
+    assert str(tmp_path) not in progress.error_label.value and "d/broken" in progress.error_label.value
     assert not progress.resume_button.disabled and progress.cancel_button.disabled
 
 
