@@ -12,7 +12,7 @@ import torch
 from createml_widgets import MLHandActionClassifier, MLSplitStrategy, NoHandDetectedError, ValidationData
 from createml_widgets.features.keypoint_augment import augment_keypoints
 from createml_widgets.nets.gcn import normalize_keypoints
-from createml_widgets.tasks.hand_action_classifier import pad_window, windows
+from createml_widgets.tasks.hand_action_classifier import pad_window, windows, windows_per_clip
 
 HA = MLHandActionClassifier
 
@@ -220,3 +220,11 @@ def test_labeled_files_annotation_without_times_and_a_video_frame_with_times(act
     assert ranged.extract_keypoints().groupby("session_id", sort=False).size().tolist() == [30, 30, 30]
     m = HA(ranged, params)
     assert m.training_metrics.count == 3
+
+
+def test_windows_per_clip_never_repeats_one_window_without_augmentation():
+    assert windows_per_clip(60, 60, augmented=False) == 1  # one distinct window: drawn once
+    assert windows_per_clip(60, 60, augmented=True) == 4  # augmented copies differ
+    assert windows_per_clip(62, 60, augmented=False) == 3  # three distinct starts
+    assert windows_per_clip(600, 60, augmented=False) == 8  # capped
+    assert windows_per_clip(10, 60, augmented=False) == 1  # shorter than a window: padded, once
