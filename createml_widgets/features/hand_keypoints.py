@@ -546,7 +546,9 @@ def parallel_map(fn, items: list, make_state, *, workers=None, progress=None, pi
         try:
             def top_up():
                 nonlocal broken
-                while not broken and chunks and len(inflight) < 2 * children and chunks[0] is not local_only:
+                # One chunk always stays for this process (it takes them from the end): with few chunks
+                # (a long video in two parts) the workers would otherwise be handed all of them.
+                while not broken and len(chunks) > 1 and len(inflight) < 2 * children and chunks[0] is not local_only:
                     chunk = chunks.popleft()
                     try:
                         future = executor.submit(_worker_chunk, fn, [items[i] for i in chunk])

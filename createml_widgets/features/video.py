@@ -22,9 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnreadableFileError
-from .hand_keypoints import NUM_JOINTS, HandKeypointDetector, HandObservation, parallel_map
+from .hand_keypoints import NUM_JOINTS, HandKeypointDetector, HandObservation, _resolve_workers, parallel_map
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".webm", ".m4v", ".mkv"}
+# With fewer clips than worker processes, a clip at least twice this long is cut into consecutive parts
+# (on the target frame grid) that the workers track in parallel: one long video then uses every core.
+SPLIT_MIN_SECONDS = 2.0
 # Frames with a longer side than this are downscaled before hand detection (normalised coordinates
 # do not change; MediaPipe works on 192-256 px crops anyway).
 DETECTION_MAX_SIDE = 640
@@ -308,7 +311,8 @@ def _video_one(detector: HandKeypointDetector, item):
 def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, workers: int | None = None,
                             progress: Callable[[int, int], None] | None = None, **detector_options
                             ) -> list[VideoKeypoints | Exception]:
-    """`video_keypoints` for each clip, in order, in parallel across videos.
+    """`video_keypoints` for each clip, in order, in parallel across videos (and, with fewer clips
+    than workers, across consecutive parts of long clips: SPLIT_MIN_SECONDS).
 
     clips: (path, start, end) tuples (start/end in seconds or None) or plain paths. A clip that fails
     (unreadable file, empty range) holds its exception; nothing is raised for one bad clip.
@@ -321,9 +325,54 @@ def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, wo
         else:
             path, start, end = (tuple(clip) + (None, None))[:3]
         items.append((str(path), start, end, float(target_frame_rate)))
+    n_workers = _resolve_workers(workers)
+    parts_each = n_workers // len(items) if 0 < len(items) < n_workers else 1
+    parts = [_split_clip(item, parts_each) for item in items]
+    flat = [part for clip_parts in parts for part in clip_parts]
     make_detector = functools.partial(HandKeypointDetector, video=True, **detector_options)
-    return parallel_map(_video_one, items, make_detector, workers=workers, progress=progress, chunk_size=1,
-                        min_parallel=2)
+    part_progress = None
+    if progress is not None:  # callers count clips: parts done, in clips (whole at the end)
+        part_progress = lambda done, total: progress(len(items) * done // total, len(items))  # noqa: E731
+    results = parallel_map(_video_one, flat, make_detector, workers=n_workers, chunk_size=1, min_parallel=2,
+                           progress=part_progress)
+    out, at = [], 0
+    for clip_parts in parts:
+        out.append(_join_parts(results[at:at + len(clip_parts)]))
+        at += len(clip_parts)
+    return out
+
+
+def _split_clip(item: tuple, parts: int) -> list[tuple]:
+    """`item` (path, start, end, rate) as up to `parts` consecutive parts on its frame grid."""
+    path, start, end, rate = item
+    if parts < 2:
+        return [item]
+    try:
+        s = 0.0 if start is None else float(start)
+        e = probe_video(path).duration if end is None else min(float(end), probe_video(path).duration)
+    except (UnreadableFileError, ValueError, TypeError):
+        return [item]  # the whole clip fails (or succeeds) as one, with its own message
+    if not (math.isfinite(s) and math.isfinite(e)) or e - s < parts * SPLIT_MIN_SECONDS:
+        return [item]
+    frames = math.ceil((e - s) * rate - 1e-9)
+    cuts = [s + round(i * frames / parts) / rate for i in range(1, parts)]
+    bounds = [start, *cuts, end]
+    return [(path, bounds[i], bounds[i + 1], rate) for i in range(parts)]
+
+
+def _join_parts(results: list):
+    """One VideoKeypoints from the parts' (or the first part's exception)."""
+    failed = next((r for r in results if isinstance(r, BaseException)), None)
+    if failed is not None:
+        return failed
+    if len(results) == 1:
+        return results[0]
+    keypoints = np.concatenate([r.keypoints for r in results])
+    timestamps = np.concatenate([r.timestamps for r in results])
+    hands = sum(r.hand_fraction * len(r) for r in results)
+    return VideoKeypoints(keypoints=keypoints, timestamps=timestamps, hand_fraction=hands / len(timestamps),
+                          source=results[0].source, start=results[0].start, end=results[-1].end,
+                          frame_rate=results[0].frame_rate)
 
 
 def write_video(path, frames: Iterable[np.ndarray], fps: float = 30.0, fourcc: str | None = None) -> Path:

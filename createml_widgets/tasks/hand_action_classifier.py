@@ -331,10 +331,15 @@ class MLHandActionClassifier(ClassifierTask):
         return np.stack([np.mean([p for _, _, p in self._window_probabilities(seq)], axis=0) for seq in features])
 
     def keypoints(self, video, start: float | None = None, end: float | None = None) -> np.ndarray:
-        """(T, 3, 21) keypoints of `video` at the model's frame rate (zeros where there is no hand)."""
-        from ..features.video import video_keypoints
+        """(T, 3, 21) keypoints of `video` at the model's frame rate (zeros where there is no hand).
 
-        return video_keypoints(str(video), self._frame_rate, start, end).keypoints
+        A long video is tracked in parts on every core (`extract_video_keypoints`); a short one here."""
+        from ..features.video import extract_video_keypoints
+
+        [result] = extract_video_keypoints([(str(video), start, end)], self._frame_rate)
+        if isinstance(result, BaseException):
+            raise result
+        return result.keypoints
 
     def prediction(self, video) -> list[Prediction]:
         """One Prediction per window of `prediction_window_size` frames of `video`.

@@ -232,3 +232,27 @@ def test_extract_video_keypoints_parallel_equals_serial(tmp_path):
         assert np.allclose(parallel[i].timestamps, serial[i].timestamps)
     assert len(parallel[0]) == 30 and len(parallel[2]) == 18 and parallel[2].start == 0.2
     assert seen[-1] == (4, 4)
+
+
+def test_a_long_clip_is_tracked_in_parts_on_every_core(tmp_path):
+    """With fewer clips than workers, a long clip is cut on its frame grid and the parts tracked in
+    parallel: the same frames and times, the same hands (a part's first frame is detected afresh, so
+    landmarks may move by a hair there), and one clip's result as before."""
+    from createml_widgets.features import video as v
+    from createml_widgets.samples import make_clips
+
+    photos_ = make_clips.digit_photos(make_clips.ACTION_CLASSES["wave"][0][0])
+    clip = make_clips.make_clip(photos_[:3], tmp_path / "long.mp4", make_clips.ACTION_CLASSES["wave"][1], fps=30,
+                                seconds=2 * v.SPLIT_MIN_SECONDS + 1, size=(320, 240), seed=0)
+    assert len(v._split_clip((str(clip), None, None, 30.0), 2)) == 2
+    assert len(v._split_clip((str(clip), 0.0, 1.0, 30.0), 2)) == 1  # too short to be worth a second process
+    whole = video_keypoints(clip, 30)
+    seen = []
+    [parts] = extract_video_keypoints([clip], 30, workers=2, progress=lambda d, t: seen.append((d, t)))
+    assert len(parts) == len(whole) == 150 and parts.start == 0.0
+    assert np.allclose(parts.timestamps, whole.timestamps)
+    present = lambda k: np.abs(k).sum(axis=(1, 2)) > 0  # noqa: E731
+    assert (present(parts.keypoints) == present(whole.keypoints)).all()
+    assert np.abs(parts.keypoints - whole.keypoints).max() < 0.05
+    assert parts.hand_fraction == pytest.approx(whole.hand_fraction)
+    assert seen[-1] == (1, 1)
