@@ -85,7 +85,11 @@ def dashboard_command(port: int, *make_vars: str) -> str:
     """
     if shutil.which("make") is None:
         pytest.fail("`make` is not installed: the README's `make dashboard` cannot work")
-    out = subprocess.run(["make", "-n", "dashboard", f"PORT={port}", *make_vars], cwd=REPO, capture_output=True, text=True,
+    # Run as its own make, not as a sub-make of `make test` (which would add "make[1]: Entering
+    # directory" lines and its own flags).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", "dashboard", f"PORT={port}", *make_vars], cwd=REPO,
+                         env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, f"`make -n dashboard` failed with {out.returncode}:\n{out.stdout}\n{out.stderr}"
     lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
