@@ -107,7 +107,10 @@ class Trainer:
         torch.manual_seed(seed)
         self._fit_batch_norm_momentum()
         if optimizer == "lbfgs":
-            self.optimizer = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=20, history_size=10,
+            from .logistic import LBFGS_EVALUATIONS_PER_STEP, LBFGS_ITERATIONS_PER_STEP
+
+            self.optimizer = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS_PER_STEP,
+                                               max_eval=LBFGS_EVALUATIONS_PER_STEP, history_size=10,
                                                line_search_fn="strong_wolfe")
         elif optimizer == "adam":
             self.optimizer = AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)

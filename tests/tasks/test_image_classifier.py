@@ -217,7 +217,7 @@ def test_logistic_trainer_matches_torch_lbfgs(digit_features):
     ours = LogisticRegressionTrainer(x, y, vx, vy, 4, weight_decay=1e-3, seed=0)
     assert ours.Q is not None  # 40 examples, 1280 dimensions: the small space
     losses = []
-    for _ in range(15):
+    for _ in range(300):  # one L-BFGS iteration per step: enough steps to reach the minimum
         generic.step()
         ours.step()
         losses.append(_objective(ours.net, x, y))
