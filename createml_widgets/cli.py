@@ -15,6 +15,7 @@ message on stderr names the file or parameter); 130 interrupted (the session kee
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -230,18 +231,15 @@ def _session_differences(task_name: str, task, stored: dict, data, params, root:
 
 def _open_session(task_name: str, task, data, params, sp, args):
     """A new session, or the one in the session folder when it was started with this data and these options."""
-    from .session import SESSION_FILE, remove_session_directory
+    from .session import MANIFEST_FILE, SESSION_FILE, read_session_file, remove_session_directory
 
     root = sp.directory
     path = root / SESSION_FILE
-    if path.exists() and args.restart:
-        remove_session_directory(root)
+    if args.restart and (path.exists() or (root / MANIFEST_FILE).exists()):
+        remove_session_directory(root, keep_folder=True)
         print(f"discarded the training session in {root} (--restart)", file=sys.stderr)
     elif path.exists():
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise SessionError(f"cannot read {path}: {err}; pass --restart to discard that session") from err
+        stored = read_session_file(path)
         if stored.get("task") != task.__name__:
             raise SessionError(f"{root} holds a {stored.get('task')} session, not a {task.__name__} session; "
                                "pick another --out or --session, or pass --restart to discard it")
@@ -252,7 +250,7 @@ def _open_session(task_name: str, task, data, params, sp, args):
                 raise SessionError(f"{root} holds a session started differently ({'; '.join(diffs)}): run the "
                                    "same command to continue it, pass --restart to discard it, or pick another "
                                    "--out or --session")
-            remove_session_directory(root)  # it never got past setup: nothing to lose
+            remove_session_directory(root, keep_folder=True)  # it never got past setup: nothing to lose
             print(f"starting afresh: the session in {root} never got past setup and "
                   f"{'; '.join(diffs)}", file=sys.stderr)
         else:
@@ -317,8 +315,21 @@ def cmd_train(args) -> int:
     sp.validate()
     _check_out(out)
     data = _data_source(args.task, task, args.data, args)
-    session = _open_session(args.task, task, data, params, sp, args)
-    model = _run(task, session)
+    from .session import prepare_session_directory, remove_session_directory, session_lock
+
+    prepare_session_directory(session_dir)
+    with session_lock(session_dir):  # a second train on the same session folder is refused
+        session = _open_session(args.task, task, data, params, sp, args)
+        # the session's bound on iterations is what was asked (Create ML's default of 1000 would cap it)
+        session.parameters.iterations = max(1, int(getattr(session.model_parameters, ITERATIONS_KEY[args.task])))
+        try:
+            model = _run(task, session)
+        except (CreateMLError, OSError, ValueError):
+            if session.phase.value == "initialized" and not session.checkpoints and not session.features.features:
+                # refused before any work (e.g. unusable data): leave no session behind
+                with contextlib.suppress(CreateMLError, OSError):
+                    remove_session_directory(session_dir)
+            raise
     print(model)
     meta = MLModelMetadata(author=args.author) if args.author else MLModelMetadata()
     path = model.write(out, meta)
@@ -342,27 +353,28 @@ def cmd_predict(args) -> int:
     model = _load(task, args.session)
     failed = 0
     for f in args.files:
+        name = _printable(f)  # a file name that is not UTF-8 still prints (and names the file)
         try:
             if args.task == "image":
                 probs = model.prediction_probabilities(f)
                 ranked = sorted(probs.items(), key=lambda kv: -kv[1])
-                line = {"file": f, "label": ranked[0][0], "prediction": ranked[: args.top]}
+                line = {"file": name, "label": ranked[0][0], "prediction": ranked[: args.top]}
             elif args.task == "handpose":
                 ranked = model.prediction(f)
-                line = {"file": f, "label": ranked[0][0], "prediction": ranked[: args.top]}
+                line = {"file": name, "label": ranked[0][0], "prediction": ranked[: args.top]}
             else:
                 windows = model.prediction(f)
                 mean: dict[str, float] = {}
                 for w in windows:
                     for label, p in w.results:
                         mean[label] = mean.get(label, 0.0) + p / len(windows)
-                line = {"file": f, "label": max(mean, key=mean.get),
+                line = {"file": name, "label": max(mean, key=mean.get),
                         "prediction": [{"frames": [w.frame_range.start, w.frame_range.stop],
                                         "results": w.results[: args.top]} for w in windows]}
         except (CreateMLError, OSError, ValueError) as err:
             failed += 1
-            print(f"error: {f}: {_one_line(err)}", file=sys.stderr)
-            line = {"file": f, "error": _one_line(err)}
+            print(f"error: {name}: {_one_line(err)}", file=sys.stderr)
+            line = {"file": name, "error": _one_line(err)}
         print(json.dumps(line, ensure_ascii=False), flush=True)
     return 1 if failed else 0
 
@@ -452,8 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(err) -> str:
-    text = " ".join(str(err).split())
+    text = " ".join(_printable(str(err)).split())
     return text or type(err).__name__
+
+
+def _printable(text: str) -> str:
+    """`text` as any output stream can print it: bytes of a file name that is not UTF-8 (which Python keeps as
+    lone surrogates) are written as \\xNN escapes instead of failing on a strict UTF-8 stdout."""
+    text = str(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name decoding made
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def main(argv=None) -> int:

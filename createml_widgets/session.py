@@ -12,13 +12,17 @@ import concurrent.futures
 import contextlib
 import copy
 import datetime as dt
+import fcntl
+import hashlib
+import io
 import json
 import logging
 import os
-import shutil
+import re
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,6 +38,11 @@ log = logging.getLogger(__name__)
 
 SESSION_FILE = "session.json"
 SESSION_FORMAT = 1
+# The list of files the session wrote in its folder: discarding a session removes these and nothing else.
+MANIFEST_FILE = "session-files.json"
+MANIFEST_KIND = "createml_widgets session files"
+# Training checkpoints a session keeps (in memory and on disk): the latest few plus the best by validation.
+KEEP_LATEST_CHECKPOINTS = 5
 
 
 class MLPhase(StrEnum):
@@ -92,6 +101,8 @@ class MLCheckpoint:
     date: dt.datetime
     url: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
+    # SHA-256 of the checkpoint's file, checked when it is read.
+    sha256: str | None = field(default=None, repr=False, compare=False)
     # In-memory state for sessions without a directory (never serialised).
     _state: dict | None = field(default=None, repr=False, compare=False)
     _session_directory: Path | None = field(default=None, repr=False, compare=False)
@@ -100,15 +111,33 @@ class MLCheckpoint:
         url = None
         if self.url is not None:
             url = os.path.relpath(self.url, root) if root is not None else str(self.url)
-        return {"phase": self.phase.value, "iteration": self.iteration, "date": self.date.isoformat(),
-                "url": url, "metrics": {str(k): float(v) for k, v in self.metrics.items()}}
+        d = {"phase": self.phase.value, "iteration": self.iteration, "date": self.date.isoformat(),
+             "url": url, "metrics": {str(k): float(v) for k, v in self.metrics.items()}}
+        if self.sha256:
+            d["sha256"] = self.sha256
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, root: Path | None = None) -> MLCheckpoint:
         url = d.get("url")
-        path = (root / url if root is not None and not os.path.isabs(url) else Path(url)) if url else None
+        if url and root is not None:
+            path = session_path(root, url, "the checkpoint")
+        else:
+            path = Path(url) if url else None
         return cls(MLPhase(d["phase"]), int(d["iteration"]), dt.datetime.fromisoformat(d["date"]), path,
-                   dict(d.get("metrics", {})), _session_directory=root)
+                   dict(d.get("metrics", {})), sha256=d.get("sha256"), _session_directory=root)
+
+    def _load_state(self) -> dict:
+        """The trainer state this checkpoint saved (SessionError naming the file when it is damaged)."""
+        if self.url is None:
+            if self._state is None:
+                raise SessionError(f"the weights of the iteration-{self.iteration} checkpoint were let go: a session "
+                                   f"keeps only its latest {KEEP_LATEST_CHECKPOINTS} training checkpoints and its best "
+                                   "by validation; use one of session.checkpoints")
+            return self._state
+        if self._session_directory is not None:
+            session_path(self._session_directory, self.url, "the checkpoint")
+        return load_tensors(self.url, self.sha256)
 
 
 @dataclass
@@ -176,12 +205,265 @@ def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=1, ensure_ascii=False).encode()))
 
 
-def save_tensors(path: Path, state: dict) -> None:
-    atomic_write_bytes(path, lambda f: torch.save(state, f))
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
-def load_tensors(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def tensors_bytes(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def save_tensors(path: Path, state: dict) -> str:
+    """Write `state` atomically; returns the file's SHA-256."""
+    data = tensors_bytes(state)
+    atomic_write_bytes(path, lambda f: f.write(data))
+    return sha256_of(data)
+
+
+def _damaged(what: str, path, reason: str) -> SessionError:
+    return SessionError(f"{what} {path} is damaged ({reason}); discard the session and train again (on the command "
+                        "line: the same train command with --restart)")
+
+
+def read_verified(path: Path, sha256: str | None, what: str) -> bytes:
+    """The bytes of a session file, checked against the SHA-256 session.json recorded for it."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SessionError(f"{what} {path} is missing; discard the session and train again (on the command line: "
+                           "the same train command with --restart)") from None
+    except OSError as err:
+        raise SessionError(f"cannot read {what} {path}: {err.strerror or err}") from err
+    if sha256 and sha256_of(data) != sha256:
+        raise _damaged(what, path, f"its SHA-256 is not the one recorded in {SESSION_FILE}")
+    return data
+
+
+def load_tensors(path: Path, sha256: str | None = None) -> dict:
+    """A checkpoint's state (no pickle); SessionError naming the file when it is damaged."""
+    data = read_verified(path, sha256, "the checkpoint")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - BadZipFile, UnpicklingError, RuntimeError ...: all mean damaged
+        raise _damaged("the checkpoint", path, f"{type(err).__name__}: {err}") from err
+    if not isinstance(state, dict):
+        raise _damaged("the checkpoint", path, f"it holds a {type(state).__name__}, not a trainer state")
+    return state
+
+
+def session_path(root: Path, name, what: str) -> Path:
+    """`name` (relative to the session folder `root`, or absolute) as a path in that folder.
+
+    A path that resolves outside the folder (`../x`, an absolute path elsewhere, a link out) is refused:
+    a session reads and deletes only its own files.
+    """
+    if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
+        raise SessionError(f"{root / SESSION_FILE} names {what} {name!r}, which is not a file name: the file was "
+                           "edited or damaged")
+    p = Path(name)
+    full = p if p.is_absolute() else Path(root) / p
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(full)
+    if real == real_root or os.path.commonpath([real_root, real]) != real_root:
+        raise SessionError(f"{root / SESSION_FILE} names {what} {os.fspath(name)!r}, which is outside the session "
+                           f"folder {root}: the file was edited or damaged, and a session neither reads nor deletes "
+                           "files outside its folder")
+    return full
+
+
+# ---------------------------------------------------------------------------------------------
+# The files a session wrote (its manifest), the folder lock, and discarding a session
+# ---------------------------------------------------------------------------------------------
+_TEMP_NAME = re.compile(r"\.(?P<base>.+)\.[A-Za-z0-9_]{8}")  # what atomic_write_bytes's mkstemp names look like
+_LEGACY_NAMES = re.compile(r"(features/chunk-\d{5}\.npz|checkpoints/training-\d{5}\.pt)")
+
+
+class SessionFiles:
+    """The files a session wrote in its folder, kept in `session-files.json` there.
+
+    A name is recorded before its file is first written, so a kill at any moment never leaves a file of
+    the session that the list lacks. Discarding the session removes the listed files (and the temporary
+    files of interrupted writes of them) and nothing else.
+    """
+
+    def __init__(self, root: Path, files=(), created_directory: bool = False):
+        self.root = Path(root)
+        self.files: set[str] = set(files)
+        self.created_directory = created_directory
+
+    @classmethod
+    def read(cls, root: Path) -> SessionFiles | None:
+        path = Path(root) / MANIFEST_FILE
+        if not path.exists():
+            return None
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise SessionError(f"cannot read the session's list of its files {path} ({err}); nothing was deleted: "
+                               f"delete the folder {root} yourself if you no longer need it") from err
+        if not isinstance(d, dict) or d.get("kind") != MANIFEST_KIND or not isinstance(d.get("files"), list):
+            raise SessionError(f"{path} is not a list of a session's files (it was edited, or is another program's "
+                               f"file); nothing was deleted: pick another session folder")
+        files = set()
+        for name in d["files"]:
+            session_path(root, name, "the session file")
+            files.add(Path(name).as_posix())
+        return cls(root, files, bool(d.get("created_directory")))
+
+    @classmethod
+    def for_folder(cls, root: Path) -> SessionFiles:
+        """The list in `root`; for a session written before lists were kept, what its session.json names."""
+        found = cls.read(root)
+        if found is not None:
+            return found
+        root = Path(root)
+        files = set()
+        if (root / SESSION_FILE).exists():
+            files.add(SESSION_FILE)
+            with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+                d = json.loads((root / SESSION_FILE).read_text(encoding="utf-8"))
+                names = list(d.get("features", {}).get("chunks", [])) + [c.get("url") for c in d.get("checkpoints", [])]
+                for name in names:
+                    with contextlib.suppress(SessionError):
+                        full = session_path(root, name, "a session file")
+                        files.add(full.relative_to(root).as_posix())
+            for sub in ("features", "checkpoints"):
+                if (root / sub).is_dir() and not (root / sub).is_symlink():
+                    for entry in os.scandir(root / sub):
+                        if entry.is_file(follow_symlinks=False) and _LEGACY_NAMES.fullmatch(f"{sub}/{entry.name}"):
+                            files.add(f"{sub}/{entry.name}")
+        return cls(root, files)
+
+    def save(self) -> None:
+        atomic_write_json(self.root / MANIFEST_FILE, {"kind": MANIFEST_KIND, "format": 1,
+                                                      "created_directory": self.created_directory,
+                                                      "files": sorted(self.files)})
+
+    def record(self, name: str) -> None:
+        """Note `name` (relative to the folder) before it is first written; refuses to overwrite another's file."""
+        name = Path(name).as_posix()
+        if name in self.files:
+            return
+        path = self.root / name
+        if path.exists() or path.is_symlink():
+            raise SessionError(f"{path} is in the way: this session did not write it and will not overwrite it; "
+                               "move it, or pick another session folder")
+        self.files.add(name)
+        self.save()
+
+    def forget(self, name: str) -> None:
+        self.files.discard(Path(name).as_posix())  # written with the next change
+
+    def owns(self, name: str) -> bool:
+        """Whether `name` (relative, posix) is the session's: a listed file, the list, or a temp file of either."""
+        if name in self.files or name == MANIFEST_FILE:
+            return True
+        folder, _, base = name.rpartition("/")
+        m = _TEMP_NAME.fullmatch(base)
+        if m is None:
+            return False
+        target = f"{folder}/{m['base']}" if folder else m["base"]
+        return target in self.files or target == MANIFEST_FILE
+
+    def temporaries(self) -> list[Path]:
+        """Temporary files an interrupted write (kill -9) left behind."""
+        out = []
+        for folder in sorted({"", *(n.rpartition("/")[0] for n in self.files)}):
+            d = self.root / folder if folder else self.root
+            if not d.is_dir() or d.is_symlink():
+                continue
+            for entry in os.scandir(d):
+                name = f"{folder}/{entry.name}" if folder else entry.name
+                if (entry.is_file(follow_symlinks=False) and _TEMP_NAME.fullmatch(entry.name)
+                        and name not in self.files and self.owns(name)):
+                    out.append(Path(entry.path))
+        return out
+
+    def others(self, shown: int = 5) -> tuple[list[str], int]:
+        """What else is in the folder (the first `shown` entries, and how many in all)."""
+        found: list[str] = []
+        own_dirs = {n.rpartition("/")[0] for n in self.files if "/" in n}
+        own_dirs |= {"/".join(d.split("/")[:i]) for d in list(own_dirs) for i in range(1, d.count("/") + 1)}
+
+        def walk(folder: str) -> None:
+            d = self.root / folder if folder else self.root
+            for entry in sorted(os.scandir(d), key=lambda e: e.name):
+                name = f"{folder}/{entry.name}" if folder else entry.name
+                if entry.is_dir(follow_symlinks=False) and name in own_dirs:
+                    walk(name)
+                elif not (entry.is_file(follow_symlinks=False) or entry.is_symlink()) or not self.owns(name):
+                    found.append(name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+
+        walk("")
+        return found[:shown], len(found)
+
+
+_FOLDER_LOCKS: dict[str, list] = {}  # real path -> [fd, owning thread, depth]
+_FOLDER_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def session_lock(root: Path):
+    """Hold an exclusive lock on the session folder (flock on the folder itself) while the block runs.
+
+    Another process, or another thread of this one, that tries to lock the same folder meanwhile is refused
+    with a SessionError; the thread holding it may lock it again.
+    """
+    key = os.path.realpath(root)
+    me = threading.get_ident()
+    with _FOLDER_LOCKS_GUARD:
+        held = _FOLDER_LOCKS.get(key)
+        if held is not None:
+            if held[1] != me:
+                raise SessionBusyError(root)
+            held[2] += 1
+        else:
+            try:
+                fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as err:
+                raise SessionError(f"cannot open the session folder {root}: {err.strerror or err}") from err
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise SessionBusyError(root) from None
+            _FOLDER_LOCKS[key] = [fd, me, 1]
+    try:
+        yield
+    finally:
+        with _FOLDER_LOCKS_GUARD:
+            held = _FOLDER_LOCKS[key]
+            held[2] -= 1
+            if held[2] == 0:
+                del _FOLDER_LOCKS[key]
+                fcntl.flock(held[0], fcntl.LOCK_UN)
+                os.close(held[0])
+
+
+class SessionBusyError(SessionError):
+    """Another training run holds the session folder."""
+
+    def __init__(self, root):
+        super().__init__(f"another training run is using the session folder {root}; wait for it to finish "
+                         "(or stop it), or use another session folder")
+
+
+def prepare_session_directory(root: Path) -> None:
+    """Create the session folder; a folder this package created is noted so that discarding removes it too."""
+    if root.is_dir():
+        return
+    try:
+        root.mkdir(parents=True)
+    except FileExistsError:
+        if not root.is_dir():
+            raise SessionError(f"cannot create the session directory {root}: a file of that name is in the way") from None
+        return
+    except OSError as err:
+        raise SessionError(f"cannot create the session directory {root}: {err}") from err
+    with session_writes(root):
+        SessionFiles(root, created_directory=True).save()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,12 +472,15 @@ def load_tensors(path: Path) -> dict:
 class FeatureStore:
     """Features extracted so far, by item key; persisted as .npz chunks in the session directory."""
 
-    def __init__(self, directory: Path | None):
+    def __init__(self, directory: Path | None, writer: Callable[[str, bytes], str] | None = None):
         self.directory = directory
         self.features: dict[str, np.ndarray] = {}
         self.failed: dict[str, str] = {}
         self.chunks: list[str] = []
+        self.digests: dict[str, str] = {}  # chunk name -> SHA-256 of its file
         self._pending: dict[str, np.ndarray] = {}
+        # writes a file of the session folder (recording it as the session's): (name, bytes) -> SHA-256
+        self._writer = writer
 
     def add(self, key: str, value: np.ndarray) -> None:
         self.features[key] = value
@@ -212,22 +497,34 @@ class FeatureStore:
         if self.directory is None or not self._pending:
             return None
         name = f"features/chunk-{len(self.chunks):05d}.npz"
-        pending = self._pending
-        atomic_write_bytes(self.directory / name, lambda f: np.savez(f, **pending))
+        buf = io.BytesIO()
+        np.savez(buf, **self._pending)
+        data = buf.getvalue()
+        if self._writer is not None:
+            self.digests[name] = self._writer(name, data)
+        else:
+            atomic_write_bytes(self.directory / name, lambda f: f.write(data))
+            self.digests[name] = sha256_of(data)
         self.chunks.append(name)
         self._pending = {}
         return self.directory / name
 
     def to_dict(self) -> dict:
-        return {"chunks": self.chunks, "failed": self.failed}
+        return {"chunks": self.chunks, "failed": self.failed, "sha256": self.digests}
 
     def load(self, d: dict) -> None:
-        self.chunks = list(d.get("chunks", []))
+        self.chunks = [str(c) for c in d.get("chunks", [])]
         self.failed = dict(d.get("failed", {}))
+        self.digests = {str(k): str(v) for k, v in dict(d.get("sha256", {})).items()}
         for name in self.chunks:
-            with np.load(self.directory / name, allow_pickle=False) as z:
-                for key in z.files:
-                    self.features[key] = z[key]
+            path = session_path(self.directory, name, "the feature chunk")
+            data = read_verified(path, self.digests.get(name), "the feature chunk")
+            try:
+                with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                    for key in z.files:
+                        self.features[key] = z[key]
+            except Exception as err:  # noqa: BLE001 - BadZipFile, ValueError, EOFError ...: all mean damaged
+                raise _damaged("the feature chunk", path, f"{type(err).__name__}: {err}") from err
 
     def copy_from(self, other: FeatureStore) -> int:
         """Take every feature `other` has that this store lacks; returns how many."""
@@ -238,6 +535,21 @@ class FeatureStore:
             self.failed.setdefault(k, reason)
         self.flush()
         return len(new)
+
+
+def read_session_file(path: Path) -> dict:
+    """The contents of a session.json (SessionError naming it when it is missing or damaged)."""
+    if not path.exists():
+        raise SessionError(f"no training session in {path.parent} (missing {SESSION_FILE})")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise SessionError(f"cannot read {path}: {err.strerror or err}") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise _damaged("the session file", path, f"{type(err).__name__}: {err}") from err
+    if not isinstance(d, dict):
+        raise _damaged("the session file", path, f"it holds a JSON {type(d).__name__}, not an object")
+    return d
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,8 +574,10 @@ class MLTrainingSession:
         self.split_seed: int | None = None
         self.history: list[dict] = []  # one row per report: iteration + metrics (for curves)
         self.summary: dict = {}  # data summary the plan records (counts, skipped files)
-        self.features = FeatureStore(parameters.directory)
+        self.features = FeatureStore(parameters.directory, writer=self._write_file)
         self._lock = threading.RLock()
+        self._files: SessionFiles | None = None  # what this session wrote in its folder
+        self._running = False  # run_session holds the folder lock
 
     # -- Create ML's members -----------------------------------------------------------------
     @property
@@ -272,23 +586,28 @@ class MLTrainingSession:
 
     def remove_checkpoints(self, predicate: Callable[[MLCheckpoint], bool]) -> None:
         """Delete the checkpoints (and their files) for which `predicate(checkpoint)` is true."""
-        with self._lock:
-            keep = []
+        with self._folder_lock(), self._lock:
+            keep, dropped = [], []
             for c in self.checkpoints:
                 if predicate(c):
                     if c.url is not None and c.phase == MLPhase.TRAINING:
-                        Path(c.url).unlink(missing_ok=True)
+                        self._own_path(c.url)  # refuses a file outside the session folder before anything changes
+                    dropped.append(c)
                 else:
                     keep.append(c)
             self.checkpoints = keep
             self.save()
+            for c in dropped:
+                c._state = None
+                if c.url is not None and c.phase == MLPhase.TRAINING:
+                    self._delete_file(c.url)
 
     def reuse_extracted_features(self, other: MLTrainingSession) -> None:
         """Take the features `other` already extracted, so this session skips extracting them."""
         if other.task is not self.task:
             raise SessionError(f"cannot reuse features of a {other.task.__name__} session in a "
                                f"{self.task.__name__} session")
-        with self._lock, session_writes(self.session_directory):
+        with self._folder_lock(), self._lock, session_writes(self.session_directory):
             n = self.features.copy_from(other.features)
             log.info("reused %d extracted features from %s", n, other.session_directory or "an in-memory session")
             self.save()
@@ -309,7 +628,72 @@ class MLTrainingSession:
         if self.session_directory is None:
             return
         with self._lock, session_writes(self.session_directory):
-            atomic_write_json(self.session_directory / SESSION_FILE, self.to_dict())
+            self._write_file(SESSION_FILE, json.dumps(self.to_dict(), indent=1, ensure_ascii=False).encode())
+
+    # -- the session folder ------------------------------------------------------------------
+    def _own_files(self) -> SessionFiles:
+        if self._files is None:
+            self._files = SessionFiles.for_folder(self.session_directory)
+        return self._files
+
+    def _write_file(self, name: str, data: bytes) -> str:
+        """Write `name` in the session folder (atomically, listed as the session's first); returns its SHA-256."""
+        root = self.session_directory
+        self._own_files().record(name)
+        atomic_write_bytes(root / name, lambda f: f.write(data))
+        return sha256_of(data)
+
+    def _own_path(self, path) -> str:
+        """`path`, a file of the session folder, relative to it (SessionError when it is outside)."""
+        root = self.session_directory
+        full = session_path(root, path, "the checkpoint")
+        return full.relative_to(root).as_posix() if full.is_relative_to(root) else \
+            Path(os.path.relpath(os.path.realpath(full), os.path.realpath(root))).as_posix()
+
+    def _delete_file(self, path) -> None:
+        """Delete a file the session wrote (only one inside its folder)."""
+        name = self._own_path(path)
+        with contextlib.suppress(FileNotFoundError):
+            (self.session_directory / name).unlink()
+        self._own_files().forget(name)
+
+    def _folder_lock(self):
+        """The session folder's lock (nothing for in-memory sessions, or while run_session holds it)."""
+        if self.session_directory is None or self._running:
+            return contextlib.nullcontext()
+        return session_lock(self.session_directory)
+
+    def _remove_leftovers(self) -> None:
+        """Remove what kills left behind: temporary files of interrupted writes, and checkpoint files that
+        were written but never listed in session.json, or were set aside but not yet deleted."""
+        if self.session_directory is None or not (self.session_directory / MANIFEST_FILE).exists():
+            return
+        files = self._own_files()
+        for tmp in files.temporaries():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        listed = {self._own_path(c.url) for c in self.checkpoints if c.url is not None}
+        for name in sorted(files.files):
+            if name.startswith("checkpoints/") and name not in listed:
+                self._delete_file(self.session_directory / name)
+
+    def _prune_checkpoints(self) -> list[MLCheckpoint]:
+        """Keep the latest KEEP_LATEST_CHECKPOINTS training checkpoints and the best by validation; returns the rest
+        (dropped from the list, their in-memory weights let go; the caller deletes their files)."""
+        training = sorted((c for c in self.checkpoints if c.phase == MLPhase.TRAINING), key=lambda c: c.iteration)
+        keep = {id(c) for c in training[-KEEP_LATEST_CHECKPOINTS:]}
+        scored = [c for c in training if "validation_accuracy" in c.metrics]
+        if scored:
+            best = max(scored, key=lambda c: (c.metrics["validation_accuracy"],
+                                              -c.metrics.get("validation_loss", 0.0), c.iteration))
+            keep.add(id(best))
+        dropped = [c for c in training if id(c) not in keep]
+        if dropped:
+            gone = {id(c) for c in dropped}
+            self.checkpoints = [c for c in self.checkpoints if id(c) not in gone]
+            for c in dropped:
+                c._state = None
+        return dropped
 
     @classmethod
     def restore(cls, task: type, session_parameters: MLTrainingSessionParameters) -> MLTrainingSession:
@@ -317,26 +701,30 @@ class MLTrainingSession:
         if root is None:
             raise SessionError("restore_training_session needs session_parameters.session_directory")
         path = root / SESSION_FILE
-        if not path.exists():
-            raise SessionError(f"no training session in {root} (missing {SESSION_FILE})")
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise SessionError(f"cannot read {path}: {err}") from err
+        d = read_session_file(path)
         if d.get("task") != task.__name__:
             raise SessionError(f"{root} holds a {d.get('task')} session, not a {task.__name__} session")
-        data = task.DataSource.from_dict(d["training_data"], root)
-        params = task.ModelParameters.from_dict(d["parameters"], root)
-        # Intervals may change on restore (Create ML takes the new session parameters).
-        s = cls(task, data, params, session_parameters)
-        s.date = dt.datetime.fromisoformat(d["date"])
-        s.split_seed = d.get("split_seed")
-        s.phase = MLPhase(d["phase"])
-        s.iteration = int(d["iteration"])
-        s.history = d.get("history", [])
-        s.summary = d.get("summary", {})
-        s.features.load(d.get("features", {}))
-        s.checkpoints = [MLCheckpoint.from_dict(c, root) for c in d.get("checkpoints", [])]
+        try:
+            data = task.DataSource.from_dict(d["training_data"], root)
+            params = task.ModelParameters.from_dict(d["parameters"], root)
+            # Intervals may change on restore (Create ML takes the new session parameters).
+            s = cls(task, data, params, session_parameters)
+            s.date = dt.datetime.fromisoformat(d["date"])
+            s.split_seed = d.get("split_seed")
+            s.phase = MLPhase(d["phase"])
+            s.iteration = int(d["iteration"])
+            s.history = list(d.get("history", []))
+            s.summary = dict(d.get("summary", {}))
+            features = d.get("features", {})
+            checkpoints = [MLCheckpoint.from_dict(c, root) for c in d.get("checkpoints", [])]
+        except CreateMLError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise _damaged("the session file", path, f"{type(err).__name__}: {err}") from err
+        if not isinstance(features, dict):
+            raise _damaged("the session file", path, "its features entry is not an object")
+        s.features.load(features)
+        s.checkpoints = checkpoints
         return s
 
     def latest_training_checkpoint(self) -> MLCheckpoint | None:
@@ -344,8 +732,8 @@ class MLTrainingSession:
         return max(cps, key=lambda c: c.iteration) if cps else None
 
     def _add_checkpoint(self, phase: MLPhase, iteration: int, url: Path | None, metrics: dict,
-                        state: dict | None = None) -> MLCheckpoint:
-        cp = MLCheckpoint(phase, iteration, dt.datetime.now(), url, dict(metrics),
+                        state: dict | None = None, sha256: str | None = None) -> MLCheckpoint:
+        cp = MLCheckpoint(phase, iteration, dt.datetime.now(), url, dict(metrics), sha256=sha256,
                           _state=state if url is None else None, _session_directory=self.session_directory)
         if cp.url is None and cp._state is not None:
             cp._session = self  # in-memory sessions: from_checkpoint reads the session from here
@@ -469,10 +857,63 @@ class MLJob:
 # The run: extraction -> training -> evaluation, resumable at every step
 # ---------------------------------------------------------------------------------------------
 def run_session(session: MLTrainingSession, job: MLJob):
+    session.parameters.validate()
+    with session._folder_lock():  # a second run on the same folder is refused
+        session._running = True
+        try:
+            with session._lock, session_writes(session.session_directory):
+                session._remove_leftovers()
+            return _run_session(session, job)
+        finally:
+            session._running = False
+
+
+def _warn_iteration_bound(session: MLTrainingSession, plan) -> None:
+    bound = session.parameters.iterations
+    if plan.max_iterations > bound:
+        params = session.model_parameters
+        name = next((n for n in ("max_iterations", "maximum_iterations") if hasattr(params, n)), "iterations")
+        message = (f"the model parameters ask for {name}={plan.max_iterations}, but the session stops at "
+                   f"MLTrainingSessionParameters.iterations={bound}: this run trains {bound} iterations; pass "
+                   f"MLTrainingSessionParameters(iterations={plan.max_iterations}) to train them all")
+        log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _restore_trainer(session: MLTrainingSession, plan, trainer):
+    """Load the latest training checkpoint that reads back whole; a damaged one is set aside with a warning and
+    the one before it is used. Returns (checkpoint or None, trainer)."""
+    bad: list[str] = []
+    for cp in sorted((c for c in session.checkpoints if c.phase == MLPhase.TRAINING), key=lambda c: -c.iteration):
+        try:
+            state = cp._load_state()
+            trainer.load_state_dict(state)
+        except (SessionError, KeyError, RuntimeError, ValueError, TypeError) as err:
+            reason = str(err) if isinstance(err, SessionError) else \
+                f"the checkpoint {cp.url} does not fit this session ({type(err).__name__}: {err})"
+            bad.append(reason)
+            session.checkpoints.remove(cp)
+            trainer = session.task._make_trainer(session, plan)  # a failed load may have changed part of it
+            continue
+        if bad:
+            _warn_set_aside(bad, f"training resumes from the previous good checkpoint, iteration {cp.iteration}")
+        return cp, trainer
+    if bad:
+        _warn_set_aside(bad, "no earlier checkpoint reads back whole: training starts again from iteration 1")
+    return None, trainer
+
+
+def _warn_set_aside(reasons: list[str], what_now: str) -> None:
+    message = f"{'; '.join(reasons)} — set aside: {what_now}"
+    log.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _run_session(session: MLTrainingSession, job: MLJob):
     task = session.task
     started = time.monotonic()
-    session.parameters.validate()
     plan = task._plan(session)  # validates data and parameters, resolves items and the split
+    _warn_iteration_bound(session, plan)
     session.save()
 
     # 1. Feature extraction -----------------------------------------------------------------
@@ -508,12 +949,12 @@ def run_session(session: MLTrainingSession, job: MLJob):
     trainer = task._make_trainer(session, plan)
     max_iter = min(plan.max_iterations, session.parameters.iterations)
     start_iter = 0
-    last = session.latest_training_checkpoint()
-    if session.phase in (MLPhase.TRAINING, MLPhase.EVALUATING) and last is not None:
-        state = last._state if last.url is None else load_tensors(last.url)
-        trainer.load_state_dict(state)
+    last = None
+    if session.phase in (MLPhase.TRAINING, MLPhase.EVALUATING):
+        last, trainer = _restore_trainer(session, plan, trainer)
+    if last is not None:
         start_iter = last.iteration
-        session.history = [h for h in session.history if h["iteration"] <= start_iter]
+    session.history = [h for h in session.history if h["iteration"] <= start_iter]
     session.phase = MLPhase.TRAINING
     session.iteration = start_iter
     job._set_phase(session.phase)
@@ -529,6 +970,8 @@ def run_session(session: MLTrainingSession, job: MLJob):
             session.history.append({"iteration": it, **{str(k): float(v) for k, v in metrics.items()}})
             job._report(MLProgress(session.phase, it, max_iter, time.monotonic() - started, dict(metrics)))
         if it % session.parameters.checkpoint_interval == 0 or it == max_iter:
+            if "validation_accuracy" not in metrics:  # the best checkpoint is chosen by validation
+                metrics.update(trainer.validation_metrics())
             _checkpoint_training(session, job, trainer, it, metrics)
     if start_iter >= max_iter and last is None:  # nothing to train (max_iter == 0 is rejected earlier)
         _checkpoint_training(session, job, trainer, start_iter, metrics)
@@ -561,21 +1004,59 @@ def _flush_extraction(session: MLTrainingSession, done: int) -> None:
 def _checkpoint_training(session: MLTrainingSession, job: MLJob, trainer, iteration: int, metrics: dict) -> None:
     state = trainer.state_dict()
     with session._lock, session_writes(session.session_directory):
-        url = None
+        url = digest = None
         if session.session_directory is not None:
-            url = session.session_directory / "checkpoints" / f"training-{iteration:05d}.pt"
-            save_tensors(url, state)
+            name = f"checkpoints/training-{iteration:05d}.pt"
+            digest = session._write_file(name, tensors_bytes(state))
+            url = session.session_directory / name
         elif not getattr(trainer, "state_dict_is_snapshot", False):
             # kept in memory: a copy, or later steps would update it through the module's own tensors
             state = copy.deepcopy(state)
-        cp = session._add_checkpoint(MLPhase.TRAINING, iteration, url, metrics, state)
-        session.save()
+        cp = session._add_checkpoint(MLPhase.TRAINING, iteration, url, metrics, state, sha256=digest)
+        dropped = session._prune_checkpoints()
+        session.save()  # first: a kill now leaves unlisted files (removed on the next run), never missing ones
+        for c in dropped:
+            if c.url is not None and c.url != url:
+                session._delete_file(c.url)
     job._emit("checkpoint", cp)
 
 
-def remove_session_directory(path: str | os.PathLike) -> None:
-    """Delete a session directory made by this package (refuses other folders)."""
-    p = Path(path)
-    if not (p / SESSION_FILE).exists():
-        raise SessionError(f"{p} is not a training session directory")
-    shutil.rmtree(p)
+def remove_session_directory(path: str | os.PathLike, keep_folder: bool = False) -> None:
+    """Discard a training session: delete the files it wrote in its folder (as its session-files.json lists them),
+    and the folder when the session created it.
+
+    Refuses, deleting nothing, when the folder holds anything else (naming what it would keep), or when a
+    training run is using it. With `keep_folder`, the folder stays (empty) for a new session.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise SessionError(f"{root} is not a folder")
+    with session_lock(root):
+        if not (root / SESSION_FILE).exists() and not (root / MANIFEST_FILE).exists():
+            raise SessionError(f"{root} is not a training session directory; nothing was deleted")
+        files = SessionFiles.for_folder(root)
+        shown, count = files.others()
+        if count:
+            more = f" and {count - len(shown)} more" if count > len(shown) else ""
+            raise SessionError(f"will not discard the training session in {root}: the folder also holds "
+                               f"{', '.join(shown)}{more}, which the session did not write; nothing was deleted. "
+                               "Move those elsewhere, or use another session folder")
+        with session_writes(root):
+            for tmp in files.temporaries():
+                tmp.unlink(missing_ok=True)
+            folders = set()
+            for name in sorted(files.files):
+                full = session_path(root, name, "the session file")
+                full.unlink(missing_ok=True)
+                folders.add(full.parent)
+            for folder in sorted(folders, key=lambda f: -len(f.parts)):
+                if folder != root:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only when empty
+            if keep_folder:
+                SessionFiles(root, created_directory=files.created_directory).save()
+                return
+            (root / MANIFEST_FILE).unlink(missing_ok=True)
+            if files.created_directory:
+                with contextlib.suppress(OSError):
+                    root.rmdir()

@@ -53,6 +53,14 @@ def _visible(path: Path | str) -> bool:
     return not name.startswith(".") and not name.startswith("__MACOSX")
 
 
+def _plural(what: str) -> str:
+    """'an image' -> 'images' (scans name what they look for with its article: 'not an image')."""
+    for article in ("a ", "an "):
+        if what.startswith(article):
+            what = what[len(article):]
+    return f"{what}s"
+
+
 def scan_labeled_directories(root: str | os.PathLike, is_media: Callable[[Path], bool], what: str
                              ) -> tuple[dict[str, list[Path]], list[dict]]:
     """{label: files} from one subfolder per label (nested folders included), plus skipped files.
@@ -74,9 +82,10 @@ def scan_labeled_directories(root: str | os.PathLike, is_media: Callable[[Path],
         labeled[sub.name] = files
     loose = [f for f in root.iterdir() if f.is_file() and _visible(f) and is_media(f)]
     if not labeled:
-        hint = (f" It holds {len(loose)} {what}s directly: use labeled_files for names like 'label.1.jpg',"
+        hint = (f" It holds {len(loose)} {_plural(what)} directly: use labeled_files for names like 'label.1.jpg',"
                 " or move them into one subfolder per label.") if loose else ""
-        raise DataSourceError(f"no label folders in {root}: expected one subfolder per label, each holding {what}s."
+        raise DataSourceError(f"no label folders in {root}: expected one subfolder per label, each holding "
+                              f"{_plural(what)}."
                               + hint)
     return labeled, skipped
 
@@ -99,7 +108,7 @@ def scan_labeled_files(root: str | os.PathLike, is_media: Callable[[Path], bool]
             continue
         labeled.setdefault(label, []).append(f)
     if not labeled:
-        raise DataSourceError(f"no {what}s in {root}: labeled_files expects files named '<label>.<anything>.<ext>'")
+        raise DataSourceError(f"no {_plural(what)} in {root}: labeled_files expects files named '<label>.<anything>.<ext>'")
     return labeled, skipped
 
 

@@ -3,6 +3,10 @@
 An iteration is one pass over the training set, in mini-batches of `batch_size` (Adam), or one
 full-batch L-BFGS step for the logistic regressor. The state — network, optimizer and random
 generator — round-trips through `torch.load(weights_only=True)`.
+
+Every random draw of a run (initial weights, batch order, augmentation, dropout) comes from the trainer's
+own generator, never torch's global one: the same seed trains the same network, and a run resumed from a
+checkpoint (which holds the generator's state) equals an uninterrupted one exactly.
 """
 from __future__ import annotations
 
@@ -89,6 +93,45 @@ class AdamW:
                       for i, st in state["state"].items()}
 
 
+class GeneratorDropout(nn.Dropout):
+    """nn.Dropout drawing its masks from a given torch.Generator (nn.Dropout draws from the global one)."""
+
+    def __init__(self, p: float, generator: torch.Generator, inplace: bool = False):
+        super().__init__(p, inplace)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return torch.zeros_like(x)
+        keep = 1.0 - self.p
+        mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
+        return x * mask / keep
+
+
+_INITIALISED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@torch.no_grad()
+def seed_network(net: nn.Module, generator: torch.Generator) -> None:
+    """Draw `net`'s initial weights from `generator` (PyTorch's default initialisation of linear and
+    convolution layers) and make its dropout layers draw from it too."""
+    for m in net.modules():
+        if isinstance(m, _INITIALISED):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+    for parent in net.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(parent, name, GeneratorDropout(child.p, generator, child.inplace))
+            elif isinstance(child, GeneratorDropout):
+                child.generator = generator
+
+
 class Trainer:
     """Trains `net` on `train` and reports loss/accuracy on `train` and `validation`."""
 
@@ -104,7 +147,7 @@ class Trainer:
         self.weight_decay = weight_decay
         self.class_weights = class_weights
         self.generator = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
+        seed_network(net, self.generator)  # initial weights and dropout from the trainer's own generator
         self._fit_batch_norm_momentum()
         if optimizer == "lbfgs":
             from .logistic import LBFGS_EVALUATIONS_PER_STEP, LBFGS_ITERATIONS_PER_STEP

@@ -32,7 +32,7 @@ from ..session import (
     MLTrainingSession,
     MLTrainingSessionParameters,
     failure_reason,
-    load_tensors,
+    prepare_session_directory,
 )
 
 log = logging.getLogger(__name__)
@@ -135,10 +135,7 @@ class ClassifierTask:
             if (sp.directory / "session.json").exists():
                 raise SessionError(f"{sp.directory} already holds a training session: use "
                                    f"{cls.__name__}.restore_training_session() to continue it, or pick a new folder")
-            try:
-                sp.directory.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise SessionError(f"cannot create the session directory {sp.directory}: {err}") from err
+            prepare_session_directory(sp.directory)
         session = MLTrainingSession(cls, training_data, parameters, sp)
         session.save()
         return session
@@ -164,7 +161,7 @@ class ClassifierTask:
             if root is None:
                 raise SessionError("this checkpoint has neither a file nor an in-memory state")
             session = MLTrainingSession.restore(cls, MLTrainingSessionParameters(session_directory=root))
-        state = checkpoint._state if checkpoint.url is None else load_tensors(checkpoint.url)
+        state = checkpoint._load_state()
         plan = cls._plan(session)
         missing = [i for i in plan.items if i.key not in session.features]
         if missing:
@@ -428,6 +425,13 @@ def split_for_validation(session: MLTrainingSession, labeled: dict[str, list], v
         train[flat[i][0]].append(flat[i][1])
     for i in val_idx:
         val.setdefault(flat[i][0], []).append(flat[i][1])
+    empty = [k for k in labeled if labeled[k] and not train[k]]
+    if empty:
+        n = len(labeled[empty[0]])
+        raise DataSourceError(
+            f"the validation split {strategy} put all {n} example{'s' if n != 1 else ''} of label {empty[0]!r} in "
+            f"validation, leaving it none to train on: use a smaller ratio (e.g. MLSplitStrategy.fixed(0.2)), "
+            "ValidationData.none(), or add examples of that label")
     return train, val
 
 

@@ -415,9 +415,9 @@ class MLImageClassifier(ClassifierTask):
         extractor = ImageEmbeddingExtractor(params.feature_extractor)
         ext_id = extractor.id
         train_items = [Item(p, label).resolve_key(ext_id) for label in train for p in train[label]
-                       if _exists_or_skip(p, skipped)]
+                       if _exists_or_skip(p, skipped, label)]
         val_items = [Item(p, label).resolve_key(ext_id) for label in val for p in val[label]
-                     if _exists_or_skip(p, skipped)]
+                     if _exists_or_skip(p, skipped, label)]
         for name in _augmentation_names(params.augmentation):
             train_items += [Item(i.source, i.label, variant=name, group=i.group).resolve_key(ext_id)
                             for i in train_items if not i.variant]
@@ -503,11 +503,18 @@ class MLImageClassifier(ClassifierTask):
         return source_name(source)
 
 
-def _exists_or_skip(path: Path, skipped: list[dict]) -> bool:
+def _exists_or_skip(path: Path, skipped: list[dict], label: str | None = None) -> bool:
     if os.path.isfile(path):
         return True
     p = Path(path)
-    skipped.append({"path": str(p), "reason": "the file does not exist" if not p.exists() else "not a file"})
+    if not p.exists():
+        reason = "the file does not exist"
+    elif p.is_dir():
+        reason = ("a folder, not an image file: list the images inside it, or use DataSource.labeled_directories "
+                  "for a folder of label folders")
+    else:
+        reason = "not a file"
+    skipped.append({"path": str(p), "reason": reason, **({"label": label} if label is not None else {})})
     return False
 
 
@@ -522,7 +529,14 @@ def _tensors(items, features, labels, summary: dict | None = None) -> tuple[torc
         empty = [label for label, n in usable.items() if n == 0]
         if empty:
             bad = [f"{i.name}: {features.failed.get(i.key, '?')}" for i in items if i.label == empty[0]]
-            raise DataSourceError(f"label {empty[0]!r} has no readable image; its files: " + "; ".join(bad[:10]))
+            if bad:
+                raise DataSourceError(f"label {empty[0]!r} has no readable image; its files: " + "; ".join(bad[:10]))
+            left_out = [f"{s['path']}: {s['reason']}" for s in summary.get("skipped_files", [])
+                        if s.get("label") == empty[0]]
+            raise DataSourceError(f"label {empty[0]!r} has no image to train on: "
+                                  + ("every entry listed for it was left out (" + "; ".join(left_out[:10]) + ")"
+                                     if left_out else "none of its images is in the training set")
+                                  + "; give it image files to train on")
     if not rows:
         return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
     x = torch.from_numpy(np.stack([r[0] for r in rows]).astype(np.float32))
