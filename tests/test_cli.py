@@ -220,10 +220,11 @@ def test_a_failed_run_does_not_pin_its_data_to_the_session(small_digits, tmp_pat
     empty.mkdir()
     rc, _, err = train("handpose", empty, out, "--iterations", 2)
     assert_clean_error(rc, err, empty)
+    assert not out.with_suffix(".session").exists()  # refused before any work: no session is left behind
     # the same --out with the right folder trains on that folder (not the old, empty one)
     rc, stdout, err = train("handpose", small_digits, out, "--iterations", 2)
     assert rc == 0, err
-    assert "starting afresh" in err
+    assert "continuing" not in err
     assert session_json(out)["training_data"]["path"] == str(small_digits)
     assert session_json(out)["summary"]["training_examples"] == 24 and f"wrote {out}" in stdout
 

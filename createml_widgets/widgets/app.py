@@ -179,7 +179,10 @@ class TrainerApp(widgets.VBox):
         except InvalidParametersError as err:
             self._say(f"fix the parameters first — {err}", "error")
             raise
-        sp = session_parameters or MLTrainingSessionParameters(report_interval=1, checkpoint_interval=10)
+        # the session's bound on iterations is what the form asks (Create ML's default of 1000 would cap it)
+        asked = getattr(parameters, "max_iterations", getattr(parameters, "maximum_iterations", 1000))
+        sp = session_parameters or MLTrainingSessionParameters(report_interval=1, checkpoint_interval=10,
+                                                               iterations=max(1, int(asked)))
         task_class = self.info.load()
         self.model = None
         self.export_path = None
