@@ -185,10 +185,7 @@ def _resample(cv2, p, cap, fps, rate, start, end, max_side):
         ok, bgr = cap.retrieve()
         if not ok or bgr is None:
             return None
-        if max_side and max(bgr.shape[:2]) > max_side:
-            s = max_side / max(bgr.shape[:2])
-            bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * s)), max(1, round(bgr.shape[0] * s))),
-                             interpolation=cv2.INTER_AREA)
+        bgr = downscale_frame(bgr, max_side)
         if bgr.ndim == 2:
             return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -255,6 +252,16 @@ def _resample(cv2, p, cap, fps, rate, start, end, max_side):
             return
         yield t, prev_frame
         k += 1
+
+
+def downscale_frame(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    """`frame` shrunk (OpenCV's area filter) so its longer side is at most `max_side`; as it is when
+    smaller or when `max_side` is None. Video frames and live frames go through this before detection."""
+    if max_side and max(frame.shape[:2]) > max_side:
+        s = max_side / max(frame.shape[:2])
+        frame = _cv2().resize(frame, (max(1, round(frame.shape[1] * s)), max(1, round(frame.shape[0] * s))),
+                              interpolation=_cv2().INTER_AREA)
+    return frame
 
 
 def video_keypoints(path, target_frame_rate: float = 30.0, start: float | None = None, end: float | None = None,

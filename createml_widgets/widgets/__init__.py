@@ -8,6 +8,7 @@ Widgets only call the library (`createml_widgets.tasks`); none holds training lo
 from __future__ import annotations
 
 from .app import TrainerApp
+from .camera import Camera, LivePreview
 from .confusion_matrix import ConfusionMatrix
 from .data_source_picker import DataSourcePicker
 from .parameter_form import InvalidParametersError, ParameterForm
@@ -15,4 +16,4 @@ from .prediction_preview import PredictionPreview
 from .training_progress import TrainingProgress
 
 __all__ = ["DataSourcePicker", "ParameterForm", "TrainingProgress", "ConfusionMatrix", "PredictionPreview",
-           "TrainerApp", "InvalidParametersError"]
+           "TrainerApp", "InvalidParametersError", "Camera", "LivePreview"]

@@ -1,0 +1,111 @@
+"""Camera and LivePreview from the kernel's side: the messages a browser sends, with real photos.
+
+(The browser's side, with Chromium's fake camera, is tests/browser/test_camera.py.)
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from widget_helpers import DIGITS, copy_clips, files_under
+
+from createml_widgets.widgets import Camera, DataSourcePicker, LivePreview
+from createml_widgets.widgets.camera import ESM
+
+
+def _jpeg(photo) -> bytes:
+    out = io.BytesIO()
+    Image.open(photo).convert("RGB").resize((320, 320)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def _photo(label="5", index=0):
+    return sorted((DIGITS / label).iterdir())[index]
+
+
+def test_the_es_module_ships_with_the_package():
+    text = ESM.read_text()
+    assert "export default" in text and "getUserMedia" in text and "msg:custom" in text
+
+
+def test_snapped_photos_land_under_their_label_and_the_counts_follow(tmp_path):
+    picker = DataSourcePicker("hand_pose", root=tmp_path)
+    camera = Camera("hand_pose", picker=picker, label="five")
+    for i in range(3):
+        camera._on_message(camera, {"type": "photo", "label": "five"}, [_jpeg(_photo("5", i))])
+    camera._on_message(camera, {"type": "photo", "label": "one"}, [_jpeg(_photo("1"))])
+    assert camera.message_level == "ok" and camera.message.startswith("saved uploads/one/one-"), camera.message
+    assert picker.path == "uploads"
+    assert picker.counts == {"five": 3, "one": 1}
+    assert camera.counts == {"five": 3, "one": 1}
+    assert len(camera.saved) == 4 and all(p.suffix == ".jpg" and p.is_file() for p in camera.saved)
+    assert all(p.parent.parent == tmp_path / "uploads" for p in camera.saved)
+    assert len({p.name for p in camera.saved}) == 4  # never one over another
+    assert picker.data_source is not None  # two labels: ready to train
+
+
+def test_a_label_cannot_leave_the_uploads_folder(tmp_path):
+    camera = Camera("image", root=tmp_path)
+    path = camera.save_photo(_jpeg(_photo()), "../../etc")
+    assert path.resolve().is_relative_to((tmp_path / "uploads").resolve())
+    assert path.parent.name == "etc" and not (tmp_path.parent / "etc").exists()
+
+
+def test_what_is_not_a_photo_is_refused_and_nothing_is_written(tmp_path):
+    camera = Camera("image", root=tmp_path, label="x")
+    before = files_under(tmp_path)
+    camera._on_message(camera, {"type": "photo", "label": "x"}, [b"not a jpeg at all"])
+    assert camera.message_level == "failed" and "not saved" in camera.message
+    camera._on_message(camera, {"type": "photo", "label": "  "}, [_jpeg(_photo())])
+    assert "type a label first" in camera.message
+    assert files_under(tmp_path) == before
+
+
+def test_a_recorded_clip_is_saved_and_checked(tmp_path):
+    clip = sorted(copy_clips(tmp_path / "src", labels=("wave",), per_label=1).rglob("*.mp4"))[0]
+    root = tmp_path / "root"
+    root.mkdir()
+    camera = Camera("hand_action", root=root, label="wave")
+    assert camera.media == "video"
+    camera._on_message(camera, {"type": "clip", "label": "wave", "mime": "video/mp4"}, [clip.read_bytes()])
+    assert camera.message_level == "ok", camera.message
+    assert camera.counts == {"wave": 1} and camera.saved[0].suffix == ".mp4"
+    camera._on_message(camera, {"type": "clip", "label": "wave", "mime": "video/webm"}, [b"\x1aE\xdf\xa3 garbage"])
+    assert camera.message_level == "failed" and "cannot be read as a video" in camera.message
+
+
+def test_live_preview_answers_a_frame_with_the_label_and_the_skeleton(hand_pose_model):
+    live = LivePreview(hand_pose_model)
+    sent = []
+    live.send = lambda content, buffers=None: sent.append(content)
+    photo = _photo("5", 10)
+    live._on_message(live, {"type": "start"}, [])
+    live._on_message(live, {"type": "frame", "id": 7, "t": 12.5}, [_jpeg(photo)])
+    [reply] = sent
+    assert reply["type"] == "result" and reply["id"] == 7 and "error" not in reply, reply
+    assert reply["label"] == hand_pose_model.prediction(photo)[0][0]
+    kp = np.asarray(reply["keypoints"])
+    assert kp.shape == (2, 21) and ((kp >= 0) & (kp <= 1)).all()
+    assert reply["timestamp"] == 12.5 and live.frames == 1
+    from createml_widgets.nets.gcn import HAND_EDGES
+
+    assert live._edges == [list(e) for e in HAND_EDGES]  # the skeleton the browser draws
+
+
+def test_live_preview_without_a_model_or_with_a_bad_frame_says_so(hand_pose_model):
+    live = LivePreview()
+    sent = []
+    live.send = lambda content, buffers=None: sent.append(content)
+    live._on_message(live, {"type": "frame", "id": 1, "t": 1.0}, [_jpeg(_photo())])
+    assert "train a model first" in sent[-1]["error"]
+    live.model = hand_pose_model
+    live._on_message(live, {"type": "frame", "id": 2, "t": 2.0}, [b"garbage"])
+    assert sent[-1]["id"] == 2 and "not a readable JPEG" in sent[-1]["error"]
+
+
+@pytest.mark.parametrize("cls", [Camera, LivePreview])
+def test_the_widgets_start_with_the_camera_off(cls, tmp_path):
+    w = cls(root=tmp_path) if cls is Camera else cls()
+    assert w.camera_state == "off" and w.mirror is True
