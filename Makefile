@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8866
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test dashboard bench lint chromium clean
+.PHONY: install test dashboard bench lint chromium clean binder-check user-bench
 
 install: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU build on this machine's disk (a loose spec pulls a CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,distributed]'
 	@touch $@
 
 # The browser test drives Debian's Chromium (never `playwright install`: it downloads).
@@ -37,6 +37,33 @@ dashboard: install
 
 bench: install
 	$(PY) -m benchmarks
+
+# Binder's install as repo2docker does it, checked end to end: a fresh venv from binder/requirements.txt
+# (torch from the registry here in place of PyTorch's CPU index: torch==2.13.0 is the local CPU build),
+# binder/postBuild run in it (with a HOME of its own), then the dashboard browser test serving Voilà from
+# that venv, with Binder's start settings and the kernel's memory sampled under 2 GB.
+BINDER_VENV ?= .binder-venv
+binder-check: install chromium
+	rm -rf $(BINDER_VENV)
+	$(PYTHON) -m venv $(BINDER_VENV)
+	$(BINDER_VENV)/bin/python -m pip install -q --upgrade pip
+	sed -e '/^--extra-index-url/d' -e 's/^torch==\(.*\)+cpu$$/torch==\1/' binder/requirements.txt > $(BINDER_VENV)/requirements.txt
+	$(BINDER_VENV)/bin/python -m pip install -q -r $(BINDER_VENV)/requirements.txt
+	mkdir -p $(BINDER_VENV)/home
+	HOME=$(abspath $(BINDER_VENV))/home PATH=$(abspath $(BINDER_VENV))/bin:$$PATH bash binder/postBuild
+	HOME=$(abspath $(BINDER_VENV))/home OMP_NUM_THREADS=2 CREATEML_WIDGETS_WORKERS=2 \
+		DASHBOARD_MAKE_VARS="VENV=$(BINDER_VENV)" $(PY) -m pytest -q -ra -p no:cacheprovider tests/browser/test_dashboard.py
+
+# The install a user gets (a fresh venv: torch==2.13.0, then `pip install .`, no extras): the image
+# backbone's speed there next to the eager torch baseline, in one run, from outside the checkout.
+USER_VENV ?= .user-venv
+user-bench:
+	rm -rf $(USER_VENV)
+	$(PYTHON) -m venv $(USER_VENV)
+	$(USER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(USER_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(USER_VENV)/bin/python -m pip install -q .
+	cd /tmp && $(abspath $(USER_VENV))/bin/python $(abspath benchmarks/user_install.py)
 
 lint: install
 	$(VENV)/bin/ruff check createml_widgets tests benchmarks

@@ -19,6 +19,7 @@ from .errors import (
     SessionError,
     UnreadableFileError,
 )
+from .features.distributed import use_cluster
 from .metadata import MLModelMetadata
 from .metrics import MLClassifierMetrics
 from .session import (
@@ -51,5 +52,5 @@ __all__ = [
     "MLImageClassifier", "MLHandPoseClassifier", "MLHandActionClassifier", "MLSplitStrategy", "ValidationData",
     "MLModelMetadata", "MLClassifierMetrics", "MLCheckpoint", "MLJob", "MLPhase", "MLProgress",
     "MLTrainingSession", "MLTrainingSessionParameters", "JobCancelledError", "CreateMLError", "DataSourceError",
-    "NoHandDetectedError", "ParameterError", "SessionError", "UnreadableFileError",
+    "NoHandDetectedError", "ParameterError", "SessionError", "UnreadableFileError", "use_cluster",
 ]

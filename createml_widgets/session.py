@@ -924,13 +924,15 @@ def _run_session(session: MLTrainingSession, job: MLJob):
         job._set_phase(session.phase)
         done = total - len(todo)
         batch = max(1, plan.extraction_batch_size)
-        with plan.extractor as extractor:
-            for b, start in enumerate(range(0, len(todo), batch)):
+        from .features.distributed import iter_extraction  # here, or on a Dask cluster if one is set
+
+        with plan.extractor as extractor, contextlib.closing(
+                iter_extraction(extractor, todo, batch, lambda: job.is_canceled)) as batches:
+            for b, (chunk, results) in enumerate(batches):
                 if job.is_canceled:
                     _flush_extraction(session, done)
                     raise JobCancelledError("cancelled during feature extraction; resume to continue")
-                chunk = todo[start:start + batch]
-                for item, result in zip(chunk, extractor.extract(chunk)):
+                for item, result in zip(chunk, results):
                     if isinstance(result, BaseException):
                         session.features.fail(item.key, failure_reason(result))
                     else:

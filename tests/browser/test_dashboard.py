@@ -88,7 +88,10 @@ def dashboard_command(port: int, *make_vars: str) -> str:
     # Run as its own make, not as a sub-make of `make test` (which would add "make[1]: Entering
     # directory" lines and its own flags).
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
-    out = subprocess.run(["make", "--no-print-directory", "-n", "dashboard", f"PORT={port}", *make_vars], cwd=REPO,
+    # DASHBOARD_MAKE_VARS (e.g. "VENV=.binder-venv", from `make binder-check`) serves another environment.
+    extra = shlex.split(os.environ.get("DASHBOARD_MAKE_VARS", ""))
+    out = subprocess.run(["make", "--no-print-directory", "-n", "dashboard", f"PORT={port}", *extra, *make_vars],
+                         cwd=REPO,
                          env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, f"`make -n dashboard` failed with {out.returncode}:\n{out.stdout}\n{out.stderr}"
