@@ -25,9 +25,15 @@ from ..errors import UnreadableFileError
 from .hand_keypoints import NUM_JOINTS, HandKeypointDetector, HandObservation, _resolve_workers, parallel_map
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".webm", ".m4v", ".mkv"}
-# With fewer clips than worker processes, a clip at least twice this long is cut into consecutive parts
-# (on the target frame grid) that the workers track in parallel: one long video then uses every core.
-SPLIT_MIN_SECONDS = 2.0
+# A clip at least twice PART_SECONDS long is cut into consecutive parts of about PART_SECONDS (on the
+# target frame grid) that the workers track in parallel: one long video then uses every core. Where the
+# cuts fall depends only on the clip, never on the number of workers or of clips in the call, so the
+# keypoints are the same with 1 worker or 16 (one process tracks the same parts one after the other).
+# Each part after the first starts WARMUP_SECONDS before its cut and those warm-up frames are dropped:
+# tracking has found the hand again by the cut, so the cut does not show as a lost hand.
+PART_SECONDS = 6.0
+WARMUP_SECONDS = 1.0
+SPLIT_MIN_SECONDS = PART_SECONDS  # (older name) a clip shorter than twice this is never cut
 # Frames with a longer side than this are downscaled before hand detection (normalised coordinates
 # do not change; MediaPipe works on 192-256 px crops anyway).
 DETECTION_MAX_SIDE = 640
@@ -311,15 +317,24 @@ def video_keypoints(path, target_frame_rate: float = 30.0, start: float | None =
 
 
 def _video_one(detector: HandKeypointDetector, item):
-    path, start, end, rate = item
-    return video_keypoints(path, rate, start, end, detector=detector)
+    path, start, end, rate, *keep_from = item
+    result = video_keypoints(path, rate, start, end, detector=detector)
+    if keep_from and keep_from[0] is not None:  # drop the warm-up frames before the part's cut
+        cut = float(keep_from[0])
+        keep = result.timestamps >= cut - 0.5 / rate
+        kp = result.keypoints[keep]
+        present = int((np.abs(kp).sum(axis=(1, 2)) > 0).sum())
+        result = VideoKeypoints(keypoints=kp, timestamps=result.timestamps[keep],
+                                hand_fraction=present / max(1, len(kp)), source=result.source, start=cut,
+                                end=result.end, frame_rate=rate)
+    return result
 
 
 def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, workers: int | None = None,
                             progress: Callable[[int, int], None] | None = None, **detector_options
                             ) -> list[VideoKeypoints | Exception]:
-    """`video_keypoints` for each clip, in order, in parallel across videos (and, with fewer clips
-    than workers, across consecutive parts of long clips: SPLIT_MIN_SECONDS).
+    """`video_keypoints` for each clip, in order, in parallel across videos and across the parts of
+    long clips (PART_SECONDS; the result does not depend on `workers`).
 
     clips: (path, start, end) tuples (start/end in seconds or None) or plain paths. A clip that fails
     (unreadable file, empty range) holds its exception; nothing is raised for one bad clip.
@@ -333,8 +348,7 @@ def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, wo
             path, start, end = (tuple(clip) + (None, None))[:3]
         items.append((str(path), start, end, float(target_frame_rate)))
     n_workers = _resolve_workers(workers)
-    parts_each = n_workers // len(items) if 0 < len(items) < n_workers else 1
-    parts = [_split_clip(item, parts_each) for item in items]
+    parts = [_split_clip(item) for item in items]
     flat = [part for clip_parts in parts for part in clip_parts]
     make_detector = functools.partial(HandKeypointDetector, video=True, **detector_options)
     part_progress = None
@@ -349,22 +363,29 @@ def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, wo
     return out
 
 
-def _split_clip(item: tuple, parts: int) -> list[tuple]:
-    """`item` (path, start, end, rate) as up to `parts` consecutive parts on its frame grid."""
+def _split_clip(item: tuple, parts: int | None = None) -> list[tuple]:
+    """`item` (path, start, end, rate) as consecutive parts on its frame grid: (path, part start, part end,
+    rate, cut) where the part is tracked from `part start` (WARMUP_SECONDS before `cut`) and its frames
+    before `cut` are dropped. A clip shorter than 2 x PART_SECONDS is one part. `parts` (the older
+    signature) is ignored: the cuts depend only on the clip, so every worker count gives the same answer.
+    """
     path, start, end, rate = item
-    if parts < 2:
-        return [item]
     try:
         s = 0.0 if start is None else float(start)
         e = probe_video(path).duration if end is None else min(float(end), probe_video(path).duration)
     except (UnreadableFileError, ValueError, TypeError):
         return [item]  # the whole clip fails (or succeeds) as one, with its own message
-    if not (math.isfinite(s) and math.isfinite(e)) or e - s < parts * SPLIT_MIN_SECONDS:
+    if not (math.isfinite(s) and math.isfinite(e)) or e - s < 2 * PART_SECONDS:
         return [item]
     frames = math.ceil((e - s) * rate - 1e-9)
-    cuts = [s + round(i * frames / parts) / rate for i in range(1, parts)]
-    bounds = [start, *cuts, end]
-    return [(path, bounds[i], bounds[i + 1], rate) for i in range(parts)]
+    count = max(2, round((e - s) / PART_SECONDS))
+    warm = round(WARMUP_SECONDS * rate)
+    cut_frames = [round(i * frames / count) for i in range(1, count)]
+    out = [(path, start, s + cut_frames[0] / rate, rate, None)]
+    for i, k in enumerate(cut_frames):
+        stop = end if i + 1 == len(cut_frames) else s + cut_frames[i + 1] / rate
+        out.append((path, s + max(0, k - warm) / rate, stop, rate, s + k / rate))
+    return out
 
 
 def _join_parts(results: list):
@@ -375,11 +396,14 @@ def _join_parts(results: list):
     if len(results) == 1:
         return results[0]
     keypoints = np.concatenate([r.keypoints for r in results])
-    timestamps = np.concatenate([r.timestamps for r in results])
+    # the frame grid of the whole clip (a part tracked from its warm-up start has the same times, up to
+    # rounding)
+    rate = results[0].frame_rate
+    timestamps = results[0].start + np.arange(len(keypoints), dtype=np.float64) / rate
     hands = sum(r.hand_fraction * len(r) for r in results)
     return VideoKeypoints(keypoints=keypoints, timestamps=timestamps, hand_fraction=hands / len(timestamps),
                           source=results[0].source, start=results[0].start, end=results[-1].end,
-                          frame_rate=results[0].frame_rate)
+                          frame_rate=rate)
 
 
 def write_video(path, frames: Iterable[np.ndarray], fps: float = 30.0, fourcc: str | None = None) -> Path:

@@ -161,7 +161,10 @@ class HandActionExtractor(KeypointExtractor):
 
     @property
     def id(self) -> str:
-        return f"{mediapipe_id()}:video:{self.target_frame_rate:g}fps"
+        from ..features.video import PART_SECONDS, WARMUP_SECONDS
+
+        # long clips are cut at fixed places, each part tracked from a warm-up before its cut
+        return f"{mediapipe_id()}:video:{self.target_frame_rate:g}fps:parts{PART_SECONDS:g}s+{WARMUP_SECONDS:g}s"
 
     def _extract_files(self, items: list) -> list:
         from ..features.video import extract_video_keypoints

@@ -235,24 +235,62 @@ def test_extract_video_keypoints_parallel_equals_serial(tmp_path):
 
 
 def test_a_long_clip_is_tracked_in_parts_on_every_core(tmp_path):
-    """With fewer clips than workers, a long clip is cut on its frame grid and the parts tracked in
-    parallel: the same frames and times, the same hands (a part's first frame is detected afresh, so
-    landmarks may move by a hair there), and one clip's result as before."""
+    """A clip at least 2 x PART_SECONDS long is cut on its frame grid and the parts tracked in parallel:
+    the same frames and times, the same hands (each part after the first is tracked from WARMUP_SECONDS
+    before its cut and those frames dropped, so tracking has found the hand again by the cut), and one
+    clip's result as before. Where the cuts fall does not depend on the number of workers."""
     from createml_widgets.features import video as v
     from createml_widgets.samples import make_clips
 
     photos_ = make_clips.digit_photos(make_clips.ACTION_CLASSES["wave"][0][0])
     clip = make_clips.make_clip(photos_[:3], tmp_path / "long.mp4", make_clips.ACTION_CLASSES["wave"][1], fps=30,
-                                seconds=2 * v.SPLIT_MIN_SECONDS + 1, size=(320, 240), seed=0)
-    assert len(v._split_clip((str(clip), None, None, 30.0), 2)) == 2
-    assert len(v._split_clip((str(clip), 0.0, 1.0, 30.0), 2)) == 1  # too short to be worth a second process
-    whole = video_keypoints(clip, 30)
+                                seconds=2 * v.PART_SECONDS + 1, size=(320, 240), seed=0)
+    parts_ = v._split_clip((str(clip), None, None, 15.0))
+    assert len(parts_) == 2 and parts_ == v._split_clip((str(clip), None, None, 15.0), 8)
+    (_, s0, e0, _, keep0), (_, s1, e1, _, keep1) = parts_
+    assert keep0 is None and e0 == keep1 and s1 == pytest.approx(keep1 - v.WARMUP_SECONDS) and e1 is None
+    assert len(v._split_clip((str(clip), 0.0, 2 * v.PART_SECONDS - 0.5, 15.0))) == 1  # too short to cut
+    whole = video_keypoints(clip, 15)
     seen = []
-    [parts] = extract_video_keypoints([clip], 30, workers=2, progress=lambda d, t: seen.append((d, t)))
-    assert len(parts) == len(whole) == 150 and parts.start == 0.0
+    [parts] = extract_video_keypoints([clip], 15, workers=2, progress=lambda d, t: seen.append((d, t)))
+    assert len(parts) == len(whole) == 15 * (2 * v.PART_SECONDS + 1) and parts.start == 0.0
     assert np.allclose(parts.timestamps, whole.timestamps)
     present = lambda k: np.abs(k).sum(axis=(1, 2)) > 0  # noqa: E731
     assert (present(parts.keypoints) == present(whole.keypoints)).all()
     assert np.abs(parts.keypoints - whole.keypoints).max() < 0.05
     assert parts.hand_fraction == pytest.approx(whole.hand_fraction)
     assert seen[-1] == (1, 1)
+
+
+def test_keypoints_and_answers_do_not_depend_on_the_number_of_workers(tmp_path, monkeypatch):
+    """1 worker and 2 workers track the same parts of a long clip: equal keypoints, and a model trained
+    on them gives the same answer for the video whatever CREATEML_WIDGETS_WORKERS says."""
+    import pandas as pd
+
+    from createml_widgets import MLHandActionClassifier as HA
+    from createml_widgets.data.validation import ValidationData
+    from createml_widgets.features import video as v
+    from createml_widgets.samples import make_clips
+
+    clip = make_clips.make_clip(make_clips.digit_photos("5")[3:4], tmp_path / "wave.mp4", "wave", fps=30,
+                                seconds=2 * v.PART_SECONDS + 2, size=(320, 240), seed=4)
+    [one] = extract_video_keypoints([clip], 15, workers=1)
+    [two] = extract_video_keypoints([clip], 15, workers=2)
+    [three] = extract_video_keypoints([clip, clip, clip], 15, workers=2)[:1]
+    assert one.hand_fraction > 0.8
+    for other in (two, three):
+        assert np.array_equal(other.timestamps, one.timestamps)
+        assert np.abs(other.keypoints - one.keypoints).max() <= 1e-6
+    rows = []
+    for label, seq in (("forward", one.keypoints), ("backward", one.keypoints[::-1])):
+        for k in range(3):
+            part = seq[k * 40:k * 40 + 90]
+            rows += [{"session_id": f"{label}{k}", "label": label, "keypoints": f[None]} for f in part]
+    model = HA(HA.DataSource.labeled_keypoints_data_frame(pd.DataFrame(rows)),
+               HA.ModelParameters(prediction_window_size=30, maximum_iterations=3, target_frame_rate=15,
+                                  validation=ValidationData.none()))
+    answers = []
+    for workers in ("1", "2"):
+        monkeypatch.setenv("CREATEML_WIDGETS_WORKERS", workers)
+        answers.append([(p.frame_range, p.results) for p in model.prediction(clip)])
+    assert answers[0] == answers[1]
