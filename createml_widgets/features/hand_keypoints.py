@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import NoHandDetectedError, UnreadableFileError
+from . import native_logs
 from .image_io import load_image
 
 NUM_JOINTS = 21
@@ -90,6 +91,7 @@ def _quiet_native_logs() -> None:
     # MediaPipe / TFLite write INFO lines to stderr on start; keep a user's own setting.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    native_logs.install()  # its absl W0000 lines ignore both (CREATEML_WIDGETS_NATIVE_LOGS=1 shows them)
 
 
 def _import_mp_hands():

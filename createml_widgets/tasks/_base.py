@@ -290,6 +290,16 @@ class ClassifierTask:
     def class_labels(self) -> list[str]:
         return list(self._labels)
 
+    def release_resources(self) -> None:
+        """Free what prediction and export built on first use (the feature extractor's network or
+        MediaPipe graph, the Core ML models); they are built again when next needed. The dashboard
+        calls this for a task it switches away from."""
+        extractor, self._prediction_extractor = getattr(self, "_prediction_extractor", None), None
+        close = getattr(extractor, "close", None)
+        if callable(close):
+            close()
+        getattr(self, "_mlmodel_cache", {}).clear()
+
     # -- Core ML -----------------------------------------------------------------------------
     @property
     def model(self):

@@ -104,13 +104,27 @@ class _ModelParameters:
     """Training parameters: validation, batch size (32), maximum iterations (80), prediction window (60
     frames), augmentations, algorithm (GCN) and the target frame rate (30 fps)."""
 
-    validation: ValidationData = field(default_factory=ValidationData.split)
-    batch_size: int = 32
-    maximum_iterations: int = 80
-    prediction_window_size: int = 60
-    augmentation_options: VideoAugmentationOptions = VideoAugmentationOptions(0)
-    algorithm: ModelAlgorithmType = ModelAlgorithmType.GCN
-    target_frame_rate: float = 30.0
+    validation: ValidationData = field(default_factory=ValidationData.split, metadata={
+        "title": "Held-out data", "createml": "validation",
+        "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
+    batch_size: int = field(default=32, metadata={
+        "title": "Examples per step", "createml": "batchSize",
+        "help": "How many examples each training step looks at. Larger is smoother but uses more memory; the default suits most datasets."})
+    maximum_iterations: int = field(default=80, metadata={
+        "title": "Training rounds", "createml": "maximumIterations",
+        "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
+    prediction_window_size: int = field(default=60, metadata={
+        "title": "Frames per prediction", "createml": "predictionWindowSize",
+        "help": "How many frames the model watches to name one action (60 = 2 seconds at 30 fps). Make it about as long as one action; clips shorter than this are padded."})
+    augmentation_options: VideoAugmentationOptions = field(default=VideoAugmentationOptions(0), metadata={
+        "title": "Extra variations", "createml": "augmentationOptions",
+        "help": "Adds changed copies of each clip (frames dropped or filled in, mirrored, turned, scaled, moved) so the model copes with such videos. Helps with few clips; each option makes training slower."})
+    algorithm: ModelAlgorithmType = field(default=ModelAlgorithmType.GCN, metadata={
+        "title": "Network", "createml": "algorithm", "choices": {"GCN": "hand-skeleton network (GCN)"},
+        "help": "The kind of network: a graph network over the 21 joints of the hand skeleton, Create ML's only choice for hand actions."})
+    target_frame_rate: float = field(default=30.0, metadata={
+        "title": "Frame rate (fps)", "createml": "targetFrameRate",
+        "help": "Frames per second the videos are read at. Keep the rate your app's camera will use; lower trains faster but misses quick moves."})
 
     ValidationData = ValidationData
     ModelAlgorithmType = ModelAlgorithmType

@@ -88,11 +88,21 @@ class ImageAugmentationOptions(enum.Flag):
 class _ModelParameters:
     """GCN training parameters: validation, batch size (32), maximum iterations (80), augmentations."""
 
-    validation: ValidationData = field(default_factory=ValidationData.split)
-    batch_size: int = 32
-    maximum_iterations: int = 80
-    augmentation_options: ImageAugmentationOptions = ImageAugmentationOptions(0)
-    algorithm: ModelAlgorithmType = ModelAlgorithmType.GCN
+    validation: ValidationData = field(default_factory=ValidationData.split, metadata={
+        "title": "Held-out data", "createml": "validation",
+        "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
+    batch_size: int = field(default=32, metadata={
+        "title": "Examples per step", "createml": "batchSize",
+        "help": "How many examples each training step looks at. Larger is smoother but uses more memory; the default suits most datasets."})
+    maximum_iterations: int = field(default=80, metadata={
+        "title": "Training rounds", "createml": "maximumIterations",
+        "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
+    augmentation_options: ImageAugmentationOptions = field(default=ImageAugmentationOptions(0), metadata={
+        "title": "Extra variations", "createml": "augmentationOptions",
+        "help": "Adds moved, turned, scaled or mirrored copies of each hand, so the model copes with hands held differently. Helps with few photos; each option makes training slower."})
+    algorithm: ModelAlgorithmType = field(default=ModelAlgorithmType.GCN, metadata={
+        "title": "Network", "createml": "algorithm", "choices": {"GCN": "hand-skeleton network (GCN)"},
+        "help": "The kind of network: a graph network over the 21 joints of the hand skeleton, Create ML's only choice for hand poses."})
 
     ValidationData = ValidationData
     ModelAlgorithmType = ModelAlgorithmType

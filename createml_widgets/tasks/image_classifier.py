@@ -325,10 +325,18 @@ class _ModelParameters:
     """Training parameters (Create ML defaults: automatic split, 25 iterations, no augmentation,
     scene_print revision 1 with a logistic regressor)."""
 
-    validation: ValidationData = field(default_factory=ValidationData.split)
-    max_iterations: int = 25
-    augmentation: ImageAugmentationOptions = ImageAugmentationOptions(0)
-    algorithm: ModelAlgorithmType = field(default_factory=ModelAlgorithmType)
+    validation: ValidationData = field(default_factory=ValidationData.split, metadata={
+        "title": "Held-out data", "createml": "validation",
+        "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
+    max_iterations: int = field(default=25, metadata={
+        "title": "Training rounds", "createml": "maxIterations",
+        "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
+    augmentation: ImageAugmentationOptions = field(default=ImageAugmentationOptions(0), metadata={
+        "title": "Extra variations", "createml": "augmentationOptions",
+        "help": "Adds changed copies of each photo (cropped, rotated, blurred, darker or lighter, noisy, flipped) so the model copes with such photos. Helps with few photos; each option makes training slower."})
+    algorithm: ModelAlgorithmType = field(default_factory=ModelAlgorithmType, metadata={
+        "title": "How it learns", "createml": "algorithm",
+        "help": "Image features from a network trained on millions of photos (scene print), then a small classifier on top. The simple classifier is fast and fine for most tasks; the neural network can do better with many photos. Revision 2 features are larger and slower."})
 
     ValidationData = ValidationData
     ClassifierType = ClassifierType

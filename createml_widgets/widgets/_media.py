@@ -28,6 +28,15 @@ def hand_detector():
         return _detector
 
 
+def release_hand_detector() -> None:
+    """Close the shared detector (its MediaPipe graphs); the next `hand_detector()` builds a new one."""
+    global _detector
+    with _detector_lock:
+        detector, _detector = _detector, None
+    if detector is not None:
+        detector.close()
+
+
 def load_picture(source, max_side: int = 640) -> Image.Image:
     from ..features.image_io import load_image
 

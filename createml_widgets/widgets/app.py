@@ -6,6 +6,9 @@ It composes the five widgets and calls the library; it holds no training logic o
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
+import gc
 import html
 import importlib.util
 import logging
@@ -18,6 +21,7 @@ import traitlets
 
 from ..session import MLTrainingSessionParameters
 from ._look import style_while_enabled
+from ._media import release_hand_detector
 from ._paths import hide_root, sanitize_filename
 from ._tasks import TASKS, task_info
 from .confusion_matrix import ConfusionMatrix
@@ -48,6 +52,52 @@ def available_tasks() -> list[str]:
         except (ImportError, ValueError):
             pass
     return out
+
+
+# What one task's part of the app is made of: kept for the kernel's life, so switching back to a task
+# shows its data, parameters, training and model as they were.
+VIEW_ATTRS = ("info", "picker", "form", "train_button", "train_message", "progress", "confusion", "model_summary",
+              "holdout_box", "preview", "export_name", "export_button", "download", "sections")
+HOLDOUT_RATIO = 0.2  # what "Hold out 20% and train again" sets
+LEAVE_GUARD_ESM = """
+export default {
+  render({ model, el }) {
+    const onLeave = (event) => {
+      if (!model.get("active")) return undefined;
+      event.preventDefault();
+      event.returnValue = model.get("message");
+      return model.get("message");
+    };
+    window.addEventListener("beforeunload", onLeave);
+    el.classList.add("cmlw-leave-guard");
+    return () => window.removeEventListener("beforeunload", onLeave);
+  },
+};
+"""
+
+
+def _leave_guard():
+    """An invisible widget that asks the browser to confirm leaving the page while `active` (training),
+    or None without anywidget."""
+    try:
+        import anywidget
+    except ImportError:
+        return None
+
+    class LeaveGuard(anywidget.AnyWidget):
+        _esm = LEAVE_GUARD_ESM
+        active = traitlets.Bool(False).tag(sync=True)
+        message = traitlets.Unicode("Training is running: leaving the page stops it.").tag(sync=True)
+
+    return LeaveGuard()
+
+
+def _return_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc), so a task switched away
+    from stops counting against the session's memory."""
+    gc.collect()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _section(step: int, title: str, *children: widgets.Widget, css: str = "") -> widgets.VBox:
@@ -86,7 +136,10 @@ class TrainerApp(widgets.VBox):
         self.task_select.add_class("cmlw-task-select")
         self.title = widgets.HTML()
         self.body = widgets.VBox()
-        super().__init__(children=[widgets.HTML(_style_html()), self.title, self.task_select, self.body],
+        self._views: dict[str, dict] = {}
+        self.leave_guard = _leave_guard()
+        extra = [self.leave_guard] if self.leave_guard is not None else []
+        super().__init__(children=[widgets.HTML(_style_html()), self.title, self.task_select, self.body, *extra],
                          **kwargs)
         self.add_class("cmlw-app")
         self.task_select.observe(lambda ch: setattr(self, "task", ch["new"]), "value")
@@ -97,33 +150,77 @@ class TrainerApp(widgets.VBox):
     # -- building ------------------------------------------------------------------------------
     @traitlets.observe("task")
     def _on_task(self, change) -> None:
+        with self._lock:  # a run's last events (on its own thread) wait until the views are swapped
+            self._switch(change)
+
+    def _switch(self, change) -> None:
         if self.task_select.value != change["new"]:
             self.task_select.value = change["new"]
-        job = self.job
-        if job is not None and not job.done():
-            job.cancel()
-        self._build()
+        old = change["old"]
+        if (old in TASKS and getattr(self, "info", None) is not None and self.info.key == old
+                and getattr(self, "sections", None) is not None):
+            job = self.job
+            if job is not None and not job.done():
+                job.cancel()  # its session keeps the work: Resume continues it on switching back
+            self._views[old] = {**{a: getattr(self, a, None) for a in VIEW_ATTRS},
+                                "model": self.model, "job": self.job, "export_path": self.export_path}
+        if change["new"] in self._views:
+            self._restore(change["new"])
+        else:
+            self._build()
+        self._release_others()
+
+    def _restore(self, key: str) -> None:
+        view = self._views[key]
+        for attr in VIEW_ATTRS:
+            setattr(self, attr, view[attr])
+        self.model, self.job, self.export_path = view["model"], view["job"], view["export_path"]
+        self._set_title()
+        self.body.children = self.sections
+        # What happened while the task was hidden: its job stopped (or finished) after the switch.
+        state = self.progress.state
+        self.train_button.disabled = state in ("running", "cancelling")
+        if self.progress.job is not None and self.progress.job is not self.job:
+            self.job = self.progress.job
+        if self.progress.model is not None and self.progress.model is not self.model:
+            self._show_model(self.progress.model)
+        elif state == "cancelled":
+            self._say("stopped when you switched tasks — Resume continues where it stopped", "info")
+        self._update_leave_guard()
+
+    def _release_others(self) -> None:
+        """Free what the tasks not shown built for prediction (networks, MediaPipe graphs, Core ML models):
+        their models stay, and build them again when used."""
+        for key, view in self._views.items():
+            if key != self.task and view.get("model") is not None:
+                with contextlib.suppress(Exception):
+                    view["model"].release_resources()
+        if self.task not in ("hand_pose", "hand_action"):
+            with contextlib.suppress(Exception):
+                release_hand_detector()  # the thumbnails' skeletons
+        _return_freed_memory()
+
+    def _set_title(self) -> None:
+        info = self.info
+        self.title.value = (f"<div class='cmlw-app-title'>Create ML · {html.escape(info.title)}</div>"
+                            f"<div class='cmlw-app-subtitle'>choose data, set parameters, train, look at the "
+                            f"mistakes, try it, export it <span class='cmlw-createml-name'>"
+                            f"({html.escape(info.class_name)})</span></div>")
 
     def _build(self) -> None:
-        old = getattr(self, "progress", None)
-        if old is not None:  # the previous task's run ends on its own thread: its events must not reach us
-            old.unobserve(self._on_trained, "model")
-            old.unobserve(self._on_progress_state, "state")
-            old.detach()
         info = task_info(self.task)
         self.info = info
         self.model = None
         self.job = None
         self.export_path = None
-        self.title.value = (f"<div class='cmlw-app-title'>Create ML · {html.escape(info.title)}</div>"
-                            f"<div class='cmlw-app-subtitle'>{html.escape(info.class_name)} — choose data, "
-                            "set parameters, train, look at the mistakes, try it, export it.</div>")
+        self._set_title()
         try:
             self.picker = DataSourcePicker(info.key, root=self.root)
             self.form = ParameterForm(info.key)
         except ImportError as err:
             self.body.children = [widgets.HTML(f"<div class='cmlw-error' style='color:#c62828'>"
                                                f"{html.escape(str(err))}</div>")]
+            self.sections = None  # not kept: switching back tries again
             return
         self.train_button = widgets.Button(description="Train", icon="play", button_style="primary",
                                            tooltip="train on the chosen data with these parameters")
@@ -135,9 +232,21 @@ class TrainerApp(widgets.VBox):
         self.progress = TrainingProgress(what=info.media_plural, root=self.picker.root)
         self.progress.observe(self._on_trained, "model")
         self.progress.observe(self._on_progress_state, "state")
+        self.progress.observe(lambda _ch: self._update_leave_guard(), "state")
+        self.form.observe(self._on_form_valid, "valid")
         self.confusion = ConfusionMatrix(root=self.picker.root)
         self.model_summary = widgets.HTML()
         self.model_summary.add_class("cmlw-model-summary")
+        self.holdout_note = widgets.HTML()
+        self.holdout_button = widgets.Button(description=f"Hold out {HOLDOUT_RATIO:.0%} and train again",
+                                             icon="random", layout=widgets.Layout(width="auto"),
+                                             tooltip=f"keep {HOLDOUT_RATIO:.0%} of each label's examples out of "
+                                                     "training and measure the model on them")
+        self.holdout_button.add_class("cmlw-holdout-button")
+        self.holdout_button.on_click(lambda _b: self.hold_out_and_train())
+        self.holdout_box = widgets.VBox([self.holdout_note, self.holdout_button],
+                                        layout=widgets.Layout(display="none"))
+        self.holdout_box.add_class("cmlw-holdout")
         self.preview = PredictionPreview(root=self.picker.root, task=info.key)
         self.export_name = widgets.Text(value=f"{info.class_name.removeprefix('ML')}.mlmodel",
                                         description="File name", layout=widgets.Layout(width="340px"))
@@ -148,17 +257,20 @@ class TrainerApp(widgets.VBox):
         self.export_button.on_click(lambda _b: self._export_clicked())
         self.download = widgets.HTML()
         self.download.add_class("cmlw-download-link")
-        self.body.children = [
+        self.sections = [
             _section(1, "Data", self.picker, css="cmlw-section-data"),
             _section(2, "Parameters", self.form, css="cmlw-section-parameters"),
             _section(3, "Training", widgets.HBox([self.train_button, self.train_message],
-                                                 layout=widgets.Layout(align_items="center")),
+                                                 layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
                      self.progress, css="cmlw-section-training"),
-            _section(4, "Evaluation", self.confusion, self.model_summary, css="cmlw-section-evaluation"),
+            _section(4, "Evaluation", self.holdout_box, self.confusion, self.model_summary,
+                     css="cmlw-section-evaluation"),
             _section(5, "Preview", self.preview, css="cmlw-section-preview"),
-            _section(6, "Export", widgets.HBox([self.export_name, self.export_button]), self.download,
+            _section(6, "Export", widgets.HBox([self.export_name, self.export_button],
+                                               layout=widgets.Layout(flex_flow="row wrap")), self.download,
                      css="cmlw-section-export"),
         ]
+        self.body.children = self.sections
 
     # -- training ------------------------------------------------------------------------------
     def train(self, session_parameters: MLTrainingSessionParameters | None = None):
@@ -190,11 +302,32 @@ class TrainerApp(widgets.VBox):
         self.export_button.disabled = True
         self.confusion.metrics = None
         self.model_summary.value = ""
+        self.holdout_box.layout.display = "none"
         job = task_class.train(source, parameters, sp)
         self.job = job
         self.progress.attach(job)
-        self._say(f"training on {getattr(source, 'description', source)}", "info")
+        self._say(self._training_text(), "info")
         return job
+
+    def _training_text(self) -> str:
+        """"training on the 200 images in sign-language-digits/" (what the student picked, in their words)."""
+        picker = self.picker
+        total = sum(picker.counts.values()) if picker.counts else 0
+        where = f"{picker.path}/" if picker.path else "the data folder"
+        return f"training on the {total} {self.info.media_plural} in {where}" if total else f"training on {where}"
+
+    def hold_out_and_train(self):
+        """Set the validation data to a fixed 20% of each label (seed 0) and train again; returns the MLJob."""
+        from ..data.split import MLSplitStrategy
+        from ..data.validation import ValidationData
+
+        self.form.fields["validation"].set_value(ValidationData.split(MLSplitStrategy.fixed(HOLDOUT_RATIO, 0)))
+        self.form._validate_all()
+        return self.train()
+
+    def _on_form_valid(self, change) -> None:
+        if change["new"] and "fix the parameters" in self.train_message.value:
+            self._say("")  # the message that asked for the fix is answered
 
     def _train_clicked(self) -> None:
         try:
@@ -205,8 +338,12 @@ class TrainerApp(widgets.VBox):
                 self._say(str(err), "error")
 
     def _on_progress_state(self, change) -> None:
-        if change["owner"] is not self.progress:  # a progress widget of a task switched away from
-            return
+        with self._lock:
+            if change["owner"] is not self.progress:  # a progress widget of a task switched away from
+                return
+            self._progress_state_changed(change)
+
+    def _progress_state_changed(self, change) -> None:
         state = change["new"]
         self.train_button.disabled = state in ("running", "cancelling")
         if self.progress.job is not None and self.progress.job is not self.job:
@@ -215,19 +352,32 @@ class TrainerApp(widgets.VBox):
             self._say("training failed; see the message below", "error")
         elif state == "cancelled":
             self._say("cancelled — Resume continues where it stopped", "info")
+        elif state == "running":
+            self._say(self._training_text(), "info")  # a resumed run: no "cancelled" left up
         elif state == "done":
             self._say("done ✔", "ok")
 
+    def _update_leave_guard(self) -> None:
+        if self.leave_guard is None:
+            return
+        progresses = [getattr(self, "progress", None)] + [v.get("progress") for v in self._views.values()]
+        self.leave_guard.active = any(p is not None and p.state in ("running", "cancelling") for p in progresses)
+
     def _on_trained(self, change) -> None:
         model = change["new"]
-        if model is None or change["owner"] is not self.progress:  # a stale job of another task
-            return
+        with self._lock:
+            if model is None or change["owner"] is not self.progress:  # a stale job of another task
+                return
+            self._show_model(model)
+
+    def _show_model(self, model) -> None:
         self.model = model
         metrics = {}
         if model.validation_metrics.is_valid:
             metrics["Validation"] = model.validation_metrics
         metrics["Training"] = model.training_metrics
         self.confusion.metrics = metrics
+        self._show_holdout(model)
         try:
             summary = hide_root(model._repr_html_(), self.picker.root)  # its skipped files: no server paths
             self.model_summary.value = f"<details><summary><b>Model summary</b></summary>{summary}</details>"
@@ -235,6 +385,26 @@ class TrainerApp(widgets.VBox):
             log.debug("no model summary: %s", err)
         self.preview.model = model
         self.export_button.disabled = False
+
+    def _show_holdout(self, model) -> None:
+        """When nothing was held out, say what the accuracy shown means, and offer to hold some out."""
+        if model.validation_metrics.is_valid:
+            self.holdout_box.layout.display = "none"
+            return
+        count = model.training_metrics.count if model.training_metrics.is_valid else 0
+        try:
+            validation = self.form.fields["validation"].value()
+            automatic = validation.kind == "split" and validation.strategy.kind == "automatic"
+        except Exception:  # noqa: BLE001 - only the wording depends on it
+            automatic = False
+        why = (f"With fewer than 50 examples ({count} here), Create ML's automatic split keeps every one for "
+               "training" if automatic and count < 50 else "Validation data is set to none")
+        self.holdout_note.value = (
+            "<div class='cmlw-holdout-note'><b>Nothing was held out for validation.</b> "
+            f"{html.escape(why)}, so the accuracy below is measured on the same {count} "
+            f"{self.info.media_plural} the model learned from: it shows how well it remembers them, not how "
+            f"well it does on new ones. Hold some out to find out.</div>")
+        self.holdout_box.layout.display = None
 
     # -- export --------------------------------------------------------------------------------
     def export(self, directory=None) -> Path:

@@ -193,7 +193,15 @@ class ConfusionMatrix(widgets.VBox):
         no_hand = int((m.examples["Predicted"] == NO_PREDICTION).sum())
         no_hand_note = (f" · <span class='cmlw-cm-no-hand'>{no_hand} with no hand detected, counted as wrong "
                         f"(column {html.escape(NO_PREDICTION)})</span>" if no_hand else "")
-        self.summary.value = (f"<div>Accuracy <b>{m.accuracy:.1%}</b> on {m.count} examples · "
+        # Which data the number is measured on, in words: held-out examples, or those it learned from.
+        name = self.dataset_toggle.value or ""
+        measured_on = {"Validation": " held out from training",
+                       "Training": " the model learned from (not a test on new data)"}.get(name, "")
+        example_word = "example" if m.count == 1 else "examples"
+        self.summary.value = (f"<div>{html.escape(name)} accuracy <b>{m.accuracy:.1%}</b> on {m.count} "
+                              f"{example_word}{measured_on} · error {m.classification_error:.1%}{no_hand_note}</div>"
+                              if name and name != "Metrics" else
+                              f"<div>Accuracy <b>{m.accuracy:.1%}</b> on {m.count} {example_word} · "
                               f"error {m.classification_error:.1%}{no_hand_note}</div>")
         self.skipped_html.value = self._skipped_html(m)
         matrix = m.confusion_matrix

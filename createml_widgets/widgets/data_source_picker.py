@@ -76,6 +76,7 @@ class FolderAnalysis:
     annotation: dict | None = None  # file, file_column, label_column, start_column, end_column
     candidates: list[str] = field(default_factory=list)  # layouts this folder could be read as
     unreadable: set[Path] = field(default_factory=set)  # files check_readable found broken
+    suggest_parent: bool = False  # this looks like one label's folder: the dataset is its parent
 
     @property
     def ok(self) -> bool:
@@ -341,7 +342,13 @@ def analyze_folder(folder: Path, root: Path, task: TaskInfo | str = "image", lay
     if empty:
         a.error(f"label folders without {what}: {_short(empty)}; add {what} or remove these folders")
     nonempty = [label for label, paths in a.labels.items() if paths]
-    if len(nonempty) == 1:
+    if len(nonempty) >= 2 and all(len(a.labels[label]) == 1 for label in nonempty):
+        # Each file its own label: a label's folder (`0/`) opened instead of the dataset (its parent).
+        a.suggest_parent = a.layout == "labeled_files" and folder.resolve() != root
+        parent = f" — use the parent folder ({folder.parent.name or 'the data folder'}/) instead?" if a.suggest_parent else ""
+        a.error(f"every label has only one {info.media}: {folder.name}/ looks like the {info.media_plural} of one "
+                f"label, not a dataset of labels{parent}")
+    elif len(nonempty) == 1:
         a.error(f"only one label ({nonempty[0]!r}): a classifier needs at least two labels")
     few = {label: len(p) for label, p in a.labels.items() if 0 < len(p) < info.min_per_class}
     if few:
@@ -443,6 +450,11 @@ class DataSourcePicker(widgets.VBox):
         self.upload_label.add_class("cmlw-picker-upload-label")
         self.upload = widgets.FileUpload(accept=self._accept(), multiple=True, description="Upload")
         self.upload.add_class("cmlw-picker-upload")
+        self.parent_button = widgets.Button(description="Use the parent folder", icon="level-up",
+                                            layout=widgets.Layout(width="auto", display="none"),
+                                            tooltip="open the folder that holds the label folders")
+        self.parent_button.add_class("cmlw-picker-use-parent")
+        self.parent_button.on_click(lambda _b: self.go_up())
 
         self.up_button.on_click(lambda _b: self.go_up())
         self.location.observe(self._on_location, "value")
@@ -454,7 +466,7 @@ class DataSourcePicker(widgets.VBox):
         children = [
             widgets.HBox([self.location, self.up_button, self.root_label]),
             widgets.HBox([self.folders, widgets.VBox([self.summary, self.layout_dropdown])]),
-            self.message, self.problems_html, self.classes_html,
+            self.message, self.problems_html, self.parent_button, self.classes_html,
             widgets.HTML("<b>Add your own data</b> — files (or a .zip of label folders) are saved in "
                          f"<code>{html.escape(uploads_folder)}/</code> inside the data folder."),
             upload_box,
@@ -589,6 +601,7 @@ class DataSourcePicker(widgets.VBox):
                          f"{marker_html(p['level'])}{html.escape(p['message'])}</li>")
         self.problems_html.value = (f"<ul style='margin:4px 0;padding-left:0;list-style:none'>{''.join(items)}</ul>"
                                     if items else "")
+        self.parent_button.layout.display = None if a.suggest_parent else "none"
         self.classes_html.value = self._classes_html()
 
     def _classes_html(self) -> str:

@@ -74,10 +74,14 @@ def _number_text(value) -> str:
 
 
 class _Field:
-    """One parameter: its controls, its error label, and how to read a value from them."""
+    """One parameter: its controls, its error label, and how to read a value from them.
 
-    def __init__(self, name: str, default, form: ParameterForm):
+    `meta`: the dataclass field's metadata — "title" (plain words), "createml" (Create ML's name, shown
+    beside), "help" (the "?" explainer: what it does, when to change it), "range", "choices"."""
+
+    def __init__(self, name: str, default, form: ParameterForm, meta=None):
         self.name, self.default, self.form = name, default, form
+        self.meta = dict(meta or {})
         self.error = widgets.HTML()
         self.error.add_class("cmlw-field-error")
         self.error.add_class(f"cmlw-field-error-{name}")
@@ -97,14 +101,24 @@ class _Field:
             w.observe(lambda _ch: self.form._validate_field(self.name), "value")
 
     def box(self) -> widgets.Widget:
-        label = widgets.HTML(f"<b>{html.escape(_title(self.name))}</b>",
-                             layout=widgets.Layout(width=LABEL_WIDTH))
-        hint = HELP.get(self.name)
+        title = self.meta.get("title") or _title(self.name)
+        createml = self.meta.get("createml")
+        beside = f" <span class='cmlw-createml-name'>{html.escape(createml)}</span>" if createml else ""
+        label = widgets.HTML(f"<b>{html.escape(title)}</b>{beside}", layout=widgets.Layout(width=LABEL_WIDTH))
+        label.add_class("cmlw-field-label")
+        hint = None if self.meta.get("help") else HELP.get(self.name)
         parts: list[widgets.Widget] = [label, *self.controls()]
         if hint:
             parts.append(widgets.HTML(f"<span style='color:#6e6e73;font-size:12px'>{html.escape(hint)}</span>"))
         row = widgets.HBox(parts, layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
-        out = widgets.VBox([row, self.error])
+        rows: list[widgets.Widget] = [row]
+        if self.meta.get("help"):  # a click (or a tap) opens it: no hover needed on a phone
+            explainer = widgets.HTML(f"<details class='cmlw-help cmlw-help-{self.name}'><summary "
+                                     f"aria-label='what is {html.escape(title)}?'>?</summary>"
+                                     f"{html.escape(self.meta['help'])}</details>")
+            explainer.add_class("cmlw-help-box")
+            rows.append(explainer)
+        out = widgets.VBox([*rows, self.error])
         out.add_class("cmlw-field")
         out.add_class(f"cmlw-field-{self.name}")
         return out
@@ -191,10 +205,13 @@ class _FlagField(_Field):
 
 
 class _EnumField(_Field):
-    def __init__(self, name, default, form):
-        super().__init__(name, default, form)
+    def __init__(self, name, default, form, meta=None):
+        super().__init__(name, default, form, meta)
         members = list(type(default))
-        self.input = widgets.Dropdown(options=[(str(m.name).replace("_", " "), m) for m in members], value=default)
+        choices = self.meta.get("choices", {})
+        self.input = widgets.Dropdown(options=[(choices.get(m.name, str(m.name).replace("_", " ")), m)
+                                               for m in members], value=default,
+                                      layout=widgets.Layout(width="auto"))
         self.input.add_class(f"cmlw-param-{name}")
         self.watch(self.input)
 
@@ -237,7 +254,7 @@ class _ValidationField(_Field):
                                                 ("none", "none")], value="automatic",
                                        layout=widgets.Layout(width="170px"))
         self.choice.add_class("cmlw-param-validation")
-        self.ratio = widgets.Text(value="0.1", description="ratio", continuous_update=True,
+        self.ratio = widgets.Text(value="0.1", description="share", placeholder="20%", continuous_update=True,
                                   layout=widgets.Layout(width="150px"))
         self.ratio.add_class("cmlw-param-validation-ratio")
         self.seed = widgets.Text(value="", description="seed", placeholder="random", continuous_update=True,
@@ -268,13 +285,7 @@ class _ValidationField(_Field):
             return ValidationData.none()
         if kind == "automatic":
             return ValidationData.split(MLSplitStrategy.automatic())
-        text = self.ratio.value.strip()
-        try:
-            ratio = float(text)
-        except ValueError:
-            raise ValueError(f"ratio {text!r} is not a number; enter one between 0 and 1, e.g. 0.2") from None
-        if not 0.0 < ratio < 1.0:
-            raise ValueError(f"ratio {text} is out of range: enter a number between 0 and 1 (exclusive), e.g. 0.2")
+        ratio = parse_ratio(self.ratio.value)
         seed_text = self.seed.value.strip()
         seed = None
         if seed_text:
@@ -305,6 +316,24 @@ class _ValidationField(_Field):
         self._show()
 
 
+def parse_ratio(text: str) -> float:
+    """A share of the examples: "0.2", "20%" or "20" (read as percent: a share is below 1)."""
+    text = text.strip()
+    percent = text.endswith("%")
+    number = text.removesuffix("%").strip()
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"ratio {text!r} is not a number; enter a share between 0 and 1 such as 0.2, "
+                         "or a percentage such as 20%") from None
+    if percent or 1.0 < value < 100.0:
+        value /= 100.0
+    if not (math.isfinite(value) and 0.0 < value < 1.0):
+        raise ValueError(f"ratio {text} is out of range: enter a share between 0 and 1 (exclusive) such as 0.2, "
+                         "or a percentage such as 20%")
+    return value
+
+
 class _ImageAlgorithmField(_Field):
     """transfer_learning(feature extractor, classifier): revision dropdown, classifier, MLP layer sizes."""
 
@@ -313,16 +342,18 @@ class _ImageAlgorithmField(_Field):
         from ..features.image_embedding import SCENE_PRINT_BACKBONES
 
         self.task_class = form.task_class
-        options = [(f"Scene print revision {rev} ({backbone})", rev) for rev, backbone in
-                   sorted(SCENE_PRINT_BACKBONES.items())]
-        options.append(("Scene print, latest revision", LATEST))  # not None: a Dropdown shows None as no choice
+        plain = {1: "standard image features", 2: "larger image features, slower"}
+        options = [(f"{plain.get(rev, 'image features')} (scenePrint revision {rev})", rev)
+                   for rev in sorted(SCENE_PRINT_BACKBONES)]
+        options.append(("newest image features (scenePrint, latest revision)", LATEST))  # not None: a Dropdown shows None as no choice
         self.kept_extractor = None
         self.base_options = options
         self.extractor = widgets.Dropdown(options=options, layout=widgets.Layout(width="330px"))
         self.extractor.add_class("cmlw-param-feature-extractor")
-        self.classifier = widgets.Dropdown(options=[("logistic regressor", "logistic_regressor"),
-                                                    ("multilayer perceptron", "multilayer_perceptron")],
-                                           layout=widgets.Layout(width="200px"))
+        self.classifier = widgets.Dropdown(options=[("simple (logistic regressor)", "logistic_regressor"),
+                                                    ("neural network (multilayer perceptron)",
+                                                     "multilayer_perceptron")],
+                                           layout=widgets.Layout(width="300px"))
         self.classifier.add_class("cmlw-param-classifier")
         self.layers = widgets.Text(value="128, 64", description="layers", placeholder="128, 64",
                                    continuous_update=True, layout=widgets.Layout(width="200px"))
@@ -381,19 +412,22 @@ class _ImageAlgorithmField(_Field):
 def _field_for(f: dataclasses.Field, default, form: ParameterForm) -> _Field:
     name = f.name
     if isinstance(default, ValidationData):
-        return _ValidationField(name, default, form)
-    if isinstance(default, enum.Flag):
-        return _FlagField(name, default, form)
-    if isinstance(default, bool):
-        return _BoolField(name, default, form)
-    if isinstance(default, (int, float)):
+        fld = _ValidationField(name, default, form)
+    elif isinstance(default, enum.Flag):
+        fld = _FlagField(name, default, form)
+    elif isinstance(default, bool):
+        fld = _BoolField(name, default, form)
+    elif isinstance(default, (int, float)):
         lo, hi = f.metadata.get("range") or RANGES.get(name) or (1, 10**6)
-        return _NumberField(name, default, form, lo, hi, integer=isinstance(default, int))
-    if hasattr(default, "feature_extractor") and hasattr(default, "classifier"):
-        return _ImageAlgorithmField(name, default, form)
-    if isinstance(default, enum.Enum):
-        return _EnumField(name, default, form)
-    return _FixedField(name, default, form)
+        fld = _NumberField(name, default, form, lo, hi, integer=isinstance(default, int))
+    elif hasattr(default, "feature_extractor") and hasattr(default, "classifier"):
+        fld = _ImageAlgorithmField(name, default, form)
+    elif isinstance(default, enum.Enum):
+        return _EnumField(name, default, form, f.metadata)
+    else:
+        fld = _FixedField(name, default, form)
+    fld.meta = dict(f.metadata)
+    return fld
 
 
 class ParameterForm(widgets.VBox):
@@ -425,7 +459,8 @@ class ParameterForm(widgets.VBox):
                                            tooltip="Create ML's default parameters")
         self.reset_button.add_class("cmlw-form-reset")
         self.reset_button.on_click(lambda _b: self.reset())
-        header = widgets.HTML(f"<b>{html.escape(self.task.class_name)}.ModelParameters</b>")
+        header = widgets.HTML("<b>How to train</b> <span class='cmlw-createml-name'>"
+                              f"({html.escape(self.task.class_name)}.ModelParameters)</span>")
         super().__init__(children=[header, *[fld.box() for fld in self.fields.values()], self.form_error,
                                    self.reset_button], **kwargs)
         self.add_class("cmlw-parameter-form")

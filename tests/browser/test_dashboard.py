@@ -571,7 +571,7 @@ def test_follow_cancel_and_resume_a_long_training_in_the_dashboard(browser, cach
         ui, page = visit.ui, visit.page
         assert "200 images" in page.inner_text(".cmlw-picker-summary")  # the picker opens on the sample
 
-        page.select_option(".cmlw-param-classifier select", label="multilayer perceptron")
+        page.select_option(".cmlw-param-classifier select", label="neural network (multilayer perceptron)")
         page.wait_for_selector(".cmlw-param-layer-sizes input", state="visible", timeout=MINUTE)
         assert page.input_value(".cmlw-param-layer-sizes input") == "128, 64"
         page.fill(".cmlw-param-max_iterations input", str(total))

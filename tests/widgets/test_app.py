@@ -325,3 +325,43 @@ def test_the_data_root_comes_from_the_environment(root, tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_ROOT_ENV)
     app = TrainerApp()
     assert app.picker.root == samples.ROOT.resolve() and app.picker.ready
+
+
+# -- a classroom's session: tasks kept across switches, nothing held out said plainly ------------------
+def test_switching_back_shows_the_trained_model_and_its_parameters(root):
+    app = TrainerApp(root=root)
+    app.picker.navigate("digits")
+    app.form.fields["max_iterations"].input.value = "7"
+    job = app.train()
+    job.result(timeout=TIMEOUT)
+    assert app.progress.wait(TIMEOUT) and wait_for(lambda: app.model is not None)
+    model, picker, progress = app.model, app.picker, app.progress
+    app.task = "hand_pose"
+    assert app.model is None and app.picker is not picker
+    app.task = "image"
+    assert app.model is model and app.picker is picker and app.progress is progress
+    assert app.form.fields["max_iterations"].input.value == "7" and app.picker.path == "digits"
+    assert app.confusion.metrics is not None and app.preview.model is model and not app.export_button.disabled
+    assert "done" in app.progress.phase_label.value
+
+
+def test_nothing_held_out_is_said_plainly_and_one_click_holds_some_out(root):
+    app = TrainerApp(root=root)
+    app.picker.navigate("digits")  # 18 photos: under 50, Create ML's automatic split holds nothing out
+    app.form.fields["max_iterations"].input.value = "3"
+    app.train().result(timeout=TIMEOUT)
+    assert wait_for(lambda: app.model is not None)
+    assert not app.model.validation_metrics.is_valid
+    assert wait_for(lambda: app.holdout_box.layout.display is None)
+    note = app.holdout_note.value
+    assert "Nothing was held out" in note and "fewer than 50 examples (18 here)" in note, note
+    assert "the same 18 images the model learned from" in note, note
+    summary = app.confusion.summary.value
+    assert "Training accuracy" in summary and "the model learned from" in summary, summary
+    job = app.hold_out_and_train()
+    assert app.form.parameters.validation.strategy.ratio == 0.2
+    job.result(timeout=TIMEOUT)
+    assert wait_for(lambda: app.model is not None and app.model.validation_metrics.is_valid)
+    assert wait_for(lambda: app.holdout_box.layout.display == "none")
+    assert wait_for(lambda: "Validation accuracy" in app.confusion.summary.value)
+    assert "on 3 examples held out from training" in app.confusion.summary.value

@@ -575,3 +575,20 @@ def test_hand_action_thumbnails_draw_the_skeleton_on_video_frames(tmp_path):
                 with_skeleton += 1
                 assert thumbnail_uri(img, 72, hand=False) not in shown  # not the bare frame
     assert len(shown) == 6 and with_skeleton >= 4  # the sample clips show a hand in (nearly) every frame
+
+
+def test_a_label_folder_picked_as_the_dataset_is_refused_and_its_parent_offered(tmp_path):
+    """Clicking `0/` in the Open list: each photo would be its own label; refused, the parent offered."""
+    from createml_widgets import samples
+
+    root = tmp_path / "data"
+    shutil.copytree(samples.sign_language_digits() / "0", root / "digits" / "0")
+    shutil.copytree(samples.sign_language_digits() / "1", root / "digits" / "1")
+    picker = DataSourcePicker("image", root=root, path="digits/0")
+    assert not picker.ready and picker.data_source is None
+    errors = [p["message"] for p in picker.problems if p["level"] == "error"]
+    assert any("every label has only one image" in e and "use the parent folder (digits/)" in e for e in errors), errors
+    assert picker.parent_button.layout.display is None
+    picker.parent_button.click()
+    assert picker.path == "digits" and picker.ready and sorted(picker.counts) == ["0", "1"]
+    assert picker.parent_button.layout.display == "none"

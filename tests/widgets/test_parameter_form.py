@@ -191,3 +191,35 @@ def test_the_forms_parameters_train_a_real_model(image_root):
     model = IC(IC.DataSource.labeled_directories(image_root / "digits"), form.parameters)
     assert model._iterations == 4 and model.model_parameters.max_iterations == 4
     assert model.training_metrics.count == 18 and not model.validation_metrics.is_valid
+
+
+@pytest.mark.parametrize("text", ["30%", "30", "0.3", " 30 % "])
+def test_a_validation_share_is_accepted_as_a_percentage_or_a_fraction(text):
+    form = ParameterForm("image")
+    form.fields["validation"].choice.value = "fixed"
+    form.fields["validation"].ratio.value = text
+    assert form.valid, form.errors
+    assert form.parameters.validation.strategy.ratio == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("key", ["image", "hand_pose", "hand_action"])
+def test_every_parameter_has_plain_words_its_create_ml_name_and_a_question_mark(key):
+    """The help is declared once, on the ModelParameters fields (metadata), and the form shows it."""
+    form = ParameterForm(key)
+    cls = form.task_class
+    for f in dataclasses.fields(cls.ModelParameters):
+        assert {"title", "createml", "help"} <= set(f.metadata), f"{key}.{f.name} has no title/createml/help"
+        box = form.fields[f.name].box()
+        texts = " ".join(w.value for w in _html_widgets(box))
+        assert f.metadata["title"] in texts and f.metadata["createml"] in texts
+        assert "<details class='cmlw-help" in texts and ">?</summary>" in texts
+    assert "ModelParameters" in form.children[0].value and "How to train" in form.children[0].value
+
+
+def _html_widgets(w):
+    import ipywidgets as widgets
+
+    if isinstance(w, widgets.HTML):
+        yield w
+    for child in getattr(w, "children", ()):
+        yield from _html_widgets(child)

@@ -1,0 +1,202 @@
+"""A classroom session in one dashboard, as a teacher lives it: one server, one page, one kernel for
+everything — image, hand pose and hand action trained one after the other, switching back (the trained
+model and its parameters are still there), the page at a phone's 414 px, and a reload while training
+(the page warns first). Binder's 2 GB is for the whole session: kernel (with its workers), Voilà, and
+the second kernel a reload starts while the first one still lives.
+
+Each step of the teacher's flow is timed (page open, data in, train, confusion matrix, predict,
+export) with the first page load and the task switches; the figures go to
+artifacts/classroom-timings.json (benchmarks/README.md reports them). The helpers (server, page,
+memory sampling) are test_dashboard's.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from test_dashboard import (
+    ARTIFACTS,
+    MEMORY_LIMIT,
+    MINUTE,
+    Page,
+    _free_port,
+    _log_problems,
+    browser,  # noqa: F401 - the Chromium fixture
+    dashboard_command,
+    serve,
+)
+
+pytestmark = pytest.mark.browser
+RESULTS_FILE = ARTIFACTS / "classroom-timings.json"
+PHONE = {"width": 414, "height": 896}
+
+
+class Clock:
+    def __init__(self):
+        self.steps: dict[str, float] = {}
+        self.t = time.monotonic()
+
+    def step(self, name: str) -> None:
+        now = time.monotonic()
+        self.steps[name] = round(now - self.t, 1)
+        self.t = now
+
+
+def _train_and_wait(page, minutes: float) -> None:
+    page.click(".cmlw-train-button")
+    page.wait_for_selector(".cmlw-training-progress .cmlw-state-running, .cmlw-state-done", timeout=MINUTE)
+    page.wait_for_selector(".cmlw-training-progress .cmlw-state-done", timeout=int(minutes * MINUTE))
+
+
+def _switch(page, title: str, iterations_field: str) -> None:
+    page.locator(".cmlw-task-select button", has_text=title).click()
+    page.wait_for_selector(f".cmlw-param-{iterations_field} input", timeout=2 * MINUTE)
+    page.wait_for_function(f"() => document.querySelector('.cmlw-app-title').innerText.includes({title!r})",
+                           timeout=2 * MINUTE)
+    page.wait_for_selector(".cmlw-picker-ready", timeout=3 * MINUTE)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811 - the fixture
+    port = _free_port()
+    command = dashboard_command(port)
+    results: dict = {"command": command, "steps_s": {}, "switch_s": {}}
+    with serve(command, port, tmp_path / "cache", ARTIFACTS / "voila-classroom.log") as server:
+        ui = Page(browser, server.url)
+        page = ui.page
+        clock = Clock()
+        dialogs: list[str] = []
+        try:
+            # -- page open: the first load, to a picker ready on the sample --------------------------
+            page.goto(server.url, timeout=3 * MINUTE)
+            page.wait_for_selector(".cmlw-app", timeout=3 * MINUTE)
+            clock.step("page_open")
+            page.wait_for_selector(".cmlw-picker-ready", timeout=2 * MINUTE)
+            clock.step("data_in")
+            results["first_load_s"] = round(clock.steps["page_open"] + clock.steps["data_in"], 1)
+            kernels = server.memory.kernels()
+            assert len(kernels) == 1, kernels
+            ui.check("opening the dashboard")
+            assert not page.query_selector_all("[title='null']"), "elements carry title='null'"
+
+            # -- image: train, read the confusion matrix, predict, export ----------------------------
+            page.fill(".cmlw-param-max_iterations input", "10")
+            page.wait_for_timeout(400)
+            _train_and_wait(page, 5)
+            clock.step("image_train")
+            page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+            summary = page.inner_text(".cmlw-cm-summary")
+            assert "Validation accuracy" in summary and "held out from training" in summary, summary
+            clock.step("image_confusion_matrix")
+            page.click(".cmlw-preview-button")
+            page.wait_for_selector(".cmlw-preview-top", timeout=2 * MINUTE)
+            clock.step("image_predict")
+            page.click(".cmlw-export-button")
+            page.wait_for_selector("a.cmlw-download", timeout=3 * MINUTE)
+            clock.step("image_export")
+            ui.check("the image task")
+            ui.shot("classroom-1-image")
+
+            # -- hand pose ------------------------------------------------------------------------------
+            t = time.monotonic()
+            _switch(page, "Hand Pose Classifier", "maximum_iterations")
+            results["switch_s"]["image_to_hand_pose"] = round(time.monotonic() - t, 1)
+            clock.step("hand_pose_switch")
+            page.fill(".cmlw-param-maximum_iterations input", "10")
+            page.wait_for_timeout(400)
+            _train_and_wait(page, 6)
+            clock.step("hand_pose_train")
+            page.click(".cmlw-preview-button")
+            page.wait_for_selector(".cmlw-preview-top", timeout=2 * MINUTE)
+            clock.step("hand_pose_predict")
+            ui.check("the hand pose task")
+
+            # -- hand action: 24 clips, nothing held out (under 50): said plainly -----------------------
+            t = time.monotonic()
+            _switch(page, "Hand Action Classifier", "maximum_iterations")
+            results["switch_s"]["hand_pose_to_hand_action"] = round(time.monotonic() - t, 1)
+            clock.step("hand_action_switch")
+            page.fill(".cmlw-param-maximum_iterations input", "10")
+            page.wait_for_timeout(400)
+            _train_and_wait(page, 10)
+            clock.step("hand_action_train")
+            page.wait_for_selector(".cmlw-holdout-note", timeout=MINUTE)
+            note = page.inner_text(".cmlw-holdout-note")
+            assert "Nothing was held out" in note and "fewer than 50" in note, note
+            assert page.is_visible(".cmlw-holdout-button")
+            assert "Training accuracy" in page.inner_text(".cmlw-cm-summary")
+            ui.check("the hand action task")
+            ui.shot("classroom-2-hand-action")
+
+            # -- back to the image task: its model and parameters are still there ----------------------
+            t = time.monotonic()
+            _switch(page, "Image Classifier", "max_iterations")
+            results["switch_s"]["hand_action_to_image"] = round(time.monotonic() - t, 1)
+            clock.step("back_to_image")
+            assert page.input_value(".cmlw-param-max_iterations input") == "10"
+            assert page.is_visible(".cmlw-training-progress .cmlw-state-done")
+            assert page.inner_text(".cmlw-progress-counts").startswith("10 / 10")
+            assert page.is_enabled(".cmlw-export-button")
+            page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+            ui.check("switching back to the image task")
+
+            # -- a phone: 414 px wide --------------------------------------------------------------------
+            page.set_viewport_size(PHONE)
+            page.wait_for_timeout(800)
+            narrow = page.evaluate("""() => {
+              const app = document.querySelector('.cmlw-app');
+              const clipped = [...app.querySelectorAll('button')].filter(b => b.offsetParent !== null
+                && b.scrollWidth > b.clientWidth + 1).map(b => b.innerText.trim());
+              const wide = [...app.querySelectorAll('.cmlw-section')].filter(s => s.offsetParent !== null
+                && s.getBoundingClientRect().right > window.innerWidth + 1).map(s => s.className);
+              const charts = [...app.querySelectorAll('.cmlw-progress-chart, .cmlw-confusion-matrix-chart')]
+                .map(c => [getComputedStyle(c).overflowX, c.scrollWidth, c.clientWidth]);
+              const data = document.querySelector('.cmlw-section-data').getBoundingClientRect().height;
+              return {clipped, wide, charts, data};
+            }""")
+            results["phone_414"] = narrow
+            assert not narrow["clipped"], f"buttons cut at 414 px: {narrow['clipped']}"
+            assert not narrow["wide"], f"sections wider than the 414 px screen: {narrow['wide']}"
+            for overflow, scroll_width, client_width in narrow["charts"]:
+                assert client_width <= PHONE["width"] and (overflow in ("auto", "scroll") or scroll_width <= client_width)
+            assert narrow["data"] < 1600, f"the data step is {narrow['data']:.0f} px tall at 414 px"
+            ui.shot("classroom-3-phone")
+            page.set_viewport_size({"width": 1280, "height": 1000})
+
+            # -- reload while training: the page asks first -----------------------------------------------
+            page.select_option(".cmlw-param-classifier select", label="neural network (multilayer perceptron)")
+            page.fill(".cmlw-param-max_iterations input", "3000")
+            page.wait_for_timeout(400)
+            page.click(".cmlw-train-button")
+            page.wait_for_selector(".cmlw-training-progress .cmlw-state-running", timeout=2 * MINUTE)
+
+            def on_dialog(dialog):
+                dialogs.append(dialog.type)
+                dialog.accept()
+
+            page.on("dialog", on_dialog)
+            t = time.monotonic()
+            page.reload(timeout=3 * MINUTE)
+            page.wait_for_selector(".cmlw-picker-ready", timeout=3 * MINUTE)
+            results["reload_s"] = round(time.monotonic() - t, 1)
+            assert dialogs == ["beforeunload"], f"leaving a training page did not ask first: {dialogs}"
+            ui.check("reloading")
+            all_kernels = kernels | server.memory.kernels()
+            server.memory.sample()
+        finally:
+            page.close()
+            results["steps_s"] = clock.steps
+            results["peak_rss_mb"] = {"voila_and_kernels": round(server.memory.peak_total / 1e6),
+                                      "first_kernel": round(server.memory.kernel_peak(kernels) / 1e6)}
+            results["rss_limit_mb"] = MEMORY_LIMIT / 1e6
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            RESULTS_FILE.write_text(json.dumps(results, indent=1))
+        tracebacks = _log_problems(server.log_text())
+        total_peak = server.memory.peak_total
+    assert len(all_kernels) == 2, f"a reload should start one more kernel: {all_kernels}"
+    assert 0 < total_peak < MEMORY_LIMIT, (
+        f"the whole session peaked at {total_peak / 1e6:.0f} MB (Voilà, kernels and workers); "
+        f"the limit is {MEMORY_LIMIT / 1e6:.0f} MB")
+    assert not tracebacks, "the kernel or the server logged tracebacks:\n" + "\n---\n".join(tracebacks)
