@@ -243,7 +243,11 @@ def _open_session(task_name: str, task, data, params, sp, args):
         if stored.get("task") != task.__name__:
             raise SessionError(f"{root} holds a {stored.get('task')} session, not a {task.__name__} session; "
                                "pick another --out or --session, or pass --restart to discard it")
-        diffs = _session_differences(task_name, task, stored, data, params, root)
+        try:
+            diffs = _session_differences(task_name, task, stored, data, params, root)
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise SessionError(f"the session file {path} is damaged ({type(err).__name__}: {err}); pass --restart "
+                               "to discard that session") from err
         if diffs:
             started = bool(stored.get("checkpoints")) or stored.get("phase") not in (None, "initialized")
             if started:
@@ -296,10 +300,21 @@ def _load(task, session_dir: str):
     from createml_widgets import MLTrainingSessionParameters
 
     session = task.restore_training_session(MLTrainingSessionParameters(session_directory=_absolute(session_dir)))
-    checkpoint = session.latest_training_checkpoint()
-    if checkpoint is None:
+    checkpoints = sorted((c for c in session.checkpoints if c.phase.value == "training"), key=lambda c: -c.iteration)
+    if not checkpoints:
         raise SessionError(f"{session_dir} has no training checkpoint yet; train or resume it first")
-    return task.from_checkpoint(checkpoint)
+    damaged = []
+    for checkpoint in checkpoints:  # a damaged latest checkpoint: the previous good one, with a warning
+        try:
+            model = task.from_checkpoint(checkpoint)
+        except SessionError as err:
+            damaged.append(err)
+            continue
+        if damaged:
+            print(f"warning: {_one_line(damaged[0])} — using the checkpoint of iteration {checkpoint.iteration}",
+                  file=sys.stderr)
+        return model
+    raise damaged[0]
 
 
 def cmd_train(args) -> int:
@@ -328,7 +343,7 @@ def cmd_train(args) -> int:
             if session.phase.value == "initialized" and not session.checkpoints and not session.features.features:
                 # refused before any work (e.g. unusable data): leave no session behind
                 with contextlib.suppress(CreateMLError, OSError):
-                    remove_session_directory(session_dir)
+                    remove_session_directory(session_dir, keep_others=True)
             raise
     print(model)
     meta = MLModelMetadata(author=args.author) if args.author else MLModelMetadata()

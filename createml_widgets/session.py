@@ -1023,12 +1023,13 @@ def _checkpoint_training(session: MLTrainingSession, job: MLJob, trainer, iterat
     job._emit("checkpoint", cp)
 
 
-def remove_session_directory(path: str | os.PathLike, keep_folder: bool = False) -> None:
+def remove_session_directory(path: str | os.PathLike, keep_folder: bool = False, keep_others: bool = False) -> None:
     """Discard a training session: delete the files it wrote in its folder (as its session-files.json lists them),
     and the folder when the session created it.
 
     Refuses, deleting nothing, when the folder holds anything else (naming what it would keep), or when a
-    training run is using it. With `keep_folder`, the folder stays (empty) for a new session.
+    training run is using it. With `keep_folder`, the folder stays (empty) for a new session; with
+    `keep_others`, the session's own files are removed even when other files are there (which stay, with the folder).
     """
     root = Path(path)
     if not root.is_dir():
@@ -1038,7 +1039,7 @@ def remove_session_directory(path: str | os.PathLike, keep_folder: bool = False)
             raise SessionError(f"{root} is not a training session directory; nothing was deleted")
         files = SessionFiles.for_folder(root)
         shown, count = files.others()
-        if count:
+        if count and not keep_others:
             more = f" and {count - len(shown)} more" if count > len(shown) else ""
             raise SessionError(f"will not discard the training session in {root}: the folder also holds "
                                f"{', '.join(shown)}{more}, which the session did not write; nothing was deleted. "
