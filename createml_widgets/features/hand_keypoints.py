@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import os
 import pickle
@@ -43,7 +44,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import NoHandDetectedError, UnreadableFileError
 from . import native_logs
-from .image_io import load_image
+from .image_io import load_image, load_image_reduced
 
 NUM_JOINTS = 21
 JOINT_NAMES = (
@@ -101,11 +102,19 @@ def _import_mp_hands():
     return mp_hands
 
 
+# Photos are decoded reduced (JPEG at 1/2, 1/4, 1/8 scale; other formats reduced by an integer factor
+# right after decoding) to the smallest size whose longer side is at least this: MediaPipe looks at the
+# whole picture at 192 x 192 (palm detection) and at each hand at 224 x 224, so a hand it can find keeps
+# more pixels than its models use, and the keypoints (normalised to the picture) do not change. Decoding
+# a 12 Mpx photo in full cost more than MediaPipe itself (benchmarks/README.md, "hand keypoints decode").
+DETECTION_SIDE = 900
+
+
 def _as_rgb_array(image) -> np.ndarray:
-    """An RGB uint8 (H, W, 3) C-contiguous array from an array, PIL image or path."""
+    """An RGB uint8 (H, W, 3) C-contiguous array from an array, PIL image or path (reduced for detection)."""
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
         return np.ascontiguousarray(image)
-    return np.ascontiguousarray(np.asarray(load_image(image), dtype=np.uint8))
+    return np.ascontiguousarray(np.asarray(load_image_reduced(image, DETECTION_SIDE), dtype=np.uint8))
 
 
 class HandKeypointDetector:
@@ -418,8 +427,43 @@ def _stub_matplotlib_import():
         sys.modules.pop("matplotlib.pyplot", None)
 
 
+def _exit_with_parent() -> None:
+    """End this worker as soon as the process that started the pool is gone (even by kill -9).
+
+    multiprocessing gives every worker a sentinel of its parent: the read end of a pipe whose only
+    write end the parent holds, so it reads as closed the moment the parent dies. A daemon thread waits
+    on it. Without this a worker stays blocked on its task queue forever (it holds that queue's write
+    end itself), and with it the resource tracker, whose pipe every worker inherits.
+    """
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait as wait_for
+
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+
+    def watch():
+        with contextlib.suppress(Exception):
+            wait_for([sentinel])
+        os._exit(3)
+
+    threading.Thread(target=watch, name="cmlw-parent-watch", daemon=True).start()
+    if sys.platform.startswith("linux"):  # and the kernel's own signal if the forking parent dies first
+        with contextlib.suppress(Exception):
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+            if os.getppid() == 1:  # the parent died before the call
+                os._exit(3)
+
+
 def _worker_init(make_state):
     global _WORKER_STATE
+    _exit_with_parent()
     _quiet_native_logs()
     with contextlib.suppress(Exception):
         import cv2
@@ -597,16 +641,63 @@ def parallel_map(fn, items: list, make_state, *, workers=None, progress=None, pi
             local_state.close()
 
 
-# Modules the fork server imports once, so that each worker forked from it starts in ~0.1 s.
-FORKSERVER_PRELOAD = ["__main__", "numpy", "PIL.Image", "cv2", "mediapipe.python.solutions.hands"]
+# Modules the fork server imports once, so that each worker forked from it starts in ~0.1 s. Never
+# "__main__": the fork server would run the caller's script (its top-level code, training included).
+FORKSERVER_PRELOAD = ["numpy", "PIL.Image", "cv2", "mediapipe.python.solutions.hands"]
+# Names of this package's worker processes: their start-up never imports or runs the caller's main module.
+WORKER_PROCESS_PREFIX = "cmlw-worker-"
+
+
+def _without_main(get_preparation_data):
+    """multiprocessing.spawn.get_preparation_data, leaving out the caller's main module for our workers.
+
+    multiprocessing makes every spawned or fork-server worker re-run the main script (or `-m` module)
+    under the name __mp_main__, which re-runs a plain script's top-level code (a script without an
+    `if __name__ == "__main__":` guard trained its model again in each worker). Our workers need
+    nothing from it: the functions and detectors they receive live in this package. Other processes
+    (the caller's own pools) get the data unchanged.
+    """
+    if getattr(get_preparation_data, "_cmlw_without_main", False):
+        return get_preparation_data
+
+    def wrapped(name, *args, **kwargs):
+        data = get_preparation_data(name, *args, **kwargs)
+        if str(name).startswith(WORKER_PROCESS_PREFIX):
+            data.pop("init_main_from_name", None)
+            data.pop("init_main_from_path", None)
+        return data
+
+    wrapped._cmlw_without_main = True
+    wrapped.__wrapped__ = get_preparation_data
+    return wrapped
+
+
+class _WorkerContext:
+    """A multiprocessing context (fork server or spawn) whose processes are named as this package's
+    workers, so that `_without_main` knows them. Everything else is the wrapped context's."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, ctx):
+        from multiprocessing import spawn
+
+        spawn.get_preparation_data = _without_main(spawn.get_preparation_data)
+        self._ctx = ctx
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+    def Process(self, *args, **kwargs):  # noqa: N802 - multiprocessing's name
+        kwargs["name"] = f"{WORKER_PROCESS_PREFIX}{next(self._numbers)}"
+        return self._ctx.Process(*args, **kwargs)
 
 
 def _main_module_imports() -> list[str]:
-    """Modules the caller's main script imported, when workers re-import that script.
+    """Modules of this package that the caller's main script imported, for the fork server to preload.
 
-    Each worker re-runs the top of a main script (or a `python -m` module) under the name __mp_main__;
-    when the script imported this package (and so torch, ~2 s), loading it once in the fork server makes
-    that free for every worker. An interactive session's main is not re-imported: nothing to add.
+    The workers never run the main script (see `_without_main`), but a script that imported this
+    package (and so torch, ~2 s) is usually about to use more of it: loading those modules once in the
+    fork server costs each worker nothing. An interactive session's main names none.
     """
     main = sys.modules.get("__main__")
     if main is None:
@@ -630,9 +721,10 @@ def _get_context(name: str | None = None):
     """The multiprocessing context for workers: "forkserver" (default) or "spawn".
 
     Neither forks the calling process (which may hold torch's threads). With "forkserver" a server
-    process is started once per session (importing the caller's main module and MediaPipe once) and
-    every worker is forked from it; with "spawn" each worker imports everything itself (~0.5-2.5 s).
-    CREATEML_WIDGETS_MP_CONTEXT overrides the default.
+    process is started once per session (importing MediaPipe once) and every worker is forked from it;
+    with "spawn" each worker imports everything itself (~0.5-2.5 s). In both, workers never import or
+    run the caller's main module, and end when the caller dies. CREATEML_WIDGETS_MP_CONTEXT overrides
+    the default.
     """
     import multiprocessing
 
@@ -643,12 +735,12 @@ def _get_context(name: str | None = None):
     if name == "forkserver":
         from multiprocessing import forkserver
 
-        current = list(getattr(forkserver._forkserver, "_preload_modules", None) or [])
+        current = [m for m in getattr(forkserver._forkserver, "_preload_modules", None) or [] if m != "__main__"]
         extra = FORKSERVER_PRELOAD + _main_module_imports()
         wanted = current + [m for m in dict.fromkeys(extra) if m not in current]
         with contextlib.suppress(Exception):
             ctx.set_forkserver_preload(wanted)
-    return ctx
+    return _WorkerContext(ctx)
 
 
 def keypoints_array(observations: Sequence[HandObservation | None | Exception]) -> np.ndarray:
