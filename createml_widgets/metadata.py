@@ -22,16 +22,20 @@ def _user_name() -> str:
         return "unknown"
 
 
+DEFAULT_SHORT_DESCRIPTION = "A model trained with createml-widgets for use with Core ML."
+
+
 @dataclass
 class MLModelMetadata:
     """Author, description, licence and version information for a Core ML model.
 
-    Defaults follow Create ML: the author is the current user's name, the description
-    "A model trained using CreateML for use with CoreML." and the version "1".
+    Defaults follow Create ML where that is honest: the author is the current user's full name
+    (else the login name) and the version "1"; the description says what made the model
+    (`DEFAULT_SHORT_DESCRIPTION`), not Create ML, since Create ML did not train it.
     """
 
     author: str = field(default_factory=_user_name)
-    short_description: str = "A model trained using CreateML for use with CoreML."
+    short_description: str = DEFAULT_SHORT_DESCRIPTION
     license: str | None = None
     version: str = "1"
     additional: dict[str, str] | None = None

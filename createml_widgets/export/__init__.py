@@ -6,13 +6,19 @@
 """
 from .coreml import (
     FORMATS,
+    FRAME_RATE_KEY,
     HAND_JOINT_NAMES,
+    PREVIEW_TYPE_KEY,
+    PREVIEW_TYPES,
     SUFFIXES,
     VERSION_METADATA_KEY,
+    WINDOW_SIZE_KEY,
     apply_metadata,
+    creator_metadata,
     format_for_path,
     image_classifier_model,
     keypoint_classifier_model,
+    minimum_specification_version,
     poses_description,
     write_model,
 )
@@ -22,4 +28,6 @@ __all__ = [
     "FORMATS", "HAND_JOINT_NAMES", "SUFFIXES", "VERSION_METADATA_KEY", "apply_metadata", "format_for_path",
     "image_classifier_model", "keypoint_classifier_model", "poses_description", "write_model",
     "SpecInterpreter", "evaluate", "load",
+    "FRAME_RATE_KEY", "PREVIEW_TYPE_KEY", "PREVIEW_TYPES", "WINDOW_SIZE_KEY", "creator_metadata",
+    "minimum_specification_version",
 ]

@@ -29,13 +29,21 @@ from torch import nn
 
 __all__ = [
     "FORMATS", "SUFFIXES", "HAND_JOINT_NAMES", "VERSION_METADATA_KEY", "format_for_path", "image_classifier_model",
-    "keypoint_classifier_model", "write_model", "apply_metadata", "poses_description",
+    "keypoint_classifier_model", "write_model", "apply_metadata", "poses_description", "creator_metadata",
+    "minimum_specification_version", "quantize_model", "check_precision", "PRECISIONS", "PREVIEW_TYPE_KEY", "WINDOW_SIZE_KEY", "FRAME_RATE_KEY", "PREVIEW_TYPES",
 ]
 
 FORMATS = ("neuralnetwork", "mlprogram")
 # file suffix -> model format it holds
 SUFFIXES = {".mlmodel": "neuralnetwork", ".mlpackage": "mlprogram"}
 VERSION_METADATA_KEY = "com.github.createml_widgets.version"
+# Creator-defined keys Create ML itself writes (apps and Xcode's preview read them).
+PREVIEW_TYPE_KEY = "com.apple.coreml.model.preview.type"
+WINDOW_SIZE_KEY = "Prediction Window Size"
+FRAME_RATE_KEY = "Target Frame Rate"
+PREVIEW_TYPES = {"image": "imageClassifier", "hand pose": "handPoseClassifier", "hand action": "handActionClassifier"}
+# Keys only Create ML may write: its version stamps would claim Create ML made the file.
+RESERVED_METADATA_PREFIX = "com.apple.createml."
 
 # Vision's joint order (the last dimension of `poses`).
 HAND_JOINT_NAMES = (
@@ -50,6 +58,7 @@ CLASS_PROBS_DESCRIPTION = "Probability of each category"
 LABEL_PROBS_DESCRIPTION = "A dictionary of labels and the corresponding confidences."
 
 _CONVERT_LOCK = threading.RLock()
+_CONVERT_UPPER_BOUND = 16384
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,8 +163,9 @@ def format_for_path(path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
         raise ValueError(
-            f"cannot write a Core ML model to {str(path)!r}: the name must end in .mlmodel "
-            f"(a neural network model) or .mlpackage (an ML program), not {suffix or 'no suffix'!r}"
+            f"cannot write a model to {str(path)!r}: the name must end in .mlmodel "
+            f"(a Core ML neural network), .mlpackage (a Core ML ML program) or .onnx (ONNX), "
+            f"not {suffix or 'no suffix'!r}"
         )
     return SUFFIXES[suffix]
 
@@ -269,12 +279,15 @@ def _metadata_fields(metadata) -> dict:
     return fields
 
 
-def apply_metadata(spec, metadata=None, training_info: Mapping | None = None) -> None:
+def apply_metadata(spec, metadata=None, training_info: Mapping | None = None,
+                   creator_keys: Mapping | None = None) -> None:
     """Write `metadata` (MLModelMetadata or dict) and `training_info` into a model spec in place.
 
     author, short description, licence and version go into the spec's standard fields; the
-    `additional` dictionary, `training_info` and `com.github.createml_widgets.version` go into the
-    user-defined metadata (every key and value stored as a string).
+    `additional` dictionary, `training_info`, `creator_keys` (Create ML's own keys, e.g.
+    "Target Frame Rate") and `com.github.createml_widgets.version` go into the user-defined
+    metadata (every key and value stored as a string). `com.apple.createml.*` keys are refused:
+    they say which Create ML version made a file, and this one was not made by Create ML.
     """
     fields = _metadata_fields(metadata)
     meta = spec.description.metadata
@@ -284,10 +297,15 @@ def apply_metadata(spec, metadata=None, training_info: Mapping | None = None) ->
         if value is not None:
             setattr(meta, target, str(value))
     user = meta.userDefined
-    for source in (fields.get("additional") or {}, training_info or {}):
+    for source in (fields.get("additional") or {}, training_info or {}, creator_keys or {}):
         if not isinstance(source, Mapping):
             raise TypeError(f"expected a dict of strings, got {type(source).__name__}")
         for key, value in source.items():
+            if str(key).startswith(RESERVED_METADATA_PREFIX):
+                raise ValueError(
+                    f"metadata key {key!r}: {RESERVED_METADATA_PREFIX}* keys record the Create ML version that "
+                    "made a model, and this model was not made by Create ML; use another key name"
+                )
             if value is not None:
                 user[str(key)] = str(value)
     user[VERSION_METADATA_KEY] = _package_version()
@@ -300,11 +318,187 @@ def _describe(spec, descriptions: Mapping[str, str]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# specification versions
+
+# NeuralNetwork layer types by the specification version that introduced them (Core ML 1 = iOS 11,
+# 3 = iOS 12, 4 = iOS 13, 5 = iOS 14); any other layer type is one of Core ML 3's (version 4) ND layers.
+_NN_LAYERS_V1 = frozenset({
+    "convolution", "pooling", "activation", "innerProduct", "embedding", "batchnorm", "mvn", "l2normalize",
+    "softmax", "lrn", "crop", "padding", "upsample", "unary", "add", "multiply", "average", "scale", "bias",
+    "max", "min", "dot", "reduce", "loadConstant", "reshape", "flatten", "permute", "concat", "split",
+    "sequenceRepeat", "reorganizeData", "slice", "simpleRecurrent", "gru", "uniDirectionalLSTM",
+    "biDirectionalLSTM",
+})
+_NN_LAYERS_V3 = frozenset({"resizeBilinear", "cropResize", "custom"})
+_NN_LAYERS_V5 = frozenset({
+    "cumSum", "oneHot", "clampedReLU", "argSort", "pooling3d", "globalPooling3d", "sliceBySize", "convolution3d",
+})
+
+
+def _weight_version(params) -> int:
+    """2 for float16 weights, 3 for quantized ones, 1 otherwise, over every WeightParams in `params`."""
+    version = 1
+    for field, value in params.ListFields():
+        if field.message_type is None:
+            continue
+        values = value if field.label == field.LABEL_REPEATED else [value]
+        for item in values:
+            if field.message_type.name == "WeightParams":
+                if len(item.int8RawValue) or item.HasField("quantization"):
+                    version = max(version, 3)
+                elif len(item.float16Value):
+                    version = max(version, 2)
+            else:
+                version = max(version, _weight_version(item))
+    return version
+
+
+def minimum_specification_version(spec) -> int:
+    """The lowest Core ML specification version a neural network spec's layers, weights and
+    inputs need (Create ML's own image classifiers are version 1 pipelines; a network of Core ML 3
+    ND layers needs 4 = iOS 13 / macOS 10.15)."""
+    kind = spec.WhichOneof("Type")
+    if kind not in ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor"):
+        return int(spec.specificationVersion)
+    nn = getattr(spec, kind)
+    version = 1
+    if nn.imageInputShapeMapping or nn.arrayInputShapeMapping:
+        version = 4
+    for feature in spec.description.input:
+        t = feature.type
+        if t.WhichOneof("Type") == "imageType" and t.imageType.WhichOneof("SizeFlexibility"):
+            version = max(version, 3)
+        if t.WhichOneof("Type") == "multiArrayType" and t.multiArrayType.WhichOneof("ShapeFlexibility"):
+            version = max(version, 3)
+    for layer in nn.layers:
+        name = layer.WhichOneof("layer")
+        version = max(version, 1 if name in _NN_LAYERS_V1 else 3 if name in _NN_LAYERS_V3
+                      else 5 if name in _NN_LAYERS_V5 else 4)
+        version = max(version, _weight_version(getattr(layer, name)))
+    return version
+
+
+# ----------------------------------------------------------------------------------------------
+# flexible image input
+
+
+class _CentreCropResize(nn.Module):
+    """(1, C, H, W) -> (1, C, S, S): bilinear samples of the centred min(H, W) square at the cell
+    centres of an S x S grid (`image_embedding.crop_grid`), for any H, W traced dynamically.
+
+    Written with tent-weight matrices (relu(1 - |grid - pixel|)) so the sizes stay symbolic in
+    the traced graph: the ML program and the ONNX graph take any image size.
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = int(size)
+        self.register_buffer("cells", torch.arange(self.size, dtype=torch.float32) + 0.5)
+
+    def _weights(self, line: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        pixels = torch.cumsum(torch.ones_like(line), 0) - 1.0  # 0 .. n-1, n symbolic
+        length = pixels[-1:] + 1.0
+        grid = (length - side) * 0.5 - 0.5 + self.cells * (side / self.size)
+        return torch.relu(1.0 - torch.abs(grid.unsqueeze(1) - pixels.unsqueeze(0)))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        column, row = image[0, 0, :, 0], image[0, 0, 0, :]
+        height = torch.ones_like(column).sum().reshape(1)
+        width = torch.ones_like(row).sum().reshape(1)
+        side = torch.minimum(height, width)
+        ry, rx = self._weights(column, side), self._weights(row, side)
+        return torch.matmul(torch.matmul(ry, image), rx.transpose(0, 1))
+
+
+def _set_image_size_range(feature, declared: int) -> None:
+    t = feature.type.imageType
+    t.width = t.height = int(declared)
+    t.ClearField("SizeFlexibility")
+    for axis in (t.imageSizeRange.widthRange, t.imageSizeRange.heightRange):
+        axis.lowerBound = int(declared)
+        axis.upperBound = -1
+
+
+def _nn_crop_resize_input(spec, declared: int, size: int) -> None:
+    """Make a converted fixed-size image network take `declared` x `declared` and up.
+
+    Core ML layers in front of the network compute the centred square of the input from its
+    runtime shape (getShape) and resample it to `size` with CropResize (STRICT_ALIGN_ENDPOINTS,
+    pixel coordinates, box chosen so its samples fall on `image_embedding.crop_grid`).
+    """
+    from coremltools.proto import NeuralNetwork_pb2
+
+    nn = spec.neuralNetworkClassifier
+    (feature,) = [f for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"]
+    name = feature.name
+    inner = f"{name}__cropped"
+    for layer in nn.layers:
+        for i, value in enumerate(layer.input):
+            if value == name:
+                layer.input[i] = inner
+    prefix = f"{name}__crop"
+    new = []
+
+    def layer(kind: str, suffix: str, inputs, **params):
+        message = NeuralNetwork_pb2.NeuralNetworkLayer(name=f"{prefix}_{suffix}", input=list(inputs),
+                                                        output=[f"{prefix}_{suffix}"])
+        getattr(message, kind).SetInParent()
+        for key, value in params.items():
+            target = getattr(message, kind)
+            if isinstance(value, list):
+                getattr(target, key).extend(value)
+            else:
+                setattr(target, key, value)
+        new.append(message)
+        return message.output[0]
+
+    def const(suffix: str, value: float) -> str:
+        message = NeuralNetwork_pb2.NeuralNetworkLayer(name=f"{prefix}_{suffix}", output=[f"{prefix}_{suffix}"])
+        message.loadConstantND.shape.extend([1])
+        message.loadConstantND.data.floatValue.extend([float(value)])
+        new.append(message)
+        return message.output[0]
+
+    shape = layer("getShape", "shape", [name])                        # [1, 3, H, W]
+    height = layer("sliceStatic", "h", [shape], beginIds=[2], endIds=[3], strides=[1], beginMasks=[False],
+                   endMasks=[False])
+    width = layer("sliceStatic", "w", [shape], beginIds=[3], endIds=[4], strides=[1], beginMasks=[False],
+                  endMasks=[False])
+    side = layer("minBroadcastable", "side", [height, width])
+    # start = (L - side) / 2 - 0.5 + side / (2 S); end = start + side (S - 1) / S
+    half_cell = layer("multiplyBroadcastable", "halfcell", [side, const("k_halfcell", 0.5 / size)])
+    extent = layer("multiplyBroadcastable", "extent", [side, const("k_extent", (size - 1) / size)])
+    minus_half = const("k_minus_half", -0.5)
+    ends = []
+    for axis, length in (("y", height), ("x", width)):
+        margin = layer("subtractBroadcastable", f"{axis}_margin", [length, side])
+        half = layer("multiplyBroadcastable", f"{axis}_half", [margin, const(f"k_{axis}_half", 0.5)])
+        start = layer("addBroadcastable", f"{axis}_start0", [half, minus_half])
+        start = layer("addBroadcastable", f"{axis}_start", [start, half_cell])
+        ends.append((start, layer("addBroadcastable", f"{axis}_end", [start, extent])))
+    (y1, y2), (x1, x2) = ends
+    box = layer("concatND", "box", [y1, x1, y2, x2], axis=0)  # CORNERS_HEIGHT_FIRST
+    roi = layer("reshapeStatic", "roi", [box], targetShape=[1, 1, 4, 1, 1])
+    rank5 = layer("expandDims", "rank5", [name], axes=[0])
+    cropped = layer("cropResize", "resize", [rank5, roi], targetSize=[size, size], normalizedCoordinates=False,
+                    spatialScale=1.0)
+    new[-1].cropResize.mode.samplingMethod = NeuralNetwork_pb2.SamplingMode.STRICT_ALIGN_ENDPOINTS_MODE
+    new[-1].cropResize.boxIndicesMode.boxMode = NeuralNetwork_pb2.BoxCoordinatesMode.CORNERS_HEIGHT_FIRST
+    squeeze = layer("squeeze", "squeeze", [cropped], axes=[0])
+    new[-1].output[0] = inner
+    del squeeze
+    old = list(nn.layers)
+    del nn.layers[:]
+    nn.layers.extend(new + old)
+    _set_image_size_range(feature, declared)
+
+
+# ----------------------------------------------------------------------------------------------
 # conversion
 
 
 def _convert(traced, inputs, labels: list[str], label_name: str, probs_name: str, fmt: str,
-             descriptions: Mapping[str, str], metadata, training_info):
+             descriptions: Mapping[str, str], metadata, training_info, creator_keys=None, spec_edit=None):
     """Convert once, then rename the probability output, describe the features and add metadata."""
     with _quiet_conversion() as ct:
         kwargs = {"compute_precision": ct.precision.FLOAT32} if fmt == "mlprogram" else {}
@@ -317,8 +511,12 @@ def _convert(traced, inputs, labels: list[str], label_name: str, probs_name: str
         current = spec.description.predictedProbabilitiesName
         if current != probs_name:
             ct.utils.rename_feature(spec, current, probs_name)
+        if spec_edit is not None:
+            spec_edit(spec)
         _describe(spec, descriptions)
-        apply_metadata(spec, metadata, training_info)
+        apply_metadata(spec, metadata, training_info, creator_keys)
+        if fmt == "neuralnetwork":
+            spec.specificationVersion = minimum_specification_version(spec)
         if fmt == "mlprogram":
             model = ct.models.MLModel(spec, weights_dir=converted.weights_dir)
         else:
@@ -328,33 +526,60 @@ def _convert(traced, inputs, labels: list[str], label_name: str, probs_name: str
 
 
 def image_classifier_model(backbone: nn.Module, head: nn.Module, class_labels, *, fmt: str = "neuralnetwork",
-                           metadata=None, training_info: Mapping | None = None):
+                           metadata=None, training_info: Mapping | None = None, input_size: int | None = None):
     """A Core ML image classifier: `image` -> `classLabel`, `classLabelProbs`.
 
     `backbone` maps (N, 3, S, S) RGB in [0, 1] to (N, D) features and has `input_size` (S) - an
     `EfficientNetLiteFeatures` or a custom extractor; `head` maps (N, D) to (N, K) logits, K =
-    len(class_labels). A softmax is appended. The image input is RGB, S x S pixels; the
-    backbone's normalisation becomes Core ML image preprocessing (scale and bias).
+    len(class_labels). A softmax is appended. The backbone's normalisation becomes Core ML image
+    preprocessing (scale and bias).
+
+    Without `input_size` the image input is RGB, S x S exactly. With `input_size` (Create ML's
+    299, or 360 for scenePrint revision 2) it is declared `input_size` x `input_size` and takes any
+    size from there up (imageSizeRange input_size...unbounded): the model resamples the centred
+    square to S x S itself (`image_embedding.resize_square`), so a 299 x 299 input computes what
+    training saw.
     """
     fmt = _check_format(fmt)
     labels = _check_labels(class_labels)
     size = int(getattr(backbone, "input_size", 0) or 0)
     if size <= 0:
         raise TypeError(f"the feature extractor {type(backbone).__name__} needs an input_size attribute")
+    if input_size is not None and int(input_size) < size:
+        raise ValueError(f"input_size {input_size} is smaller than the network's {size} x {size} input")
     features, scale, bias = _image_preprocessing(backbone)
-    wrapper = _ImageClassifier(features, _frozen_copy(head))
-    example = (torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255.0) * scale + bias
-    traced = _trace(wrapper, example, len(labels))
+    head = _frozen_copy(head)
     ct = _coremltools()
-    image = ct.ImageType(
-        name="image", shape=(1, 3, size, size), scale=scale, bias=[bias, bias, bias],
-        color_layout=ct.colorlayout.RGB,
-    )
+    declared = size if input_size is None else int(input_size)
+    flexible = input_size is not None
+    if flexible and fmt == "mlprogram":
+        wrapper = _ImageClassifier(nn.Sequential(_CentreCropResize(size), features), head)
+        # coremltools refuses an unbounded range for ML programs when converting; the declared
+        # range is set to unbounded afterwards (the program's dimensions stay symbolic).
+        shape = ct.Shape((1, 3, ct.RangeDim(declared, _CONVERT_UPPER_BOUND, default=declared),
+                          ct.RangeDim(declared, _CONVERT_UPPER_BOUND, default=declared)))
+    else:
+        wrapper = _ImageClassifier(features, head)
+        shape = (1, 3, size, size)
+    example_size = declared if flexible and fmt == "mlprogram" else size
+    example = (torch.rand(1, 3, example_size, example_size, generator=torch.Generator().manual_seed(0))
+               * 255.0) * scale + bias
+    traced = _trace(wrapper, example, len(labels))
+    image = ct.ImageType(name="image", shape=shape, scale=scale, bias=[bias, bias, bias],
+                         color_layout=ct.colorlayout.RGB)
+    edit = None
+    if flexible:
+        if fmt == "neuralnetwork":
+            def edit(spec):
+                _nn_crop_resize_input(spec, declared, size)
+        else:
+            def edit(spec):
+                _set_image_size_range(spec.description.input[0], declared)
     return _convert(
         traced, [image], labels, "classLabel", "classLabelProbs", fmt,
         {"image": IMAGE_INPUT_DESCRIPTION, "classLabel": CLASS_LABEL_DESCRIPTION,
          "classLabelProbs": CLASS_PROBS_DESCRIPTION},
-        metadata, training_info,
+        metadata, training_info, creator_metadata("image"), edit,
     )
 
 
@@ -371,12 +596,14 @@ def _is_action_net(net: nn.Module, window: int) -> bool:
 
 
 def keypoint_classifier_model(net: nn.Module, class_labels, window: int, *, fmt: str = "neuralnetwork",
-                              metadata=None, training_info: Mapping | None = None):
+                              metadata=None, training_info: Mapping | None = None, frame_rate: float = 30.0):
     """A Core ML hand pose / hand action classifier: `poses` -> `label`, `labelProbabilities`.
 
     `net` maps (N, window, 3, 21) keypoints to (N, K) logits (HandPoseGCN with window 1,
     HandActionGCN with window = prediction_window_size). The Core ML input `poses` is a Float32
     multi-array (window, 3, 21) without a batch dimension, as Vision's keypointsMultiArray() gives.
+    Create ML's creator-defined keys carry the window, `frame_rate` (a hand pose model: 30.0, as
+    Create ML writes) and Xcode's preview type.
     """
     fmt = _check_format(fmt)
     labels = _check_labels(class_labels)
@@ -394,8 +621,55 @@ def keypoint_classifier_model(net: nn.Module, class_labels, window: int, *, fmt:
         traced, [poses], labels, "label", "labelProbabilities", fmt,
         {"poses": poses_description(window, action), "label": f"Most likely {kind} category.",
          "labelProbabilities": LABEL_PROBS_DESCRIPTION},
-        metadata, training_info,
+        metadata, training_info, creator_metadata(kind, window, frame_rate),
     )
+
+
+def creator_metadata(kind: str, window: int = 1, frame_rate: float = 30.0) -> dict[str, str]:
+    """Create ML's creator-defined keys for a task kind ("image", "hand pose", "hand action")."""
+    keys = {PREVIEW_TYPE_KEY: PREVIEW_TYPES[kind]}
+    if kind != "image":
+        keys[WINDOW_SIZE_KEY] = str(int(window))
+        keys[FRAME_RATE_KEY] = repr(float(frame_rate))
+    return keys
+
+
+# ----------------------------------------------------------------------------------------------
+# weight precision
+
+# `precision` of a neural network (.mlmodel) file -> bits per weight (coremltools quantization_utils)
+PRECISIONS = {"float32": 32, "float16": 16, "int8": 8}
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown weight precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def quantize_model(model, precision: str):
+    """A neural network MLModel with its weights stored as `precision`: "float32" (unchanged),
+    "float16" (half floats, Core ML 2 / iOS 11.2+) or "int8" (8-bit linear quantisation per layer,
+    scale and bias, Core ML 2 / iOS 12+). Computation stays float32 in Core ML either way; the
+    specification version is the lowest the layers and weights allow."""
+    precision = check_precision(precision)
+    if precision == "float32":
+        return model
+    if _model_format(model) != "neuralnetwork":
+        raise ValueError(f"weight precision {precision!r} is offered for .mlmodel (neural network) files; "
+                         "write an ML program (.mlpackage) with precision='float32'")
+    with _quiet_conversion():
+        from coremltools.models.neural_network import quantization_utils
+
+        # it prints a line per layer: silenced at the source (its module-level `print`), not stdout
+        quantization_utils.print = lambda *args, **kwargs: None
+        try:
+            quantized = quantization_utils.quantize_weights(model, PRECISIONS[precision], "linear")
+        finally:
+            del quantization_utils.print
+        spec = quantized.get_spec()
+        spec.specificationVersion = minimum_specification_version(spec)
+        return _coremltools().models.MLModel(spec)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def _numpy_slice(x, begin, end, stride, begin_mask, end_mask, squeeze_mask):
 # inputs
 
 
-def _image_array(value, width: int, height: int, gray: bool, name: str) -> np.ndarray:
+def _image_array(value, width: int, height: int, gray: bool, name: str, size_range=None) -> np.ndarray:
     """(H, W, 3) or (H, W) uint8-valued float32 array from a PIL image or a numpy array."""
     try:
         from PIL import Image
@@ -174,7 +174,17 @@ def _image_array(value, width: int, height: int, gray: bool, name: str) -> np.nd
         array = array[:, :, 0]
     if not gray and (array.ndim != 3 or array.shape[2] != 3):
         raise ValueError(f"input {name!r} must be an RGB image (H x W x 3), got an array of shape {array.shape}")
-    if array.shape[:2] != (height, width):
+    if size_range is not None:
+        (w_low, w_high), (h_low, h_high) = size_range
+        h, w = array.shape[:2]
+        if not (w >= w_low and (w_high < 0 or w <= w_high) and h >= h_low and (h_high < 0 or h <= h_high)):
+            def bounds(low, high):
+                return f"{low} or more" if high < 0 else f"{low} to {high}"
+            raise ValueError(
+                f"input {name!r} must be {bounds(w_low, w_high)} pixels wide and {bounds(h_low, h_high)} high, "
+                f"got {w} x {h}; resize it first"
+            )
+    elif array.shape[:2] != (height, width):
         raise ValueError(
             f"input {name!r} must be {width} x {height} pixels, got {array.shape[1]} x {array.shape[0]}; "
             "resize it first"
@@ -206,7 +216,14 @@ def _feature_inputs(spec, inputs: Mapping) -> dict:
         if kind == "imageType":
             t = feature.type.imageType
             space = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(t.colorSpace)
-            pixels = _image_array(value, t.width, t.height, space.startswith("GRAYSCALE"), name)
+            size_range = None
+            if t.WhichOneof("SizeFlexibility") == "imageSizeRange":
+                r = t.imageSizeRange
+                size_range = ((r.widthRange.lowerBound, r.widthRange.upperBound),
+                              (r.heightRange.lowerBound, r.heightRange.upperBound))
+            elif t.WhichOneof("SizeFlexibility") == "enumeratedSizes":
+                raise NotImplementedError(f"input {name!r}: enumerated image sizes")
+            pixels = _image_array(value, t.width, t.height, space.startswith("GRAYSCALE"), name, size_range)
             out[name] = ("image", _image_to_chw(pixels, space), space)
         elif kind == "multiArrayType":
             t = feature.type.multiArrayType
@@ -250,11 +267,47 @@ def _decode_weights(w) -> np.ndarray:
         a = np.asarray(w.floatValue, np.float32)
     elif len(w.float16Value):
         a = np.frombuffer(w.float16Value, np.float16).astype(np.float32)
-    elif len(w.rawValue) or len(w.int8RawValue) or w.HasField("quantization"):
-        raise NotImplementedError("quantized neural network weights")
+    elif w.HasField("quantization"):
+        a = _dequantize(w)
+    elif len(w.int8RawValue):
+        a = np.frombuffer(w.int8RawValue, np.int8).astype(np.float32)
+    elif len(w.rawValue):
+        raise NotImplementedError("raw neural network weights without quantization parameters")
     else:
         a = np.zeros(0, np.float32)
     return a
+
+
+def _unpack_bits(data: bytes, nbits: int, count: int) -> np.ndarray:
+    """`count` unsigned nbits-wide integers packed little-end-first in `data` (NeuralNetwork.proto)."""
+    raw = np.frombuffer(data, np.uint8)
+    if nbits == 8:
+        return raw[:count].astype(np.int64)
+    bits = np.unpackbits(raw, bitorder="little")[: count * nbits].reshape(count, nbits)
+    return (bits.astype(np.int64) << np.arange(nbits)).sum(axis=1)
+
+
+def _dequantize(w) -> np.ndarray:
+    """float32 values of quantized weights: linear (scale * q + bias, one pair or one per output
+    channel) or a lookup table (table[q])."""
+    q = w.quantization
+    nbits = int(q.numberOfBits)
+    if not 1 <= nbits <= 8:
+        raise NotImplementedError(f"{nbits}-bit quantized weights")
+    count = len(w.rawValue) * 8 // nbits
+    kind = q.WhichOneof("QuantizationType")
+    if kind == "linearQuantization":
+        scale = np.asarray(q.linearQuantization.scale, np.float32)
+        bias = np.asarray(q.linearQuantization.bias, np.float32)
+        values = _unpack_bits(w.rawValue, nbits, count).astype(np.float32)
+        if scale.size > 1:  # per output channel: the weights' first axis
+            values = values[: (count // scale.size) * scale.size].reshape(scale.size, -1)
+            return (values * scale[:, None] + bias.reshape(-1, 1)).ravel()
+        return values * scale.reshape(()) + (bias.reshape(()) if bias.size else 0.0)
+    if kind == "lookupTableQuantization":
+        table = np.asarray(q.lookupTableQuantization.floatValue, np.float32)
+        return table[_unpack_bits(w.rawValue, nbits, count)]
+    raise NotImplementedError(f"weight quantization {kind}")
 
 
 def _border(amounts) -> tuple[int, int, int, int]:
@@ -554,7 +607,70 @@ def _nn_squeeze(p, xs):
     return np.squeeze(x, axis=tuple(int(a) for a in p.axes))
 
 
+def _bilinear_matrix(grid: np.ndarray, length: int) -> np.ndarray:
+    """(len(grid), length) linear-interpolation weights, grid points clamped to [0, length - 1]."""
+    grid = np.clip(np.asarray(grid, np.float64), 0.0, length - 1.0)
+    return np.maximum(0.0, 1.0 - np.abs(grid[:, None] - np.arange(length)[None, :]))
+
+
+def _sampling_grid(method: int, start: float, end: float, n_in: int, n_out: int) -> np.ndarray:
+    """NeuralNetwork.proto's SamplingMode grid for an axis from `start` to `end` (pixel units)."""
+    i = np.arange(n_out, dtype=np.float64)
+    if method in (0, 1):  # STRICT_ALIGN_ENDPOINTS / ALIGN_ENDPOINTS
+        if n_out == 1:
+            return np.array([start if method == 0 else (start + end) / 2.0])
+        return start + i * (end - start) / (n_out - 1)
+    if method == 2:  # UPSAMPLE_MODE
+        spacing = n_in / n_out
+        return start + i * spacing + 0.5 * spacing - 0.5
+    spacing = (end - start) / n_out  # ROI_ALIGN_MODE
+    return start + (i + 0.5) * spacing
+
+
+def _nn_crop_resize(p, xs):
+    """CropResize: x (1, B, C, H, W), roi (N, 1, 4 or 5, 1, 1) -> (N, B, C, Ht, Wt)."""
+    x = np.asarray(xs[0], np.float32)
+    if x.ndim != 5:
+        raise ValueError(f"cropResize takes a rank 5 input, got shape {x.shape}")
+    h, w = x.shape[-2:]
+    th, tw = (list(p.targetSize) or [1, 1])
+    boxes = np.asarray(xs[1], np.float64).reshape(-1, np.shape(xs[1])[2])
+    method, mode = p.mode.samplingMethod, p.boxIndicesMode.boxMode
+    out = []
+    for row in boxes:
+        index, coords = (int(row[0]), row[1:]) if row.size == 5 else (None, row)
+        a, b, c, d = coords * (p.spatialScale or 1.0)
+        if mode == 0:
+            y1, x1, y2, x2 = a, b, c, d
+        elif mode == 1:
+            x1, y1, x2, y2 = a, b, c, d
+        elif mode == 2:
+            y1, x1, y2, x2 = a - c / 2, b - d / 2, a + c / 2, b + d / 2
+        else:
+            x1, y1, x2, y2 = a - c / 2, b - d / 2, a + c / 2, b + d / 2
+        if p.normalizedCoordinates:
+            y1, y2, x1, x2 = y1 * (h - 1), y2 * (h - 1), x1 * (w - 1), x2 * (w - 1)
+        ry = _bilinear_matrix(_sampling_grid(method, y1, y2, h, th), h).astype(np.float32)
+        rx = _bilinear_matrix(_sampling_grid(method, x1, x2, w, tw), w).astype(np.float32)
+        images = x[0] if index is None else x[0, index:index + 1]
+        out.append(np.matmul(np.matmul(ry, images), rx.T))
+    return np.stack(out)
+
+
+def _nn_resize_bilinear(p, xs):
+    x = np.asarray(xs[0], np.float32)
+    h, w = x.shape[-2:]
+    th, tw = (list(p.targetSize) or [1, 1])
+    method = p.mode.samplingMethod
+    ry = _bilinear_matrix(_sampling_grid(method, 0.0, h - 1.0, h, th), h).astype(np.float32)
+    rx = _bilinear_matrix(_sampling_grid(method, 0.0, w - 1.0, w, tw), w).astype(np.float32)
+    return np.matmul(np.matmul(ry, x), rx.T)
+
+
 NN_LAYERS: dict[str, Callable] = {
+    "cropResize": _nn_crop_resize,
+    "resizeBilinear": _nn_resize_bilinear,
+    "getShape": lambda p, xs: np.asarray(np.shape(xs[0]), np.float32),
     "convolution": _nn_convolution,
     "pooling": _nn_pooling,
     "padding": _nn_padding,
@@ -637,10 +753,13 @@ def read_blob(path, offset: int, dtype, count: int) -> np.ndarray:
     return np.frombuffer(data, dtype.newbyteorder("<"), count=count).astype(dtype)
 
 
-def _mil_shape(tensor_type) -> tuple[int, ...]:
+def _mil_shape(tensor_type, flexible: bool = False) -> tuple[int, ...] | None:
+    """The constant shape of a MIL tensor type; with `flexible`, None when a dimension is symbolic."""
     shape = []
     for dim in tensor_type.dimensions:
         if dim.WhichOneof("dimension") != "constant":
+            if flexible:
+                return None
             raise NotImplementedError("ML program tensors with unknown (flexible) dimensions")
         shape.append(int(dim.constant.size))
     return tuple(shape)
@@ -917,6 +1036,17 @@ def _mil_gather(a: _Args):
     return np.take(x, indices, axis=axis)
 
 
+def _mil_cumsum(a: _Args):
+    x = np.asarray(a("x"))
+    axis = int(a.scalar("axis", 0))
+    if a.scalar("reverse", False):
+        x = np.flip(x, axis)
+    y = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if a.scalar("exclusive", False):
+        y = y - x
+    return np.flip(y, axis) if a.scalar("reverse", False) else y
+
+
 def _mil_classify(a: _Args):
     probabilities = np.ravel(np.asarray(a("probabilities"), np.float64))
     classes = a("classes")
@@ -985,6 +1115,9 @@ MIL_OPS: dict[str, Callable] = {
     "slice_by_size": _mil_slice_by_size,
     "gather": _mil_gather,
     "shape": lambda a: np.asarray(np.shape(a("x")), np.int32),
+    "fill": lambda a: np.full(tuple(int(d) for d in np.ravel(a("shape"))), a.scalar("value", 0.0), np.float32),
+    "fill_like": lambda a: np.full(np.shape(a("ref_tensor")), a.scalar("value", 0.0), np.float32),
+    "cumsum": _mil_cumsum,
     # reductions
     "reduce_mean": _mil_reduce(np.mean), "reduce_sum": _mil_reduce(np.sum), "reduce_max": _mil_reduce(np.max),
     "reduce_min": _mil_reduce(np.min), "reduce_prod": _mil_reduce(np.prod),
@@ -1122,7 +1255,7 @@ class SpecInterpreter:
             if name in declared and declared[name].WhichOneof("type") == "tensorType":
                 t = declared[name].tensorType
                 dtype = values.dtype(t.dataType)
-                shape = _mil_shape(t)
+                shape = _mil_shape(t, flexible=True)
                 value = (value[None] if kind == "image" else value).astype(dtype)
                 if shape and value.shape != shape:
                     value = value.reshape(shape)

@@ -17,19 +17,65 @@ log = logging.getLogger(__name__)
 # scene_print revision -> bundled backbone
 SCENE_PRINT_BACKBONES = {1: "efficientnet-lite0", 2: "efficientnet-lite1"}
 LATEST_SCENE_PRINT = 2
-PREPROCESS_VERSION = "center-crop-bilinear-v1"
+PREPROCESS_VERSION = "vision-299-centre-crop-tent-v2"
+
+# The image size a Create ML model declares for each network input size: scenePrint(revision: 1)
+# models take 299 x 299, revision 2 360 x 360 (and any size from there up).
+MODEL_INPUT_SIZES = {224: 299, 240: 360}
 
 
-def preprocess(image: Image.Image, size: int) -> np.ndarray:
-    """Scale the shorter side to `size`, centre-crop a square (Vision's default .centerCrop): (3, S, S) in [0, 1]."""
+def model_input_size(size: int) -> int:
+    """The declared (Create ML) image size of a model whose network takes `size` x `size` pixels."""
+    return MODEL_INPUT_SIZES.get(int(size), max(299, int(size)))
+
+
+def crop_grid(length: int, side: float, out: int) -> np.ndarray:
+    """Where the `out` samples of a centred crop `side` pixels long fall in an axis `length` pixels long.
+
+    Pixel centres are at 0 .. length - 1; the crop is resampled at its `out` cell centres
+    (half-pixel convention), so a crop that is the whole axis gives torch's bilinear
+    align_corners=False grid. The exported Core ML model computes the same grid in-model.
+    """
+    step = side / out
+    return (length - side) / 2.0 - 0.5 + step * (np.arange(out) + 0.5)
+
+
+def tent_matrix(grid: np.ndarray, length: int) -> np.ndarray:
+    """(out, length) bilinear interpolation weights: row i samples the axis at grid[i]."""
+    return np.maximum(0.0, 1.0 - np.abs(grid[:, None] - np.arange(length)[None, :]))
+
+
+def resize_square(chw: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resampling (no antialiasing) of the centre square of (C, H, W) to (C, size, size),
+    exactly what the exported models do inside (Core ML CropResize / the ONNX graph)."""
+    _, h, w = chw.shape
+    side = min(h, w)
+    ry = tent_matrix(crop_grid(h, side, size), h)
+    rx = tent_matrix(crop_grid(w, side, size), w)
+    return np.matmul(np.matmul(ry.astype(np.float32), chw.astype(np.float32)), rx.T.astype(np.float32))
+
+
+def vision_scale(image: Image.Image, size: int) -> Image.Image:
+    """Scale the shorter side to `size` and centre-crop a square: what Vision's default
+    .centerCrop does before it hands an image to a Core ML model that takes size x size."""
     w, h = image.size
+    if (w, h) == (size, size):
+        return image
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     image = image.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
     left, top = (nw - size) // 2, (nh - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    arr = np.asarray(image, dtype=np.float32) / 255.0
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return image.crop((left, top, left + size, top + size))
+
+
+def preprocess(image: Image.Image, size: int) -> np.ndarray:
+    """(3, S, S) RGB in [0, 1] for a network that takes S x S: the photo as an app hands it to the
+    exported model (Vision's centre crop to the model's declared size, 299 for S = 224, 360 for 240)
+    and then the model's own resize from there to S, so training sees what the model computes."""
+    declared = model_input_size(size)
+    image = vision_scale(image.convert("RGB") if image.mode != "RGB" else image, declared)
+    arr = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return np.ascontiguousarray(resize_square(arr, size))
 
 
 def load_backbone(feature_extractor) -> torch.nn.Module:

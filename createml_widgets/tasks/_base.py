@@ -325,16 +325,38 @@ class ClassifierTask:
             info["com.github.createml_widgets.validation_accuracy"] = f"{self.validation_metrics.accuracy:.4f}"
         return info
 
-    def write(self, path, metadata=None) -> Path:
-        """Save as Core ML: `.mlmodel` (neural network) or `.mlpackage` (ML program).
+    # Weight precision of a written .mlmodel when `write` is not told: the smallest that keeps
+    # top-1 agreement with float32 at 100% on the bundled samples (README: "Model files").
+    default_precision = "float16"
 
-        Without `metadata`, the model gets `MLModelMetadata()` (your user name as author and Create ML's
-        standard description), as Create ML does.
+    def write(self, path, metadata=None, precision: str | None = None) -> Path:
+        """Save the model: `.mlmodel` (Core ML neural network), `.mlpackage` (Core ML ML program) or
+        `.onnx` (ONNX, for ONNX Runtime on Android, the web and Windows).
+
+        Without `metadata`, the model gets `MLModelMetadata()` (your full name as author, a
+        description naming this package). `precision` ("float32", "float16", "int8"; default
+        `default_precision`) sets how a `.mlmodel` stores its weights; `.mlpackage` and `.onnx`
+        files hold float32 weights.
         """
         from ..export import format_for_path, write_model
+        from ..export.coreml import check_precision, quantize_model
 
+        if precision is not None:
+            check_precision(precision)
+        if str(path).lower().endswith(".onnx"):
+            if precision not in (None, "float32"):
+                raise ValueError(f"precision {precision!r}: an .onnx file holds float32 weights; "
+                                 "use precision='float32' or write a .mlmodel")
+            from ..export.onnx_export import write_onnx
+
+            return write_onnx(self._onnx(metadata if metadata is not None else MLModelMetadata()), path)
         fmt = format_for_path(path)
-        return write_model(self._coreml(fmt, metadata), path)
+        if fmt != "neuralnetwork":
+            if precision not in (None, "float32"):
+                raise ValueError(f"precision {precision!r} is offered for .mlmodel files; an .mlpackage "
+                                 "holds float32 weights (use precision='float32')")
+            return write_model(self._coreml(fmt, metadata), path)
+        return write_model(quantize_model(self._coreml(fmt, metadata), precision or self.default_precision), path)
 
     write_to_file = write
 

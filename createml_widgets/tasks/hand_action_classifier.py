@@ -386,9 +386,17 @@ class MLHandActionClassifier(ClassifierTask):
         from ..export import keypoint_classifier_model
 
         return keypoint_classifier_model(self._net, self._labels, self._window, fmt=fmt, metadata=metadata,
-                                         training_info={**self._training_info(),
+                                         frame_rate=self._frame_rate, training_info={**self._training_info(),
                                                         "com.github.createml_widgets.target_frame_rate":
                                                             f"{self._frame_rate:g}"})
+
+    def _onnx(self, metadata):
+        from ..export.onnx_export import keypoint_classifier_onnx
+
+        return keypoint_classifier_onnx(self._net, self._labels, self._window, frame_rate=self._frame_rate,
+                                        metadata=metadata, training_info={
+                                            **self._training_info(),
+                                            "com.github.createml_widgets.target_frame_rate": f"{self._frame_rate:g}"})
 
     def _extra_html(self) -> str:
         from ..display import esc, image_to_data_uri

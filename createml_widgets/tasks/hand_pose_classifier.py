@@ -268,6 +268,12 @@ class MLHandPoseClassifier(ClassifierTask):
         return keypoint_classifier_model(self._net, self._labels, 1, fmt=fmt, metadata=metadata,
                                          training_info=self._training_info())
 
+    def _onnx(self, metadata):
+        from ..export.onnx_export import keypoint_classifier_onnx
+
+        return keypoint_classifier_onnx(self._net, self._labels, 1, metadata=metadata,
+                                        training_info=self._training_info())
+
     def _extra_html(self) -> str:
         from ..display import esc, image_to_data_uri
         from ..features.hand_keypoints import draw_hand

@@ -25,6 +25,7 @@ from ..features.image_embedding import (
     SCENE_PRINT_BACKBONES,
     ImageEmbeddingExtractor,
     load_backbone,
+    model_input_size,
     preprocess,
 )
 from ..features.image_io import is_image_file, load_image, source_name
@@ -504,7 +505,17 @@ class MLImageClassifier(ClassifierTask):
         fe = self._feature_extractor_type
         backbone = EfficientNetLiteFeatures(fe.backbone_name) if fe.kind == "scene_print" else fe.custom.load()
         return image_classifier_model(backbone, self._net, self._labels, fmt=fmt, metadata=metadata,
-                                      training_info=self._training_info())
+                                      training_info=self._training_info(),
+                                      input_size=model_input_size(fe.input_size))
+
+    def _onnx(self, metadata):
+        from ..export.onnx_export import image_classifier_onnx
+        from ..nets import EfficientNetLiteFeatures
+
+        fe = self._feature_extractor_type
+        backbone = EfficientNetLiteFeatures(fe.backbone_name) if fe.kind == "scene_print" else fe.custom.load()
+        return image_classifier_onnx(backbone, self._net, self._labels, input_size=model_input_size(fe.input_size),
+                                     metadata=metadata, training_info=self._training_info())
 
     @staticmethod
     def _input_name(source) -> str:

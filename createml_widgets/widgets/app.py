@@ -31,6 +31,22 @@ from .prediction_preview import PredictionPreview
 from .training_progress import TrainingProgress
 
 log = logging.getLogger(__name__)
+
+# Export step: file suffix -> (menu label, what the file is for)
+EXPORT_FORMATS = {
+    ".mlmodel": ("Core ML (.mlmodel)",
+                 "Core ML model for iPhone, iPad and Mac apps: drop it into Xcode; the same inputs, outputs and "
+                 "metadata as a Create ML model (iOS 13 / macOS 10.15 and later)."),
+    ".onnx": ("ONNX (.onnx)",
+              "ONNX model for Android, web and Windows apps: run it with ONNX Runtime; the same input names and "
+              "shapes, a label and a probabilities output, class labels in its metadata."),
+}
+EXPORT_PRECISIONS = {"float16": "16-bit floats", "int8": "8-bit (smallest)", "float32": "32-bit floats"}
+EXPORT_PRECISION_HELP = {
+    "float32": "32-bit floats, the training precision (largest file).",
+    "float16": "16-bit floats: half the size; same answers as 32-bit on the sample data.",
+    "int8": "8-bit quantised: a quarter of the size; answers can differ slightly from 32-bit.",
+}
 STYLE = (Path(__file__).with_name("style.css"))
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 
@@ -255,6 +271,19 @@ class TrainerApp(widgets.VBox):
                                             layout=widgets.Layout(width="auto"))  # the default width cuts the label
         self.export_button.add_class("cmlw-export-button")
         self.export_button.on_click(lambda _b: self._export_clicked())
+        self.export_format = widgets.Dropdown(options=[(label, suffix) for suffix, (label, _) in EXPORT_FORMATS.items()],
+                                              value=".mlmodel", description="Format",
+                                              layout=widgets.Layout(width="340px"))
+        self.export_format.add_class("cmlw-export-format")
+        self.export_precision = widgets.Dropdown(options=[(label, key) for key, label in EXPORT_PRECISIONS.items()],
+                                                 value=info.load().default_precision, description="Weights",
+                                                 layout=widgets.Layout(width="340px"))
+        self.export_precision.add_class("cmlw-export-precision")
+        self.export_help = widgets.HTML()
+        self.export_help.add_class("cmlw-export-help")
+        self.export_format.observe(lambda _c: self._export_format_changed(), "value")
+        self.export_precision.observe(lambda _c: self._export_format_changed(), "value")
+        self._export_format_changed()
         self.download = widgets.HTML()
         self.download.add_class("cmlw-download-link")
         self.sections = [
@@ -266,8 +295,10 @@ class TrainerApp(widgets.VBox):
             _section(4, "Evaluation", self.holdout_box, self.confusion, self.model_summary,
                      css="cmlw-section-evaluation"),
             _section(5, "Preview", self.preview, css="cmlw-section-preview"),
-            _section(6, "Export", widgets.HBox([self.export_name, self.export_button],
-                                               layout=widgets.Layout(flex_flow="row wrap")), self.download,
+            _section(6, "Export", widgets.HBox([self.export_format, self.export_precision],
+                                               layout=widgets.Layout(flex_flow="row wrap")), self.export_help,
+                     widgets.HBox([self.export_name, self.export_button],
+                                  layout=widgets.Layout(flex_flow="row wrap")), self.download,
                      css="cmlw-section-export"),
         ]
         self.body.children = self.sections
@@ -407,15 +438,30 @@ class TrainerApp(widgets.VBox):
         self.holdout_box.layout.display = None
 
     # -- export --------------------------------------------------------------------------------
+    def _export_format_changed(self) -> None:
+        suffix = self.export_format.value
+        self.export_precision.disabled = suffix != ".mlmodel"
+        name = self.export_name.value.strip()
+        stem = name.rsplit(".", 1)[0] if name.lower().endswith(tuple(EXPORT_FORMATS)) else name
+        if stem:
+            self.export_name.value = f"{stem}{suffix}"
+        what = EXPORT_FORMATS[suffix][1]
+        if suffix == ".mlmodel":
+            what += f" Weights: {EXPORT_PRECISION_HELP[self.export_precision.value]}"
+        self.export_help.value = f"<div class='cmlw-export-what' style='color:#6e6e73'>{html.escape(what)}</div>"
+
     def export(self, directory=None) -> Path:
-        """Write the model as Core ML (`model.write`) and offer it as a download link; returns the file."""
+        """Write the model in the chosen format (`model.write`; Core ML .mlmodel with the chosen weight
+        precision, or ONNX) and offer it as a download link; returns the file."""
         if self.model is None:
             raise RuntimeError("train a model before exporting it")
-        name = sanitize_filename(self.export_name.value.strip() or "Classifier.mlmodel")
-        if not name.lower().endswith(".mlmodel"):
-            name = f"{name.rsplit('.', 1)[0] if '.' in name else name}.mlmodel"
+        suffix = self.export_format.value
+        name = sanitize_filename(self.export_name.value.strip() or f"Classifier{suffix}")
+        if not name.lower().endswith(suffix):
+            name = f"{name.rsplit('.', 1)[0] if '.' in name else name}{suffix}"
         folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="cmlw-export-"))
-        path = self.model.write(folder / name)
+        precision = self.export_precision.value if suffix == ".mlmodel" else None
+        path = self.model.write(folder / name, precision=precision)
         self.export_path = Path(path)
         size = self.export_path.stat().st_size
         if size > MAX_DOWNLOAD_BYTES:
@@ -430,7 +476,8 @@ class TrainerApp(widgets.VBox):
 
     def _export_clicked(self) -> None:
         self.export_button.disabled = True
-        self.download.value = "<span class='cmlw-exporting'>Writing the Core ML model…</span>"
+        what = "ONNX" if self.export_format.value == ".onnx" else "Core ML"
+        self.download.value = f"<span class='cmlw-exporting'>Writing the {what} model…</span>"
 
         def run():
             try:

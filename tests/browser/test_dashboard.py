@@ -555,7 +555,7 @@ def test_train_evaluate_preview_and_export_in_the_dashboard(browser, cache, tmp_
     from createml_widgets.export import spec_eval
 
     photo = REPO / "createml_widgets" / "samples" / path
-    out = spec_eval.evaluate(saved, {"image": Image.open(photo).convert("RGB").resize((224, 224))})
+    out = spec_eval.evaluate(saved, {"image": Image.open(photo).convert("RGB").resize((299, 299))})
     assert sorted(out["classLabelProbs"]) == labels
     assert out["classLabel"] in labels and abs(sum(out["classLabelProbs"].values()) - 1) < 1e-3
 

@@ -1,0 +1,114 @@
+"""Size and top-1 agreement of the written model files at each weight precision, on the 200 sample photos.
+
+    .venv/bin/python benchmarks/export_precision.py [--task image|handpose|all] [--out DIR]
+
+Trains the task on the bundled sign-language digits (default parameters), writes `.mlmodel` at
+float32, float16 and int8 plus `.onnx` and `.mlpackage`, runs every sample photo through each written
+file (Core ML files with `createml_widgets.export.spec_eval`, the ONNX file with ONNX Runtime) and
+reports file size, top-1 agreement with the float32 file and the largest probability difference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from createml_widgets import MLHandPoseClassifier, MLImageClassifier, samples  # noqa: E402
+from createml_widgets.export import load  # noqa: E402
+from createml_widgets.features.image_embedding import vision_scale  # noqa: E402
+from createml_widgets.features.image_io import load_image  # noqa: E402
+
+PRECISIONS = ("float32", "float16", "int8")
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _rows(model, inputs: list[dict], folder: Path, labels: list[str], onnx_input) -> list[dict]:
+    import onnxruntime as ort
+
+    files = {p: model.write(folder / f"Model-{p}.mlmodel", precision=p) for p in PRECISIONS}
+    files["mlpackage"] = model.write(folder / "Model.mlpackage")
+    files["onnx"] = model.write(folder / "Model.onnx")
+    probs = {}
+    for name, path in files.items():
+        t = time.perf_counter()
+        if name == "onnx":
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            out = [session.run(None, onnx_input(x))[1][0] for x in inputs]
+        else:
+            interpreter = load(path)
+            key = next(o.name for o in interpreter.spec.description.output if o.type.WhichOneof("Type") ==
+                       "dictionaryType")
+            out = [[interpreter.predict(x)[key][label] for label in labels] for x in inputs]
+        probs[name] = np.asarray(out, np.float64)
+        print(f"  {name}: {len(inputs)} inputs in {time.perf_counter() - t:.1f}s", flush=True)
+    reference = probs["float32"]
+    rows = []
+    for name, path in files.items():
+        p = probs[name]
+        rows.append({
+            "file": name, "bytes": _size(path),
+            "top1_agreement": float(np.mean(p.argmax(1) == reference.argmax(1))),
+            "max_prob_diff": float(np.abs(p - reference).max()),
+        })
+    return rows
+
+
+def image_task(folder: Path) -> list[dict]:
+    digits = samples.sign_language_digits()
+    model = MLImageClassifier(MLImageClassifier.DataSource.labeled_directories(digits))
+    photos = sorted(p for p in Path(digits).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    images = [vision_scale(load_image(p), 299) for p in photos]
+    inputs = [{"image": im} for im in images]
+
+    def onnx_input(x):
+        return {"image": np.asarray(x["image"], np.float32).transpose(2, 0, 1)[None].copy()}
+
+    return _rows(model, inputs, folder, model.class_labels, onnx_input)
+
+
+def handpose_task(folder: Path) -> list[dict]:
+    digits = samples.sign_language_digits()
+    model = MLHandPoseClassifier(MLHandPoseClassifier.DataSource.labeled_directories(digits))
+    photos = sorted(p for p in Path(digits).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    inputs = []
+    for p in photos:
+        try:
+            inputs.append({"poses": np.asarray(model.keypoints(p).keypoints, np.float32)})
+        except Exception:  # noqa: BLE001 - photos without a detected hand
+            continue
+    return _rows(model, inputs, folder, model.class_labels, lambda x: {"poses": x["poses"]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["image", "handpose", "all"], default="all")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task, fn in (("image", image_task), ("handpose", handpose_task)):
+            if args.task in (task, "all"):
+                print(task, flush=True)
+                results[task] = fn(Path(tmp) / task)
+                for row in results[task]:
+                    print(f"  {row['file']:>9}: {row['bytes'] / 1e6:7.3f} MB  top-1 agreement "
+                          f"{row['top1_agreement'] * 100:6.2f}%  max |p - p_float32| {row['max_prob_diff']:.2e}")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
