@@ -20,6 +20,7 @@ from ..session import MLTrainingSessionParameters
 from ._look import style_while_enabled
 from ._paths import hide_root, sanitize_filename
 from ._tasks import TASKS, task_info
+from .camera import Camera, LivePreview
 from .confusion_matrix import ConfusionMatrix
 from .data_source_picker import DataSourcePicker
 from .parameter_form import InvalidParametersError, ParameterForm
@@ -58,6 +59,20 @@ def _section(step: int, title: str, *children: widgets.Widget, css: str = "") ->
     if css:
         box.add_class(css)
     return box
+
+
+def _data_sources(picker: DataSourcePicker, camera: Camera) -> widgets.Tab:
+    """Where training data comes from: folders and uploads (the picker), or the camera."""
+    tabs = widgets.Tab(children=[picker, camera], titles=("Folders & uploads", "Camera"))
+    tabs.add_class("cmlw-data-tabs")
+    return tabs
+
+
+def _preview_tabs(preview: PredictionPreview, live: LivePreview) -> widgets.Tab:
+    """Try the model on a file, or live on the camera."""
+    tabs = widgets.Tab(children=[preview, live], titles=("File", "Live"))
+    tabs.add_class("cmlw-preview-tabs")
+    return tabs
 
 
 class TrainerApp(widgets.VBox):
@@ -110,6 +125,9 @@ class TrainerApp(widgets.VBox):
             old.unobserve(self._on_trained, "model")
             old.unobserve(self._on_progress_state, "state")
             old.detach()
+        old_live = getattr(self, "live", None)
+        if old_live is not None:  # frees the previous task's MediaPipe graphs
+            old_live.model = None
         info = task_info(self.task)
         self.info = info
         self.model = None
@@ -148,14 +166,16 @@ class TrainerApp(widgets.VBox):
         self.export_button.on_click(lambda _b: self._export_clicked())
         self.download = widgets.HTML()
         self.download.add_class("cmlw-download-link")
+        self.camera = Camera(info.key, picker=self.picker)
+        self.live = LivePreview()
         self.body.children = [
-            _section(1, "Data", self.picker, css="cmlw-section-data"),
+            _section(1, "Data", _data_sources(self.picker, self.camera), css="cmlw-section-data"),
             _section(2, "Parameters", self.form, css="cmlw-section-parameters"),
             _section(3, "Training", widgets.HBox([self.train_button, self.train_message],
                                                  layout=widgets.Layout(align_items="center")),
                      self.progress, css="cmlw-section-training"),
             _section(4, "Evaluation", self.confusion, self.model_summary, css="cmlw-section-evaluation"),
-            _section(5, "Preview", self.preview, css="cmlw-section-preview"),
+            _section(5, "Preview", _preview_tabs(self.preview, self.live), css="cmlw-section-preview"),
             _section(6, "Export", widgets.HBox([self.export_name, self.export_button]), self.download,
                      css="cmlw-section-export"),
         ]
@@ -231,6 +251,7 @@ class TrainerApp(widgets.VBox):
         except Exception as err:  # noqa: BLE001 - the summary is a nicety
             log.debug("no model summary: %s", err)
         self.preview.model = model
+        self.live.model = model
         self.export_button.disabled = False
 
     # -- export --------------------------------------------------------------------------------

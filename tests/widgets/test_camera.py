@@ -109,3 +109,20 @@ def test_live_preview_without_a_model_or_with_a_bad_frame_says_so(hand_pose_mode
 def test_the_widgets_start_with_the_camera_off(cls, tmp_path):
     w = cls(root=tmp_path) if cls is Camera else cls()
     assert w.camera_state == "off" and w.mirror is True
+
+
+def test_the_app_offers_the_camera_beside_folders_and_a_live_tab(tmp_path, hand_pose_model):
+    from createml_widgets.widgets import TrainerApp
+
+    app = TrainerApp("hand_pose", root=tmp_path)
+    data_tabs = app.body.children[0].children[1]
+    assert data_tabs.titles == ("Folders & uploads", "Camera") and data_tabs.children == (app.picker, app.camera)
+    assert app.camera.picker is app.picker and app.camera.media == "image"
+    preview_tabs = app.body.children[4].children[1]
+    assert preview_tabs.titles == ("File", "Live") and preview_tabs.children[1] is app.live
+    app.camera.save_photo(_jpeg(_photo("5")), "five")
+    assert app.picker.path == "uploads" and app.picker.counts == {"five": 1}
+    app.progress.model = hand_pose_model  # what a finished training does
+    assert app.live.model is hand_pose_model
+    app.task = "hand_action"  # a new task: a camera recording clips, a live preview without a model
+    assert app.camera.media == "video" and app.live.model is None
