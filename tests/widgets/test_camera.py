@@ -63,17 +63,37 @@ def test_what_is_not_a_photo_is_refused_and_nothing_is_written(tmp_path):
     assert files_under(tmp_path) == before
 
 
-def test_a_recorded_clip_is_saved_and_checked(tmp_path):
+def test_a_recorded_clip_is_saved_as_a_constant_rate_video(tmp_path):
+    """Frames as a browser records them (JPEG, uneven times, ~24 a second) become a 30 fps MP4 of the
+    same length, whose hands MediaPipe finds."""
+    from createml_widgets.features.video import iter_frames, probe_video, video_keypoints
+
     clip = sorted(copy_clips(tmp_path / "src", labels=("wave",), per_label=1).rglob("*.mp4"))[0]
+    rng = np.random.default_rng(0)
+    frames, times = [], []
+    for t, frame in iter_frames(clip, 24.0):
+        out = io.BytesIO()
+        Image.fromarray(frame).save(out, "JPEG", quality=85)
+        frames.append(out.getvalue())
+        times.append(100.0 + t + float(rng.uniform(-0.005, 0.005)))
     root = tmp_path / "root"
     root.mkdir()
     camera = Camera("hand_action", root=root, label="wave")
     assert camera.media == "video"
-    camera._on_message(camera, {"type": "clip", "label": "wave", "mime": "video/mp4"}, [clip.read_bytes()])
+    camera._on_message(camera, {"type": "clip", "label": "wave", "times": times}, frames)
     assert camera.message_level == "ok", camera.message
-    assert camera.counts == {"wave": 1} and camera.saved[0].suffix == ".mp4"
-    camera._on_message(camera, {"type": "clip", "label": "wave", "mime": "video/webm"}, [b"\x1aE\xdf\xa3 garbage"])
-    assert camera.message_level == "failed" and "cannot be read as a video" in camera.message
+    assert camera.counts == {"wave": 1}
+    [saved] = camera.saved
+    assert saved.suffix == ".mp4" and saved.parent == root / "uploads" / "wave"
+    info = probe_video(saved)
+    assert info.fps == 30.0 and abs(info.duration - (times[-1] - times[0])) < 0.1, info
+    assert video_keypoints(saved, 30.0).hand_fraction > 0.9
+    before = files_under(root)
+    camera._on_message(camera, {"type": "clip", "label": "wave", "times": [1.0, 2.0]}, [b"garbage", b"more"])
+    assert camera.message_level == "failed" and "not a readable JPEG" in camera.message
+    camera._on_message(camera, {"type": "clip", "label": "wave", "times": [1.0]}, frames[:1])
+    assert "at least two frames" in camera.message
+    assert files_under(root) == before
 
 
 def test_live_preview_answers_a_frame_with_the_label_and_the_skeleton(hand_pose_model):
