@@ -24,6 +24,7 @@ from ._look import style_while_enabled
 from ._media import release_hand_detector
 from ._paths import hide_root, sanitize_filename
 from ._tasks import TASKS, task_info
+from .camera import Camera, LivePreview
 from .confusion_matrix import ConfusionMatrix
 from .data_source_picker import DataSourcePicker
 from .parameter_form import InvalidParametersError, ParameterForm
@@ -73,7 +74,7 @@ def available_tasks() -> list[str]:
 # What one task's part of the app is made of: kept for the kernel's life, so switching back to a task
 # shows its data, parameters, training and model as they were.
 VIEW_ATTRS = ("info", "picker", "form", "train_button", "train_message", "progress", "confusion", "model_summary",
-              "holdout_box", "preview", "export_name", "export_button", "download", "sections")
+              "holdout_box", "preview", "camera", "live", "export_name", "export_button", "download", "sections")
 HOLDOUT_RATIO = 0.2  # what "Hold out 20% and train again" sets
 LEAVE_GUARD_ESM = """
 export default {
@@ -124,6 +125,20 @@ def _section(step: int, title: str, *children: widgets.Widget, css: str = "") ->
     if css:
         box.add_class(css)
     return box
+
+
+def _data_sources(picker: DataSourcePicker, camera: Camera) -> widgets.Tab:
+    """Where training data comes from: folders and uploads (the picker), or the camera."""
+    tabs = widgets.Tab(children=[picker, camera], titles=("Folders & uploads", "Camera"))
+    tabs.add_class("cmlw-data-tabs")
+    return tabs
+
+
+def _preview_tabs(preview: PredictionPreview, live: LivePreview) -> widgets.Tab:
+    """Try the model on a file, or live on the camera."""
+    tabs = widgets.Tab(children=[preview, live], titles=("File", "Live"))
+    tabs.add_class("cmlw-preview-tabs")
+    return tabs
 
 
 class TrainerApp(widgets.VBox):
@@ -211,6 +226,8 @@ class TrainerApp(widgets.VBox):
             if key != self.task and view.get("model") is not None:
                 with contextlib.suppress(Exception):
                     view["model"].release_resources()
+            if key != self.task and view.get("live") is not None:
+                view["live"].release()  # its MediaPipe graphs; made again on the next frame
         if self.task not in ("hand_pose", "hand_action"):
             with contextlib.suppress(Exception):
                 release_hand_detector()  # the thumbnails' skeletons
@@ -286,15 +303,17 @@ class TrainerApp(widgets.VBox):
         self._export_format_changed()
         self.download = widgets.HTML()
         self.download.add_class("cmlw-download-link")
+        self.camera = Camera(info.key, picker=self.picker)
+        self.live = LivePreview()
         self.sections = [
-            _section(1, "Data", self.picker, css="cmlw-section-data"),
+            _section(1, "Data", _data_sources(self.picker, self.camera), css="cmlw-section-data"),
             _section(2, "Parameters", self.form, css="cmlw-section-parameters"),
             _section(3, "Training", widgets.HBox([self.train_button, self.train_message],
                                                  layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
                      self.progress, css="cmlw-section-training"),
             _section(4, "Evaluation", self.holdout_box, self.confusion, self.model_summary,
                      css="cmlw-section-evaluation"),
-            _section(5, "Preview", self.preview, css="cmlw-section-preview"),
+            _section(5, "Preview", _preview_tabs(self.preview, self.live), css="cmlw-section-preview"),
             _section(6, "Export", widgets.HBox([self.export_format, self.export_precision],
                                                layout=widgets.Layout(flex_flow="row wrap")), self.export_help,
                      widgets.HBox([self.export_name, self.export_button],
@@ -415,6 +434,7 @@ class TrainerApp(widgets.VBox):
         except Exception as err:  # noqa: BLE001 - the summary is a nicety
             log.debug("no model summary: %s", err)
         self.preview.model = model
+        self.live.model = model
         self.export_button.disabled = False
 
     def _show_holdout(self, model) -> None:

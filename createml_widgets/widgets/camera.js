@@ -209,32 +209,34 @@ function render({ model, el: root }) {
         undefined, [buffer]);
     });
 
+    // Record: JPEG frames at clip_fps with their capture times, sent together when the clip is done;
+    // the kernel resamples them by time to a constant-rate MP4 (MediaRecorder's WebM has no frame rate
+    // OpenCV can use, and may hold only a few frames of a still scene).
     recordBtn.addEventListener("click", () => {
-      if (!stream || typeof MediaRecorder === "undefined") {
-        message.textContent = "This browser cannot record video (no MediaRecorder).";
-        return;
-      }
+      if (!stream) return;
       const seconds = Math.max(0.5, Math.min(30, parseFloat(secondsInput.value) || model.get("clip_seconds")));
-      const types = ["video/webm;codecs=vp8", "video/webm", "video/mp4"];
-      const mime = types.find((t) => MediaRecorder.isTypeSupported(t)) || "";
-      const recorder = new MediaRecorder(stream, mime ? { mimeType: mime } : undefined);
-      const chunks = [];
-      recorder.ondataavailable = (e) => { if (e.data && e.data.size) chunks.push(e.data); };
-      recorder.onstop = async () => {
-        const blob = new Blob(chunks, { type: recorder.mimeType || mime || "video/webm" });
-        const buffer = await blob.arrayBuffer();
-        recordBtn.disabled = false; recordBtn.textContent = "Record";
-        model.send({ type: "clip", label: labelInput.value, mime: blob.type, seconds }, undefined, [buffer]);
-      };
-      recordBtn.disabled = true;
+      const canvas = document.createElement("canvas");
+      const pending = [];
+      recordBtn.disabled = snapBtn.disabled = true;
       const began = performance.now();
-      const tick = setInterval(() => {
-        const left = seconds - (performance.now() - began) / 1000;
+      const timer = setInterval(() => {
+        const now = performance.now();
+        const left = seconds - (now - began) / 1000;
         recordBtn.textContent = left > 0 ? `Recording… ${left.toFixed(1)} s` : "Saving…";
-        if (left <= 0) clearInterval(tick);
-      }, 100);
-      recorder.start();
-      setTimeout(() => recorder.state !== "inactive" && recorder.stop(), seconds * 1000);
+        if (left <= 0) {
+          clearInterval(timer);
+          Promise.all(pending).then((frames) => {
+            frames.sort((a, b) => a[0] - b[0]);
+            recordBtn.disabled = snapBtn.disabled = !stream;
+            recordBtn.textContent = "Record";
+            model.send({ type: "clip", label: labelInput.value, seconds, times: frames.map((f) => f[0]) },
+              undefined, frames.map((f) => f[1]));
+          });
+          return;
+        }
+        grab(video, canvas, model.get("photo_max_side"));
+        pending.push(blobOf(canvas, 0.85).then((b) => b.arrayBuffer()).then((buf) => [now / 1000, buf]));
+      }, 1000 / Math.max(1, model.get("clip_fps")));
     });
   }
 

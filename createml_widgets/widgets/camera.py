@@ -1,7 +1,8 @@
 """Camera and LivePreview: the browser's camera in the page (anywidget; the ES module is camera.js).
 
 * `Camera(task, picker=...)`: **Snap** saves a photo (image tasks) and **Record** a clip of a chosen
-  length (hand action) into the data folder under the chosen label — through the picker's
+  length (hand action: JPEG frames with their times, written as an MP4 at `clip_fps`) into the data
+  folder under the chosen label — through the picker's
   `save_uploads`, so the confined root and the naming rules are the uploads' own (`uploads/<label>/`),
   and the picker (and the counts shown here) update at once.
 * `LivePreview(model)`: frames go to the kernel as binary JPEG messages (downscaled to `frame_max_side`,
@@ -91,12 +92,13 @@ class Camera(_CameraView):
     task: which task's media to record ("image" / "hand_pose": photos, "hand_action": clips).
     picker: the DataSourcePicker whose data folder receives them (TrainerApp passes its own); without
         one, a picker over `root` (default: $CREATEML_WIDGETS_DATA_ROOT, else the bundled samples) is made.
-    Files go to `<root>/uploads/<label>/` named `<label>-<time>.jpg` / `.webm`, as uploads are saved.
+    Files go to `<root>/uploads/<label>/` named `<label>-<time>.jpg` / `.mp4`, as uploads are saved.
     `saved` lists the paths saved so far; `counts` the files per label in the uploads folder.
     """
 
     label = traitlets.Unicode("").tag(sync=True)
     clip_seconds = traitlets.Float(3.0).tag(sync=True)
+    clip_fps = traitlets.Float(30.0, help="frames a second recorded (and written) in a clip").tag(sync=True)
     photo_max_side = traitlets.Int(640).tag(sync=True)
     media = traitlets.Unicode("image").tag(sync=True)
     counts = traitlets.Dict().tag(sync=True)
@@ -134,18 +136,32 @@ class Camera(_CameraView):
         decode_jpeg(data)  # refuse what is not a photo before anything is written
         return self._save(data, label, "jpg")
 
-    def save_clip(self, data: bytes, label: str | None = None, suffix: str = "webm") -> Path:
-        """Save a recorded clip (WebM or MP4 bytes from the browser's MediaRecorder) under `label`."""
-        from ..errors import UnreadableFileError
-        from ..features.video import probe_video
+    def save_clip(self, frames: list[bytes], times: list[float], label: str | None = None) -> Path:
+        """Save a recorded clip — JPEG frames and their capture times (s) — as an MP4 under `label`.
 
-        path = self._save(data, label, suffix)
-        try:
-            probe_video(path)
-        except UnreadableFileError as err:
-            # It stays where it is (nothing a user made is deleted), but it is named for what it is.
-            raise ValueError(f"the recorded clip {path.name} cannot be read as a video: {err.reason}") from None
-        return path
+        The frames are resampled by time to `clip_fps` (the nearest frame to each point of the grid, as
+        videos are read for training: `live.TimestampResampler`), so a clip's length is the time it took.
+        """
+        import tempfile
+
+        from ..features.video import write_video
+        from ..live import TimestampResampler
+
+        if len(frames) != len(times) or len(frames) < 2:
+            raise ValueError(f"a clip needs at least two frames with their times; got {len(frames)} frames "
+                             f"and {len(times)} times")
+        decoded = [decode_jpeg(f) for f in frames]  # refuse what is not a clip before anything is written
+        order = sorted(range(len(times)), key=lambda i: times[i])
+        resampler = TimestampResampler(self.clip_fps)
+        grid, last = [], None
+        for i in order:
+            if last is not None and times[i] <= last:
+                continue  # two frames with one time: the first is kept
+            grid += [frame for _t, frame in resampler.push(times[i], decoded[i])]
+            last = times[i]
+        with tempfile.TemporaryDirectory(prefix="cmlw-clip-") as tmp:
+            mp4 = write_video(Path(tmp) / "clip.mp4", grid, fps=self.clip_fps)
+            return self._save(mp4.read_bytes(), label, "mp4")
 
     def _save(self, data: bytes, label: str | None, suffix: str) -> Path:
         label = (self.label if label is None else label).strip()
@@ -170,8 +186,9 @@ class Camera(_CameraView):
             if kind == "photo":
                 path = self.save_photo(data, label)
             else:
-                mime = str(content.get("mime", ""))
-                path = self.save_clip(data, label, "mp4" if "mp4" in mime else "webm")
+                times = [float(t) for t in content.get("times", [])]
+                path = self.save_clip([bytes(b) for b in buffers], times, label)
+                data = path.read_bytes()
             rel = relative_to_root(path, self.root)
             self._say(f"saved {rel} ({len(data) / 1000:.0f} kB)", "ok")
         except Exception as err:  # noqa: BLE001 - shown in the widget, the app goes on
@@ -209,6 +226,10 @@ class LivePreview(_CameraView):
 
     @traitlets.observe("model")
     def _on_model(self, change) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Close the live predictor (its MediaPipe graphs); the next frame makes a new one."""
         old, self._predictor = self._predictor, None
         if old is not None:
             old.close()

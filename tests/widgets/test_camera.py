@@ -63,17 +63,37 @@ def test_what_is_not_a_photo_is_refused_and_nothing_is_written(tmp_path):
     assert files_under(tmp_path) == before
 
 
-def test_a_recorded_clip_is_saved_and_checked(tmp_path):
+def test_a_recorded_clip_is_saved_as_a_constant_rate_video(tmp_path):
+    """Frames as a browser records them (JPEG, uneven times, ~24 a second) become a 30 fps MP4 of the
+    same length, whose hands MediaPipe finds."""
+    from createml_widgets.features.video import iter_frames, probe_video, video_keypoints
+
     clip = sorted(copy_clips(tmp_path / "src", labels=("wave",), per_label=1).rglob("*.mp4"))[0]
+    rng = np.random.default_rng(0)
+    frames, times = [], []
+    for t, frame in iter_frames(clip, 24.0):
+        out = io.BytesIO()
+        Image.fromarray(frame).save(out, "JPEG", quality=85)
+        frames.append(out.getvalue())
+        times.append(100.0 + t + float(rng.uniform(-0.005, 0.005)))
     root = tmp_path / "root"
     root.mkdir()
     camera = Camera("hand_action", root=root, label="wave")
     assert camera.media == "video"
-    camera._on_message(camera, {"type": "clip", "label": "wave", "mime": "video/mp4"}, [clip.read_bytes()])
+    camera._on_message(camera, {"type": "clip", "label": "wave", "times": times}, frames)
     assert camera.message_level == "ok", camera.message
-    assert camera.counts == {"wave": 1} and camera.saved[0].suffix == ".mp4"
-    camera._on_message(camera, {"type": "clip", "label": "wave", "mime": "video/webm"}, [b"\x1aE\xdf\xa3 garbage"])
-    assert camera.message_level == "failed" and "cannot be read as a video" in camera.message
+    assert camera.counts == {"wave": 1}
+    [saved] = camera.saved
+    assert saved.suffix == ".mp4" and saved.parent == root / "uploads" / "wave"
+    info = probe_video(saved)
+    assert info.fps == 30.0 and abs(info.duration - (times[-1] - times[0])) < 0.1, info
+    assert video_keypoints(saved, 30.0).hand_fraction > 0.9
+    before = files_under(root)
+    camera._on_message(camera, {"type": "clip", "label": "wave", "times": [1.0, 2.0]}, [b"garbage", b"more"])
+    assert camera.message_level == "failed" and "not a readable JPEG" in camera.message
+    camera._on_message(camera, {"type": "clip", "label": "wave", "times": [1.0]}, frames[:1])
+    assert "at least two frames" in camera.message
+    assert files_under(root) == before
 
 
 def test_live_preview_answers_a_frame_with_the_label_and_the_skeleton(hand_pose_model):
@@ -109,3 +129,20 @@ def test_live_preview_without_a_model_or_with_a_bad_frame_says_so(hand_pose_mode
 def test_the_widgets_start_with_the_camera_off(cls, tmp_path):
     w = cls(root=tmp_path) if cls is Camera else cls()
     assert w.camera_state == "off" and w.mirror is True
+
+
+def test_the_app_offers_the_camera_beside_folders_and_a_live_tab(tmp_path, hand_pose_model):
+    from createml_widgets.widgets import TrainerApp
+
+    app = TrainerApp("hand_pose", root=tmp_path)
+    data_tabs = app.body.children[0].children[1]
+    assert data_tabs.titles == ("Folders & uploads", "Camera") and data_tabs.children == (app.picker, app.camera)
+    assert app.camera.picker is app.picker and app.camera.media == "image"
+    preview_tabs = app.body.children[4].children[1]
+    assert preview_tabs.titles == ("File", "Live") and preview_tabs.children[1] is app.live
+    app.camera.save_photo(_jpeg(_photo("5")), "five")
+    assert app.picker.path == "uploads" and app.picker.counts == {"five": 1}
+    app.progress.model = hand_pose_model  # what a finished training does
+    assert app.live.model is hand_pose_model
+    app.task = "hand_action"  # a new task: a camera recording clips, a live preview without a model
+    assert app.camera.media == "video" and app.live.model is None
