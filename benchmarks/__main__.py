@@ -25,6 +25,7 @@ AREAS = {
     "handpose": ("hands", "run_handpose"),
     "handaction": ("hands", "run_handaction"),
     "variants": ("variants", "run"),  # every backbone variant tried; not part of "all"
+    "int8": ("int8", "run"),  # int8 quantisation configurations; not in "all"
     "scale": ("scale", "run"),  # 1,000 / 10,000 (/ 100,000 with --large) photos, local and Dask; not in "all"
 }
 DEFAULT = ["image", "training", "keypoints", "handpose", "handaction"]

@@ -558,7 +558,7 @@ def _tensors(items, features, labels, summary: dict | None = None) -> tuple[torc
                                   + "; give it image files to train on")
     if not rows:
         return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
-    x = torch.from_numpy(np.stack([r[0] for r in rows]).astype(np.float32))
+    x = torch.from_numpy(np.stack([r[0] for r in rows]).astype(np.float32, copy=False))  # one copy, not two
     y = torch.tensor([r[1] for r in rows], dtype=torch.long)
     return x, y
 
