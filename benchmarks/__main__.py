@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--large] [--only image,training,keypoints,handpose,handaction,variants]`.
+"""`python -m benchmarks [--quick] [--large] [--only image,training,keypoints,handpose,handaction,variants,accuracy]`.
 
 Runs each area in this process (the training area also starts subprocesses to measure peak memory),
 with the feature cache pointed at a private temp dir, and prints one table at the end.
@@ -25,6 +25,7 @@ AREAS = {
     "handpose": ("hands", "run_handpose"),
     "handaction": ("hands", "run_handaction"),
     "variants": ("variants", "run"),  # every backbone variant tried; not part of "all"
+    "accuracy": ("accuracy", "run"),  # held-out accuracy against plain baselines (a few minutes); not in "all"
 }
 DEFAULT = ["image", "training", "keypoints", "handpose", "handaction"]
 ALIASES = {"hands": ["keypoints", "handpose", "handaction"], "all": DEFAULT}
