@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--large] [--only image,training,keypoints,handpose,handaction,variants]`.
+"""`python -m benchmarks [--quick] [--large] [--only image,training,keypoints,handpose,handaction,variants,accuracy]`.
 
 Runs each area in this process (the training area also starts subprocesses to measure peak memory),
 with the feature cache pointed at a private temp dir, and prints one table at the end.
@@ -27,6 +27,7 @@ AREAS = {
     "variants": ("variants", "run"),  # every backbone variant tried; not part of "all"
     "int8": ("int8", "run"),  # int8 quantisation configurations; not in "all"
     "scale": ("scale", "run"),  # 1,000 / 10,000 (/ 100,000 with --large) photos, local and Dask; not in "all"
+    "accuracy": ("accuracy", "run"),  # held-out accuracy against plain baselines (a few minutes); not in "all"
 }
 DEFAULT = ["image", "training", "keypoints", "handpose", "handaction"]
 ALIASES = {"hands": ["keypoints", "handpose", "handaction"], "all": DEFAULT}

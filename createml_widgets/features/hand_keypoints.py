@@ -61,6 +61,12 @@ EXTRACTOR_ID = "mediapipe-hands/full+lite-fallback/retry256-pad0.25/v1"
 RETRY_SHORT_SIDE = 256
 # Border added on each side for the padded retry, as a fraction of the (upscaled) image side.
 RETRY_PAD_FRACTION = 0.25
+# The retries of a photo where a model finds no hand, in order, until one finds it: (short side,
+# border fraction, rotation in degrees, brighten) — see `_retry_geometry`. The first is the padded
+# retry; the others catch small, tilted and dark photos.
+RETRY_GEOMETRIES: tuple[tuple[int, float, float, bool], ...] = (
+    (RETRY_SHORT_SIDE, RETRY_PAD_FRACTION, 0.0, False),
+)
 
 
 def empty_keypoints() -> np.ndarray:
@@ -147,6 +153,7 @@ class HandKeypointDetector:
         min_tracking_confidence: float = 0.5,
         retry: bool = True,
         mirrored: bool = False,
+        retries: tuple | None = None,
     ):
         self.video = bool(video)
         # Tracking more hands than one makes MediaPipe run palm detection on every frame (slow).
@@ -158,6 +165,7 @@ class HandKeypointDetector:
         self.min_detection_confidence = float(min_detection_confidence)
         self.min_tracking_confidence = float(min_tracking_confidence)
         self.retry = bool(retry) and not self.video
+        self.retries = None if retries is None else tuple(tuple(g) for g in retries)  # None: RETRY_GEOMETRIES
         self.mirrored = bool(mirrored)
         self._fallback = None
         self._hands = self._build(self.model_complexity)
@@ -235,9 +243,12 @@ class HandKeypointDetector:
 
     def _attempts(self, graph, rgb: np.ndarray) -> list[HandObservation]:
         hands = self._process(graph, rgb, None)
-        if not hands and self.retry:
-            prepared, mapping = _retry_geometry(rgb)
-            hands = self._process(graph, prepared, mapping)
+        if self.retry:
+            for geometry in RETRY_GEOMETRIES if self.retries is None else self.retries:
+                if hands:
+                    break
+                prepared, mapping = _retry_geometry(rgb, *geometry)
+                hands = self._process(graph, prepared, mapping)
         return hands
 
     def require(self, image, name=None) -> HandObservation:
@@ -277,25 +288,44 @@ def _chirality(mediapipe_label: str, mirrored: bool) -> str:
     return "right" if label == "left" else "left"
 
 
-def _retry_geometry(rgb: np.ndarray):
-    """Upscale a small image and pad it; return it and a function mapping its normalised landmarks back."""
+def _retry_geometry(rgb: np.ndarray, short_side: int = RETRY_SHORT_SIDE, pad: float = RETRY_PAD_FRACTION,
+                    angle: float = 0.0, brighten: bool = False):
+    """A small image upscaled (short side to `short_side`), padded (`pad` of each side replicated),
+    rotated by `angle` degrees (counter-clockwise) and, with `brighten`, its light stretched (a dark
+    photo); return it and a function mapping its normalised landmarks back to the original image."""
     import cv2
 
     h, w = rgb.shape[:2]
-    scale = max(1.0, RETRY_SHORT_SIDE / min(h, w))
+    scale = max(1.0, short_side / min(h, w))
     if scale > 1.0:
         sw, sh = round(w * scale), round(h * scale)
         img = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_CUBIC)
     else:
         sw, sh, img = w, h, rgb
-    px, py = round(RETRY_PAD_FRACTION * sw), round(RETRY_PAD_FRACTION * sh)
-    img = cv2.copyMakeBorder(img, py, py, px, px, cv2.BORDER_REPLICATE)
+    px, py = round(pad * sw), round(pad * sh)
+    if px or py:
+        img = cv2.copyMakeBorder(img, py, py, px, px, cv2.BORDER_REPLICATE)
     pw, ph = sw + 2 * px, sh + 2 * py
+    inverse = None
+    if angle:
+        m = cv2.getRotationMatrix2D((pw / 2, ph / 2), float(angle), 1.0)
+        img = cv2.warpAffine(img, m, (pw, ph), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inverse = cv2.invertAffineTransform(m)
+    if brighten:
+        lo, hi = np.percentile(img, (1, 99))
+        if hi - lo > 1:
+            img = np.clip((img.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255)
+            img = (255.0 * (img / 255.0) ** 0.7).astype(np.uint8)
+    img = np.ascontiguousarray(img)
 
     def mapping(pts: np.ndarray) -> np.ndarray:
+        x, y = pts[:, 0] * pw, pts[:, 1] * ph
+        if inverse is not None:
+            x, y = (inverse[0, 0] * x + inverse[0, 1] * y + inverse[0, 2],
+                    inverse[1, 0] * x + inverse[1, 1] * y + inverse[1, 2])
         out = np.empty_like(pts)
-        out[:, 0] = (pts[:, 0] * pw - px) / sw
-        out[:, 1] = (pts[:, 1] * ph - py) / sh
+        out[:, 0] = (x - px) / sw
+        out[:, 1] = (y - py) / sh
         return out
 
     return img, mapping

@@ -115,14 +115,63 @@ class HandPoseGCN(nn.Module):
         return self.fc(self.dropout(x))
 
 
+# Each joint's parent in the skeleton (the wrist is its own): a bone vector is joint - parent.
+PARENTS = (0, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19)
+STREAMS = ("joints", "motion", "bones")
+
+
+def bone_matrix() -> torch.Tensor:
+    """(21, 21) M with x @ M = x - x[..., PARENTS] for x (..., 21): bone vectors as one matmul."""
+    m = torch.eye(NUM_JOINTS)
+    for j, parent in enumerate(PARENTS):
+        m[parent, j] -= 1.0
+    return m
+
+
+def stream_features(x: torch.Tensor, streams: tuple[str, ...], bones: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, 3, T, 21) normalised joints (x, y, seen) -> (N, C, T, 21) with the chosen streams stacked:
+    "joints" (3 channels as given), "motion" (x, y change since the previous frame, 0 where either frame
+    has no hand: 2 channels, as the motion stream of 2s-AGCN / MS-G3D), "bones" (x, y of joint - parent,
+    2 channels; `bones` is `bone_matrix()`, pass a module's buffer so tracing sees a constant). Built from
+    slices, a matmul with a constant and concatenation: all convert to Core ML."""
+    parts = []
+    xy, seen = x[:, 0:2], x[:, 2:3]
+    if "joints" in streams:
+        parts.append(x)
+    if "motion" in streams:
+        both = seen[:, :, 1:] * seen[:, :, :-1]
+        step = (xy[:, :, 1:] - xy[:, :, :-1]) * both
+        parts.append(torch.cat([xy[:, :, 0:1] * 0.0, step], dim=2))
+    if "bones" in streams:
+        parts.append(torch.matmul(xy, (bone_matrix() if bones is None else bones).to(x.dtype)))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def stream_channels(streams: tuple[str, ...]) -> int:
+    return 3 * ("joints" in streams) + 2 * ("motion" in streams) + 2 * ("bones" in streams)
+
+
 class HandActionGCN(nn.Module):
-    """Hand action classifier (spatio-temporal GCN): (N, T, 3, 21) keypoint windows -> (N, K) logits."""
+    """Hand action classifier (spatio-temporal GCN): (N, T, 3, 21) keypoint windows -> (N, K) logits.
+
+    streams: what each joint carries into the first block, any of STREAMS (see `stream_features`).
+    """
 
     def __init__(self, num_classes: int, channels: tuple[int, ...] = (32, 64, 64), strides: tuple[int, ...] = (1, 2, 2),
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, streams: tuple[str, ...] = ("joints",)):
         super().__init__()
-        self.input_bn = nn.BatchNorm2d(3)
-        blocks, width = [], 3
+        streams = tuple(streams)
+        unknown = [s for s in streams if s not in STREAMS]
+        if unknown or not streams:
+            raise ValueError(f"streams must be a non-empty selection of {STREAMS}, got {streams!r}")
+        self.streams = tuple(s for s in STREAMS if s in streams)
+        width = stream_channels(self.streams)
+        if "bones" in self.streams:
+            self.register_buffer("bones", bone_matrix())
+        else:
+            self.bones = None
+        self.input_bn = nn.BatchNorm2d(width)
+        blocks = []
         for c, stride in zip(channels, strides):
             blocks.append(STBlock(width, c, stride=stride))  # later blocks see fewer, coarser time steps
             width = c
@@ -131,8 +180,8 @@ class HandActionGCN(nn.Module):
         self.fc = nn.Linear(width, num_classes)
 
     def forward(self, poses: torch.Tensor) -> torch.Tensor:
-        x = normalize_keypoints(poses)  # (N, T, 3, 21)
-        x = self.input_bn(x.permute(0, 2, 1, 3))  # (N, 3, T, 21)
+        x = normalize_keypoints(poses).permute(0, 2, 1, 3)  # (N, 3, T, 21)
+        x = self.input_bn(stream_features(x, self.streams, self.bones))  # (N, C0, T, 21)
         x = self.blocks(x)  # (N, C, T/4, 21)
         x = x.mean(dim=(2, 3))  # (N, C)
         return self.fc(self.dropout(x))

@@ -29,6 +29,32 @@ from .hand_pose_classifier import keypoint_plan, require_each_label
 
 # Clips where fewer frames than this have a hand are reported in the summary.
 LOW_HAND_FRACTION = 0.5
+# What each joint carries into the GCN (nets/gcn.py STREAMS). A session records the streams it
+# started with, so resuming it (or loading its checkpoints) builds the same network.
+NET_STREAMS: tuple[str, ...] = ("joints",)
+# A clip's answer (evaluation, metrics) averages its windows taken every CLIP_STRIDE x window frames
+# (1.0: side by side, as `prediction` reports them; smaller: overlapping).
+CLIP_STRIDE = 1.0
+# Labels a horizontal mirror turns into each other: HORIZONTALLY_FLIP swaps them on the windows it
+# mirrors (when both are labels of the data), so "left" mirrored trains "right", not "left".
+MIRROR_PAIRS = (("left", "right"), ("clockwise", "counterclockwise"), ("clockwise", "anticlockwise"))
+
+
+def mirrored_labels(labels) -> dict[int, int]:
+    """{label index: index of its mirror image} for the pairs of MIRROR_PAIRS among `labels` (names
+    compared without case, spaces, '-' or '_'; "swipe left" pairs with "swipe right")."""
+    def norm(name):
+        return "".join(ch for ch in str(name).lower() if ch not in " -_")
+
+    index = {norm(label): i for i, label in enumerate(labels)}
+    out: dict[int, int] = {}
+    for key, i in index.items():
+        for a, b in MIRROR_PAIRS:
+            for x, y in ((a, b), (b, a)):
+                partner = key.replace(x, y) if x in key else None
+                if partner is not None and partner != key and partner in index:
+                    out.setdefault(i, index[partner])
+    return {i: j for i, j in out.items() if out.get(j) == i}
 
 
 class _DataSource(KeypointDataSource):
@@ -230,8 +256,11 @@ def windows_per_clip(length: int, window: int, augmented: bool) -> int:
 class WindowData:
     """Training windows: each clip gives `windows_per_clip` random windows per iteration."""
 
-    def __init__(self, sequences: list[np.ndarray], labels: list[int], window: int, augment=None):
+    def __init__(self, sequences: list[np.ndarray], labels: list[int], window: int, augment=None,
+                 mirror: dict[int, int] | None = None):
         self.sequences, self.window, self.augment = sequences, window, augment
+        # mirror: mirror half the windows left-right, swapping these labels (None: no mirroring here)
+        self.mirror = mirror
         self.owner = [k for k, s in enumerate(sequences)
                       for _ in range(windows_per_clip(len(s), window, augment is not None))]
         self.labels = labels
@@ -247,9 +276,20 @@ class WindowData:
             start = int(torch.randint(0, max(1, len(seq) - self.window + 1), (1,), generator=generator))
             xs.append(pad_window(seq[start:start + self.window], self.window))
         x = torch.from_numpy(np.stack(xs))
+        y = self.y[idx]
+        if self.mirror is not None:
+            flip = torch.rand(len(idx), generator=generator) < 0.5
+            present = (x.abs().sum(dim=2, keepdim=True) > 0).to(x.dtype)[:, :, 0, :]
+            x = x.clone()
+            x[flip, :, 0, :] = ((1.0 - x[:, :, 0, :]) * present)[flip]
+            if self.mirror:
+                swap = torch.arange(int(self.y.max()) + 1 if len(self.y) else 0)
+                for a, b in self.mirror.items():
+                    swap[a] = b
+                y = torch.where(flip, swap[y], y)
         if self.augment is not None:
             x = self.augment(x, generator)
-        return x, self.y[idx]
+        return x, y
 
     def all(self):
         """Every clip's centre window (for loss/accuracy reports)."""
@@ -297,22 +337,26 @@ class MLHandActionClassifier(ClassifierTask):
                 low.append({"path": item.name, "reason": f"a hand in only {hand_fraction(seq):.0%} of the frames"})
         session.summary["clips_with_few_hands"] = low
 
+        opts = params.augmentation_options
+        V = VideoAugmentationOptions
+        # mirroring (with mirrored labels swapped) is done by WindowData, which knows the labels
+        mirror = mirrored_labels(plan.labels) if V.HORIZONTALLY_FLIP in opts else None
+
         def data(items, augment=None):
             kept = [i for i in items if i.key in session.features.features]
             if not kept:
                 return None
             return WindowData([session.features.features[i.key] for i in kept], [index[i.label] for i in kept],
-                              params.prediction_window_size, augment)
+                              params.prediction_window_size, augment, mirror if augment is not None else None)
 
-        opts = params.augmentation_options
         augment = None
         if opts:
-            V = VideoAugmentationOptions
-            flags = {"flip": V.HORIZONTALLY_FLIP in opts, "rotate": V.ROTATE in opts, "scale": V.SCALE in opts,
+            flags = {"rotate": V.ROTATE in opts, "scale": V.SCALE in opts,
                      "translate": V.TRANSLATE in opts, "drop_frames": V.DROP_FRAMES in opts,
                      "interpolate_frames": V.INTERPOLATE_FRAMES in opts}
             augment = lambda batch, g: augment_keypoints(batch, g, **flags)  # noqa: E731
-        net = HandActionGCN(len(plan.labels))
+        streams = tuple(session.summary.setdefault("net_streams", list(NET_STREAMS)))
+        net = HandActionGCN(len(plan.labels), streams=streams)
         # threads=None: torch's own count (every core). The temporal convolutions are large enough to
         # share: a batch of 32 windows trains in 141 ms on 2 threads against 247 ms on 1.
         return Trainer(net, data(plan.train, augment), data(plan.validation), batch_size=params.batch_size,
@@ -337,15 +381,18 @@ class MLHandActionClassifier(ClassifierTask):
         ext = HandActionExtractor(self._frame_rate)
         return [ex.item(ext.id, "keypoints-given") for ex in examples], skipped
 
-    def _window_probabilities(self, sequence: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
-        wins = windows(np.asarray(sequence, dtype=np.float32).reshape(-1, 3, 21), self._window)
+    def _window_probabilities(self, sequence: np.ndarray, stride: int | None = None
+                              ) -> list[tuple[int, int, np.ndarray]]:
+        wins = windows(np.asarray(sequence, dtype=np.float32).reshape(-1, 3, 21), self._window, stride)
         probs = self._probabilities(torch.from_numpy(np.stack([w for _, w in wins])))
         t = len(sequence)
         return [(start, min(start + self._window, max(t, 1)), p) for (start, _), p in zip(wins, probs)]
 
     def _predict_features(self, features: list[np.ndarray]) -> np.ndarray:
-        # A clip's label: the mean of its windows' probabilities.
-        return np.stack([np.mean([p for _, _, p in self._window_probabilities(seq)], axis=0) for seq in features])
+        # A clip's label: the mean of its windows' probabilities (windows every CLIP_STRIDE x window frames).
+        stride = max(1, round(CLIP_STRIDE * self._window))
+        return np.stack([np.mean([p for _, _, p in self._window_probabilities(seq, stride)], axis=0)
+                         for seq in features])
 
     def keypoints(self, video, start: float | None = None, end: float | None = None) -> np.ndarray:
         """(T, 3, 21) keypoints of `video` at the model's frame rate (zeros where there is no hand).

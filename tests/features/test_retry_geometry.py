@@ -1,0 +1,61 @@
+"""The retry geometries of a photo where no hand was found: upscaled, padded, rotated, brightened copies
+whose landmarks map back onto the original photo."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import photos
+from PIL import Image
+
+from createml_widgets.features import hand_keypoints as hk
+
+
+@pytest.mark.parametrize("geometry", [(256, 0.25, 0.0, False), (384, 0.1, 0.0, False), (256, 0.25, 30.0, False),
+                                      (256, 0.25, -30.0, True), (100, 0.0, 15.0, False)])
+def test_mapping_undoes_the_geometry(geometry):
+    import cv2
+
+    rgb = np.zeros((80, 120, 3), np.uint8)
+    rgb[20:30, 70:90] = 255  # a white block: find it in the prepared image, map it back
+    prepared, mapping = hk._retry_geometry(rgb, *geometry)
+    short, pad, angle, _ = geometry
+    assert min(prepared.shape[:2]) >= min(short, 80)
+    grey = cv2.cvtColor(prepared, cv2.COLOR_RGB2GRAY) > 128
+    ys, xs = np.nonzero(grey)
+    centre = np.array([[xs.mean() / prepared.shape[1], ys.mean() / prepared.shape[0]]])
+    back = mapping(centre)[0]
+    assert back == pytest.approx([80 / 120, 25 / 80], abs=0.02)
+
+
+def test_a_rotated_retry_finds_the_same_hand_in_original_coordinates(open_hand_photo):
+    rgb = np.asarray(Image.open(open_hand_photo).convert("RGB"))
+    with hk.HandKeypointDetector(video=False, fallback_complexity=None) as det:
+        [direct] = det._process(det._hands, rgb, None)
+        prepared, mapping = hk._retry_geometry(rgb, 256, 0.25, 30.0, False)
+        [rotated] = det._process(det._hands, prepared, mapping)
+    err = np.abs(direct.keypoints[0, :2] - rotated.keypoints[0, :2]).max()
+    assert err < 0.06, err
+
+
+def test_the_retry_chain_is_configurable_and_runs_in_order(monkeypatch):
+    small = np.asarray(Image.open(photos("5")[0]).convert("RGB").resize((64, 64), Image.BILINEAR))
+    seen = []
+    real = hk._retry_geometry
+
+    def spy(rgb, *geometry):
+        seen.append(geometry)
+        return real(rgb, *geometry)
+
+    monkeypatch.setattr(hk, "_retry_geometry", spy)
+    blank = np.full((64, 64, 3), 128, np.uint8)
+    chain = ((256, 0.25, 0.0, False), (256, 0.25, 30.0, False))
+    with hk.HandKeypointDetector(video=False, fallback_complexity=None, retries=chain) as det:
+        assert det.detect(blank) is None
+        assert seen == list(chain)
+        seen.clear()
+        det.detect(small)
+        assert len(seen) <= len(chain)
+    with hk.HandKeypointDetector(video=False, fallback_complexity=None) as det:
+        seen.clear()
+        det.detect(blank)
+        assert seen == list(hk.RETRY_GEOMETRIES)
