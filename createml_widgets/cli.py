@@ -3,11 +3,13 @@
     python -m createml_widgets train image photos/ --out Classifier.mlmodel
     python -m createml_widgets evaluate image --session Classifier.session test_photos/
     python -m createml_widgets predict image --session Classifier.session a.jpg b.jpg
+    python -m createml_widgets predict image --model Classifier.mlmodel a.jpg   # the written file itself
 
 `train TASK -h` lists each task's own options. Training keeps its work in a session folder
 (OUT with the suffix .session): running the same command again continues it (add `--iterations N`
 to train further); other data or options are refused unless `--restart` discards the session.
-Progress goes to stderr, results to stdout (`predict` prints one JSON object per file).
+Progress goes to stderr (an iteration table while training), results to stdout (`predict`: a table,
+or one JSON object per file with `--json`).
 
 Exit status: 0 done; 1 evaluation or some predictions failed; 2 bad input (a one-line `error:`
 message on stderr names the file or parameter); 130 interrupted (the session keeps its work).
@@ -271,29 +273,102 @@ def _open_session(task_name: str, task, data, params, sp, args):
 PHASE_NAMES = {"extractingFeatures": "Extracting features", "training": "Training", "evaluating": "Evaluating"}
 
 
+METRIC_TITLES = {"loss": "Training loss", "accuracy": "Training accuracy", "validation_loss": "Validation loss",
+                 "validation_accuracy": "Validation accuracy"}
+
+
+class IterationTable:
+    """Training progress as Create ML's and Turi Create's logs show it: one row per iteration (every
+    `step`-th of a long run, and the last), fixed-width columns, on stderr."""
+
+    def __init__(self, total: int | None, out=None):
+        self.total, self.out = total, out or sys.stderr
+        self.step = 1 if not total or total <= 30 else -(-total // 20)
+        self.keys: list[str] | None = None
+        self.start = time.monotonic()
+
+    def _line(self, cells) -> str:
+        return "| " + " | ".join(f"{c:>{w}}" for c, w in cells) + " |"
+
+    def row(self, iteration: int, metrics: dict) -> None:
+        if self.keys is None:
+            self.keys = [k for k in METRIC_TITLES if k in metrics] + [k for k in metrics if k not in METRIC_TITLES]
+            head = [("Iteration", 9), ("Elapsed", 8)] + [(METRIC_TITLES.get(k, k), max(10, len(METRIC_TITLES.get(k, k))))
+                                                        for k in self.keys]
+            rule = "+" + "+".join("-" * (w + 2) for _t, w in head) + "+"
+            self.widths = [w for _t, w in head]
+            self.rule = rule
+            print(rule, self._line(head), rule, sep="\n", file=self.out, flush=True)
+        last = self.total is not None and iteration >= self.total
+        if iteration % self.step and iteration != 1 and not last:
+            return
+        cells = [str(iteration), f"{time.monotonic() - self.start:.1f}s"]
+        for k in self.keys:
+            v = metrics.get(k)
+            cells.append("" if v is None else f"{v:.2%}" if "accuracy" in k else f"{v:.4f}")
+        print(self._line(zip(cells, self.widths)), file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self.keys is not None:
+            print(self.rule, file=self.out, flush=True)
+
+
 def _run(task, session):
-    """Run (or continue) `session` here: tqdm bars on a terminal, else plain progress lines on stderr."""
-    if sys.stderr.isatty():
-        return task._train_session_with_bar(session)
-    from .session import MLJob
+    """Run (or continue) `session` here: extraction as a count (one line, redrawn, on a terminal), then
+    an iteration table; on stderr."""
+    from .session import MLJob, MLPhase
 
     job = MLJob(session)
-    last = {"phase": None, "time": 0.0}
+    tty = sys.stderr.isatty()
+    last = {"phase": None, "time": 0.0, "table": None, "start": time.monotonic(), "open": False}
+
+    def end_line():
+        if last["open"]:
+            print(file=sys.stderr, flush=True)
+            last["open"] = False
 
     def show(progress) -> None:
         now = time.monotonic()
-        done = progress.total_item_count is not None and progress.item_count >= progress.total_item_count
-        if progress.phase == last["phase"] and not done and now - last["time"] < 1.0:
+        total = progress.total_item_count
+        done = total is not None and progress.item_count >= total
+        if progress.phase != last["phase"]:
+            end_line()
+            if last["table"] is not None:
+                last["table"].close()
+                last["table"] = None
+            last["start"] = now
+        name = PHASE_NAMES.get(progress.phase.value, progress.phase.value)
+        if progress.phase == MLPhase.TRAINING and progress.metrics:
+            if last["table"] is None:
+                last["table"] = IterationTable(total)
+            last["table"].row(progress.item_count, dict(progress.metrics))
+            if done:
+                last["table"].close()
+                last["table"] = None
+                print(f"{name}: {progress.item_count}/{total} iterations in {now - last['start']:.1f} s",
+                      file=sys.stderr, flush=True)
+            last.update(phase=progress.phase, time=now)
+            return
+        if progress.phase == last["phase"] and not done and now - last["time"] < (0.25 if tty else 1.0):
             return
         last.update(phase=progress.phase, time=now)
-        total = f"/{progress.total_item_count}" if progress.total_item_count is not None else ""
-        metrics = " ".join(f"{k}={v:.3f}" for k, v in progress.metrics.items())
-        print(f"{PHASE_NAMES.get(progress.phase.value, progress.phase.value)}: {progress.item_count}{total}"
-              f"{' ' + metrics if metrics else ''}", file=sys.stderr, flush=True)
+        count = f"{progress.item_count}/{total}" if total is not None else f"{progress.item_count}"
+        percent = f" ({progress.item_count / total:.0%})" if total else ""
+        text = f"{name}: {count}{percent} · {now - last['start']:.0f} s"
+        if tty:  # one line, redrawn in place; ended when the phase is done
+            print(f"\r{text}\033[K", end="" if not done else "\n", file=sys.stderr, flush=True)
+            last["open"] = not done
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     job.on_progress(show)
-    job._start(background=False)
-    return job.result()
+    try:
+        job._start(background=False)
+        return job.result()
+    finally:
+        end_line()
+        if last["table"] is not None:
+            last["table"].close()
 
 
 def _load(task, session_dir: str):
@@ -337,6 +412,7 @@ def cmd_train(args) -> int:
         session = _open_session(args.task, task, data, params, sp, args)
         # the session's bound on iterations is what was asked (Create ML's default of 1000 would cap it)
         session.parameters.iterations = max(1, int(getattr(session.model_parameters, ITERATIONS_KEY[args.task])))
+        started = time.monotonic()
         try:
             model = _run(task, session)
         except (CreateMLError, OSError, ValueError):
@@ -345,11 +421,48 @@ def cmd_train(args) -> int:
                 with contextlib.suppress(CreateMLError, OSError):
                     remove_session_directory(session_dir, keep_others=True)
             raise
+        trained_s = time.monotonic() - started
     print(model)
     meta = MLModelMetadata(author=args.author) if args.author else MLModelMetadata()
+    print(f"writing {out.name} (Core ML)…", file=sys.stderr, flush=True)
+    t = time.monotonic()
     path = model.write(out, meta)
     print(f"wrote {path}")
+    print(_written_summary(Path(path), trained_s, time.monotonic() - t))
     return 0
+
+
+def _written_summary(path: Path, trained_s: float, written_s: float) -> str:
+    """"  13.4 MB · input image (224×224 image) · outputs classLabelProbs, classLabel · trained in 12.0 s, written
+    in 2.1 s"."""
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    parts = [f"{size / 1e6:.1f} MB"]
+    try:
+        from .export.spec_eval import _proto
+
+        spec = _load_spec(path, _proto()[0])
+        parts.append("input " + ", ".join(_feature_text(f) for f in spec.description.input))
+        parts.append("outputs " + ", ".join(f.name for f in spec.description.output))
+    except Exception:  # noqa: BLE001 - the interface is a nicety of the summary
+        pass
+    parts.append(f"trained in {trained_s:.1f} s, written in {written_s:.1f} s")
+    return "  " + " · ".join(parts)
+
+
+def _load_spec(path: Path, proto):
+    spec_file = path / "Data" / "com.apple.CoreML" / "model.mlmodel" if path.is_dir() else path
+    spec = proto.Model()
+    spec.ParseFromString(spec_file.read_bytes())
+    return spec
+
+
+def _feature_text(feature) -> str:
+    kind = feature.type.WhichOneof("Type")
+    if kind == "imageType":
+        return f"{feature.name} ({feature.type.imageType.width}×{feature.type.imageType.height} image)"
+    if kind == "multiArrayType":
+        return f"{feature.name} ({'×'.join(str(d) for d in feature.type.multiArrayType.shape)} array)"
+    return feature.name
 
 
 def cmd_evaluate(args) -> int:
@@ -363,14 +476,86 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _model_file_predictor(task_name: str, path: str):
+    """f(file) -> [(label, probability), ...] from a written .mlmodel/.mlpackage, run by its own spec in
+    numpy (export.spec_eval): no session, no training data, no macOS needed."""
+    from .export import spec_eval
+
+    model_path = _absolute(path)
+    if not model_path.exists():
+        raise CommandLineError(f"--model {path}: no such file; give the .mlmodel (or .mlpackage) train wrote")
+    if task_name == "handaction":
+        raise CommandLineError(f"--model {path}: hand action predictions from a model file are not supported yet; "
+                               "use --session with the session folder train wrote")
+    try:
+        spec = _load_spec(model_path, spec_eval._proto()[0])
+        runner = spec_eval.load(model_path)
+    except Exception as err:  # noqa: BLE001 - a file that is not a Core ML model
+        raise CommandLineError(f"--model {path}: not a Core ML model this can read ({_one_line(err)})") from err
+    inp = spec.description.input[0]
+    probs_name = spec.description.predictedProbabilitiesName or next(
+        (o.name for o in spec.description.output if o.type.WhichOneof("Type") == "dictionaryType"), None)
+    if task_name == "image":
+        if inp.type.WhichOneof("Type") != "imageType":
+            raise CommandLineError(f"--model {path}: its input {inp.name!r} is not an image: is it an image classifier?")
+        width, height = inp.type.imageType.width, inp.type.imageType.height
+
+        def predict(f):
+            from .features.image_io import load_image
+
+            image = load_image(f).convert("RGB").resize((width, height))
+            return runner.predict({inp.name: image})[probs_name]
+    else:
+        if inp.type.WhichOneof("Type") != "multiArrayType":
+            raise CommandLineError(f"--model {path}: its input {inp.name!r} is not hand keypoints: "
+                                   "is it a hand pose classifier?")
+        from .features.hand_keypoints import HandKeypointDetector
+
+        detector = HandKeypointDetector(video=False)
+
+        def predict(f):
+            hand = detector.require(f, name=f)
+            return runner.predict({inp.name: hand.keypoints.astype("float32")})[probs_name]
+
+    def ranked(f):
+        probs = predict(f)
+        return sorted(((str(k), float(v)) for k, v in probs.items()), key=lambda kv: -kv[1])
+
+    return ranked
+
+
+def _print_prediction_row(line: dict, width: int) -> None:
+    if "error" in line:
+        print(f"{line['file']:<{width}}  error: {line['error']}")
+        return
+    if line["prediction"] and isinstance(line["prediction"][0], dict):  # hand action: its windows
+        first = line["prediction"]
+        print(f"{line['file']:<{width}}  {line['label']}  ({len(first)} windows: "
+              + ", ".join(f"{w['frames'][0]}–{w['frames'][1]} {w['results'][0][0]} {w['results'][0][1]:.0%}"
+                          for w in first[:6]) + (" …" if len(first) > 6 else "") + ")")
+        return
+    ranked = line["prediction"]
+    rest = "   ".join(f"{label} {p:.1%}" for label, p in ranked[1:])
+    print(f"{line['file']:<{width}}  {ranked[0][0]:<12} {ranked[0][1]:>6.1%}   {rest}")
+
+
 def cmd_predict(args) -> int:
     task = _task(args.task)
-    model = _load(task, args.session)
+    if bool(args.session) == bool(args.model):
+        raise CommandLineError("give the trained model: --session SESSION_FOLDER or --model FILE.mlmodel (one of them)")
+    from_file = _model_file_predictor(args.task, args.model) if args.model else None
+    model = _load(task, args.session) if args.session else None
     failed = 0
+    width = max(len(_printable(f)) for f in args.files)
+    if not args.json:
+        print(f"{'file':<{width}}  {'label':<12} {'conf.':>6}   others")
     for f in args.files:
         name = _printable(f)  # a file name that is not UTF-8 still prints (and names the file)
         try:
-            if args.task == "image":
+            if from_file is not None:
+                ranked = from_file(f)
+                line = {"file": name, "label": ranked[0][0], "prediction": ranked[: args.top]}
+            elif args.task == "image":
                 probs = model.prediction_probabilities(f)
                 ranked = sorted(probs.items(), key=lambda kv: -kv[1])
                 line = {"file": name, "label": ranked[0][0], "prediction": ranked[: args.top]}
@@ -390,7 +575,10 @@ def cmd_predict(args) -> int:
             failed += 1
             print(f"error: {name}: {_one_line(err)}", file=sys.stderr)
             line = {"file": name, "error": _one_line(err)}
-        print(json.dumps(line, ensure_ascii=False), flush=True)
+        if args.json:
+            print(json.dumps(line, ensure_ascii=False), flush=True)
+        else:
+            _print_prediction_row(line, width)
     return 1 if failed else 0
 
 
@@ -467,13 +655,16 @@ def build_parser() -> argparse.ArgumentParser:
             _add_annotation_options(e, task)
         e.set_defaults(func=cmd_evaluate, task=task)
 
-    predict = sub.add_parser("predict", help="predict files with a trained session (one JSON line per file)")
+    predict = sub.add_parser("predict", help="predict files with a trained session or a written model file")
     predict_tasks = predict.add_subparsers(dest="task_name", required=True, metavar="TASK")
     for task in TASKS:
         p = predict_tasks.add_parser(task, help=TASK_HELP[task])
         p.add_argument("files", nargs="+", metavar="FILE")
-        p.add_argument("--session", required=True, help="the session folder train wrote")
+        p.add_argument("--session", help="the session folder train wrote")
+        p.add_argument("--model", help="the .mlmodel (or .mlpackage) train wrote: run by its own spec, no session "
+                                       "or training data needed (image and handpose)")
         p.add_argument("--top", type=_positive_int, default=3, help="labels to list per prediction (default: 3)")
+        p.add_argument("--json", action="store_true", help="one JSON object per file, for machines")
         p.set_defaults(func=cmd_predict, task=task)
     return parser
 

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,7 +124,7 @@ def test_evaluate_and_predict_image(image_run):
     assert "Accuracy:" in out and "24 examples" in out and "CONFUSION MATRIX" in out
 
     photos = [sorted((image_run.data / label).iterdir())[0] for label in ("5", "0")]
-    rc, out, err = run_cli("predict", "image", *photos, "--session", image_run.session, "--top", 2)
+    rc, out, err = run_cli("predict", "image", *photos, "--session", image_run.session, "--top", 2, "--json")
     assert rc == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["file"] for line in lines] == [str(p) for p in photos]
@@ -146,7 +147,7 @@ def test_train_evaluate_predict_handpose(handpose_run):
     assert "Accuracy:" in out
 
     photos = [sorted((handpose_run.data / label).iterdir())[0] for label in DIGIT_LABELS]
-    rc, out, err = run_cli("predict", "handpose", *photos, "--session", handpose_run.session)
+    rc, out, err = run_cli("predict", "handpose", *photos, "--session", handpose_run.session, "--json")
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 3
     failed = [line for line in lines if "error" in line]
@@ -172,7 +173,7 @@ def test_train_evaluate_predict_handaction(handaction_run):
     assert "Accuracy:" in out and "4 examples" in out
 
     clip = sorted((handaction_run.data / "wave").iterdir())[0]
-    rc, out, err = run_cli("predict", "handaction", clip, "--session", handaction_run.session, "--top", 1)
+    rc, out, err = run_cli("predict", "handaction", clip, "--session", handaction_run.session, "--top", 1, "--json")
     assert rc == 0, err
     (line,) = [json.loads(line) for line in out.splitlines()]
     assert line["file"] == str(clip) and line["label"] in ACTION_LABELS
@@ -187,7 +188,7 @@ def test_train_evaluate_predict_handaction(handaction_run):
 def test_subprocess_smoke_predict(image_run):
     photo = sorted((image_run.data / "1").iterdir())[0]
     proc = subprocess.run([sys.executable, "-m", "createml_widgets", "predict", "image", str(photo),
-                           "--session", str(image_run.session)], capture_output=True, text=True, timeout=120,
+                           "--session", str(image_run.session), "--json"], capture_output=True, text=True, timeout=120,
                           env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -367,7 +368,7 @@ def test_predict_reports_each_unreadable_file_and_goes_on(tmp_path, image_run):
     bad = tmp_path / "not-a-photo.jpg"
     bad.write_text("hello")
     good = sorted((image_run.data / "0").iterdir())[0]
-    rc, out, err = run_cli("predict", "image", bad, good, tmp_path / "missing.jpg", "--session", image_run.session)
+    rc, out, err = run_cli("predict", "image", bad, good, tmp_path / "missing.jpg", "--session", image_run.session, "--json")
     assert rc == 1 and "Traceback" not in err
     lines = [json.loads(line) for line in out.splitlines()]
     assert [("error" in line) for line in lines] == [True, False, True]
@@ -404,3 +405,52 @@ def test_augmentation_names_are_the_tasks_own_flags():
     params = cli._parameters("handaction", cw.MLHandActionClassifier, args)
     assert params.augmentation_options == cw.MLHandActionClassifier.VideoAugmentationOptions.ROTATE | \
         cw.MLHandActionClassifier.VideoAugmentationOptions.DROP_FRAMES
+
+
+# -- output for people: an iteration table, what is written, a readable prediction table ------------------------
+def test_train_prints_an_iteration_table_and_what_it_wrote(image_run):
+    err = image_run.stderr
+    header = next(line for line in err.splitlines() if line.startswith("| Iteration"))
+    assert "Elapsed" in header and "Training accuracy" in header and "Training loss" in header, header
+    rows = [line for line in err.splitlines() if re.match(r"^\|\s+\d+ \|", line)]
+    assert [int(r.split("|")[1]) for r in rows] == [1, 2, 3], rows
+    assert all(len(line) <= 100 for line in err.splitlines() if line.startswith(("|", "+"))), err
+    assert "it/s" not in err
+    assert f"writing {image_run.out.name} (Core ML)" in err
+    summary = image_run.stdout.splitlines()[-1]
+    assert re.search(r"\d+\.\d MB · input image \(224×224 image\) · outputs (classLabel, classLabelProbs|"
+                     r"classLabelProbs, classLabel) · trained in \d+\.\d s, written in \d+\.\d s", summary), summary
+
+
+def test_predict_from_the_written_model_file_as_a_table_and_as_json(image_run):
+    photos = [sorted((image_run.data / label).iterdir())[0] for label in DIGIT_LABELS]
+    rc, out, err = run_cli("predict", "image", *photos, "--model", image_run.out)
+    assert rc == 0, err
+    head, *rows = out.splitlines()
+    assert head.split()[:3] == ["file", "label", "conf."] and len(rows) == 3
+    for photo, row in zip(photos, rows):
+        assert row.startswith(str(photo)) and re.search(r"  \S+ +\d+\.\d% ", row), row
+        assert not re.search(r"\d\.\d{5,}", row), row  # no 17-digit probabilities
+    rc, out, _ = run_cli("predict", "image", *photos, "--model", image_run.out, "--json")
+    from_file = [json.loads(line) for line in out.splitlines()]
+    rc2, out2, _ = run_cli("predict", "image", *photos, "--session", image_run.session, "--json")
+    from_session = [json.loads(line) for line in out2.splitlines()]
+    assert rc == rc2 == 0
+    for a, b in zip(from_file, from_session):  # the file's own numbers agree with the trained model's
+        assert a["label"] == b["label"]
+        assert abs(a["prediction"][0][1] - b["prediction"][0][1]) < 2e-2, (a, b)
+
+
+def test_predict_a_hand_pose_from_the_written_package(handpose_run):
+    photo = sorted((handpose_run.data / "5").iterdir())[0]
+    rc, out, err = run_cli("predict", "handpose", photo, "--model", handpose_run.out, "--json")
+    assert rc == 0, err
+    (line,) = [json.loads(x) for x in out.splitlines()]
+    assert line["label"] in DIGIT_LABELS and abs(sum(p for _, p in line["prediction"]) - 1) < 1e-3
+
+
+def test_predict_needs_exactly_one_model(image_run, tmp_path):
+    photo = sorted((image_run.data / "0").iterdir())[0]
+    assert_clean_error(*run_cli("predict", "image", photo)[::2], "--session", "--model")
+    rc, _out, err = run_cli("predict", "image", photo, "--model", tmp_path / "nothing.mlmodel")
+    assert_clean_error(rc, err, "nothing.mlmodel")

@@ -37,3 +37,18 @@ def style_while_enabled(button, style: str) -> None:
 
     button.observe(sync, "disabled")
     sync()
+
+
+def no_null_titles(widget) -> None:
+    """Give every widget under `widget` a tooltip: ipywidgets writes an unset one (None) into the page
+    as `title="null"` on a control's label. A labelled control gets its own label; others none ("")."""
+    seen = set()
+    stack = [widget]
+    while stack:
+        w = stack.pop()
+        if id(w) in seen:
+            continue
+        seen.add(id(w))
+        if w.has_trait("tooltip") and w.tooltip is None:
+            w.tooltip = getattr(w, "description", "") or ""
+        stack.extend(getattr(w, "children", ()) or ())

@@ -20,7 +20,7 @@ import ipywidgets as widgets
 import traitlets
 
 from ..session import MLTrainingSessionParameters
-from ._look import style_while_enabled
+from ._look import no_null_titles, style_while_enabled
 from ._media import release_hand_detector
 from ._paths import hide_root, sanitize_filename
 from ._tasks import TASKS, task_info
@@ -208,6 +208,7 @@ class TrainerApp(widgets.VBox):
         self.model, self.job, self.export_path = view["model"], view["job"], view["export_path"]
         self._set_title()
         self.body.children = self.sections
+        no_null_titles(self)
         # What happened while the task was hidden: its job stopped (or finished) after the switch.
         state = self.progress.state
         self.train_button.disabled = state in ("running", "cancelling")
@@ -321,6 +322,7 @@ class TrainerApp(widgets.VBox):
                      css="cmlw-section-export"),
         ]
         self.body.children = self.sections
+        no_null_titles(self)
 
     # -- training ------------------------------------------------------------------------------
     def train(self, session_parameters: MLTrainingSessionParameters | None = None):

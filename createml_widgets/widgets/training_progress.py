@@ -213,6 +213,7 @@ class TrainingProgress(widgets.VBox):
                     self.error = f"{type(err).__name__}: {err}"
             self.checkpoints = list(job.session.checkpoints)
         self._flush()
+        self._keep_points_in_saved_state()
         self.model = model  # last: observers (the app) see a finished widget
         self._finished.set()
 
@@ -332,6 +333,16 @@ class TrainingProgress(widgets.VBox):
                 pts = [(r["iteration"], r[key]) for r in rows if key in r]
                 trace.x = [x for x, _ in pts]
                 trace.y = [y for _, y in pts]
+
+    def _keep_points_in_saved_state(self) -> None:
+        """Plotly sends new points as update messages, which a saved notebook (or a second view of the
+        widget) never replays: its synced figure state keeps the points too, once a run has ended."""
+        if self.figure is None:
+            return
+        import copy
+
+        with self._lock:
+            self.figure._widget_data = copy.deepcopy(self.figure._data)
 
     def _draw_checkpoints(self) -> None:
         cps = self.checkpoints

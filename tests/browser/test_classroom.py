@@ -79,7 +79,8 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
             kernels = server.memory.kernels()
             assert len(kernels) == 1, kernels
             ui.check("opening the dashboard")
-            assert not page.query_selector_all("[title='null']"), "elements carry title='null'"
+            nulls = page.eval_on_selector_all("[title='null']", "els => els.map(e => e.outerHTML.slice(0, 160))")
+            assert not nulls, f"{len(nulls)} elements carry title='null': {nulls[:5]}"
 
             # -- image: train, read the confusion matrix, predict, export ----------------------------
             page.fill(".cmlw-param-max_iterations input", "10")

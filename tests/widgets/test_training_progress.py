@@ -213,3 +213,17 @@ def test_only_the_job_followed_now_is_shown(source):
 def test_format_duration():
     assert [format_duration(s) for s in (None, float("nan"), 0, 4.4, 59.6, 61, 3599, 3600, 7322)] == [
         "–", "–", "0 s", "4 s", "1 min 00 s", "1 min 01 s", "59 min 59 s", "1 h 00 min", "2 h 02 min"]
+
+
+def test_a_saved_notebook_keeps_the_curves(source):
+    """The points reach the browser as update messages; the widget's saved state must hold them too
+    (what a saved notebook, or the widget drawn again, shows)."""
+    progress = TrainingProgress(update_interval=0)
+    job = IC.train(source, params(5), MLTrainingSessionParameters(report_interval=1))
+    progress.attach(job)
+    job.result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT)
+    saved = progress.figure.get_state()["_widget_data"]
+    by_key = {trace["meta"]: trace for trace in saved}
+    assert list(by_key["loss"]["x"]) == [1, 2, 3, 4, 5]
+    assert list(by_key["accuracy"]["y"]) == pytest.approx([h["accuracy"] for h in job.session.history])
