@@ -53,6 +53,11 @@ def resolve_under_root(root: Path, relative: str | os.PathLike = "") -> Path:
     parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
     if ".." in parts:
         raise PathOutsideRootError(text, root, "'..' is not allowed")
+    long = next((p for p in parts if len(os.fsencode(p)) > NAME_MAX), None)
+    if long is not None:  # the OS would answer ENAMETOOLONG from is_dir(), exists(), open() ...
+        shown = text if len(text) <= 60 else text[:40] + "…"
+        raise PathOutsideRootError(shown, root, f"a name in it is {len(os.fsencode(long))} bytes long; file and "
+                                   f"folder names can be at most {NAME_MAX} bytes")
     try:
         candidate = root.joinpath(*parts).resolve()
     except (OSError, RuntimeError):  # RuntimeError: a link loop (Python 3.11)
@@ -123,6 +128,7 @@ def relative_to_root(path: Path, root: Path) -> str:
     return "" if rel == "." else rel
 
 
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS, Windows)
 _UNSAFE = re.compile(r"[^\w.\- ()+,@]+", re.UNICODE)
 
 
@@ -141,16 +147,27 @@ def sanitize_filename(name: str, fallback: str = "upload") -> str:
     return name
 
 
-def unique_path(folder: Path, name: str) -> Path:
-    """`folder/name`, or `folder/stem-1.ext`, `-2` … if taken."""
+def unique_path(folder: Path, name: str, counters: dict | None = None) -> Path:
+    """`folder/name`, or `folder/stem-1.ext`, `-2` … if taken.
+
+    `counters`: a dict kept by the caller across calls (one upload): the search for a free name starts
+    after the last number handed out for that folder and name, so N files of one name cost N checks,
+    not N²/2.
+    """
     target = folder / name
-    if not target.exists() and not target.is_symlink():
+    key = (str(folder), name)
+    if (counters is None or key not in counters) and not target.exists() and not target.is_symlink():
+        if counters is not None:
+            counters[key] = 0
         return target
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""
-    for i in range(1, 100_000):
+    start = (counters or {}).get(key, 0) + 1
+    for i in range(start, start + 100_000):
         candidate = folder / (f"{stem}-{i}.{ext}" if ext else f"{stem}-{i}")
         if not candidate.exists() and not candidate.is_symlink():
+            if counters is not None:
+                counters[key] = i
             return candidate
     raise FileExistsError(f"too many files named {name!r} in {folder}")

@@ -11,6 +11,7 @@ Without a `root`, the root is the folder named by the environment variable
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import logging
@@ -241,10 +242,11 @@ def check_readable(paths: list[Path], media: str) -> list[tuple[Path, str]]:
                     continue
                 probe_video(p)
             else:
-                from PIL import Image
+                from ..features.image_io import load_image
 
-                with Image.open(p) as im:
-                    im.verify()
+                # Decoded the way training reads it (Image.verify() is a no-op for JPEG: it passed
+                # truncated photos that training then skipped). JPEGs decode at 1/8 scale, cheaply.
+                load_image(p, max_side=64)
         except Exception as err:  # noqa: BLE001 - any failure means unreadable
             reason = getattr(err, "reason", None) or f"{type(err).__name__}: {err}"
             bad.append((p, str(reason)))
@@ -673,23 +675,47 @@ class DataSourcePicker(widgets.VBox):
         target = self.uploads_dir
         if label.strip():
             target = target / sanitize_filename(label.strip(), fallback="label")
-        target = mkdir_under_root(target, self.root)  # never through a link leading outside root
         saved: list[Path] = []
+        made: list[Path] = []  # folders this upload created, removed again (when empty) if it fails
+        target = self._mkdir(target, made)
         budget = [self.max_upload_bytes]
-        for name, content in uploads:
-            if name.lower().endswith(".zip"):
-                saved += self._unzip(content, target, budget)
-                continue
-            budget[0] -= len(content)
-            dest = unique_path(target, name)
-            with open(dest, "xb") as out:  # "x": never through a link that appeared meanwhile
-                out.write(content)
-            saved.append(dest)
+        counters: dict = {}  # next free "-N" per folder and name: N same-named files cost N checks, not N²
+        try:
+            for name, content in uploads:
+                if name.lower().endswith(".zip"):
+                    self._unzip(content, target, budget, counters, saved, made)
+                    continue
+                budget[0] -= len(content)
+                dest = unique_path(target, name, counters)
+                _write_new(dest, content, saved)
+        except Exception as err:
+            # An upload is saved whole or not at all: remove the files this upload wrote (only those:
+            # each was created here with "x", so none of them is a file the user had before).
+            for path in reversed(saved):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty
+            reason = str(err)
+            if isinstance(err, zipfile.BadZipFile):
+                reason = f"the zip is damaged ({err})"
+            raise ValueError(f"{reason}; nothing was saved") from None
         self.navigate(relative_to_root(self.uploads_dir, self.root))
         return saved
 
-    def _unzip(self, content: bytes, target: Path, budget: list[int]) -> list[Path]:
-        saved = []
+    def _mkdir(self, folder: Path, made: list[Path]) -> Path:
+        """mkdir_under_root (never through a link leading outside root), noting the levels it creates."""
+        root = self.root.resolve()
+        missing = [level for level in [folder, *folder.parents] if level.is_relative_to(root) and not level.exists()]
+        try:
+            return mkdir_under_root(folder, self.root)
+        finally:
+            made.extend(level for level in sorted(missing, key=lambda q: len(q.parts)) if level.is_dir())
+
+    def _unzip(self, content: bytes, target: Path, budget: list[int], counters: dict, saved: list[Path],
+               made: list[Path]) -> None:
+        folders: dict[Path, Path | None] = {}
         with zipfile.ZipFile(io.BytesIO(content)) as zf:
             for m in zf.infolist():
                 if m.is_dir():
@@ -701,16 +727,19 @@ class DataSourcePicker(widgets.VBox):
                 if m.file_size > budget[0]:
                     raise ValueError("the zip unpacks to more than the upload limit")
                 budget[0] -= m.file_size
-                try:
-                    folder = mkdir_under_root(target.joinpath(*safe[:-1]), self.root)
-                except (PathOutsideRootError, FileExistsError, NotADirectoryError):
+                wanted = target.joinpath(*safe[:-1])
+                if wanted not in folders:  # each folder checked and made once per zip, not per member
+                    try:
+                        folders[wanted] = self._mkdir(wanted, made)
+                    except (PathOutsideRootError, FileExistsError, NotADirectoryError):
+                        folders[wanted] = None
+                folder = folders[wanted]
+                if folder is None:
                     log.info("zip member %r skipped: its folder would be outside the data folder", m.filename)
                     continue
-                dest = unique_path(folder, safe[-1])
-                with zf.open(m) as src, open(dest, "xb") as out:
-                    out.write(src.read(m.file_size + 1)[: m.file_size])  # never more than the header says
-                saved.append(dest)
-        return saved
+                with zf.open(m) as src:  # read (and CRC-checked) before any file is created for it
+                    data = src.read(m.file_size + 1)[: m.file_size]  # never more than the header says
+                _write_new(unique_path(folder, safe[-1], counters), data, saved)
 
     def _on_upload(self, change) -> None:
         files = change["new"]
@@ -723,6 +752,14 @@ class DataSourcePicker(widgets.VBox):
             self._say(f"upload failed: {err}", "error")
         finally:
             self.upload.value = ()
+
+
+def _write_new(dest: Path, content: bytes, saved: list[Path]) -> None:
+    """Create `dest` ("x": never through a link that appeared meanwhile) holding `content`; it is listed
+    in `saved` as soon as it exists, so a failed write is removed with the rest of the upload."""
+    with open(dest, "xb") as out:
+        saved.append(dest)
+        out.write(content)
 
 
 def _zip_files(content: bytes, name: str) -> list[zipfile.ZipInfo]:

@@ -7,7 +7,6 @@ of each window and its skeleton.
 from __future__ import annotations
 
 import html
-import io
 import logging
 import os
 import tempfile
@@ -338,10 +337,17 @@ class PredictionPreview(widgets.VBox):
                         p.write_bytes(content)
                         self._predict_uploaded(p)
                 else:
-                    from PIL import Image
+                    from ..features.image_io import load_image_bytes
 
-                    self._predict_uploaded(Image.open(io.BytesIO(content)))
-            except Exception:  # noqa: BLE001 - shown by predict()
+                    # Decoded with the same guards as training (pixel limit, reduced decoding of big
+                    # photos); a file that is no image is shown as an error, never silently dropped.
+                    try:
+                        image = load_image_bytes(content, name)
+                    except Exception as err:  # noqa: BLE001 - shown in the widget
+                        self._show_failure(str(err))
+                        return
+                    self._predict_uploaded(image)
+            except Exception:  # noqa: BLE001 - shown by _predict_uploaded()
                 log.debug("upload prediction failed", exc_info=True)
 
         self._thread = threading.Thread(target=run, name="cmlw-preview-upload", daemon=True)
@@ -372,6 +378,13 @@ class PredictionPreview(widgets.VBox):
             self.picture.value = self.results_html.value = self.timeline.value = ""
         finally:
             self.busy = False
+
+    def _show_failure(self, message: str) -> None:
+        """An upload that could not be read: say so, and take the previous result off the screen."""
+        self.results = None
+        self.error = message
+        self._say(message, "error")
+        self.picture.value = self.results_html.value = self.timeline.value = ""
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for a background prediction (button or upload) to finish."""
