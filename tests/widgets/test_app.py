@@ -205,6 +205,19 @@ def test_hand_action_from_annotated_clips_to_a_core_ml_model(annotated_clips, tm
     assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == ["wave", "zoom"]
     assert list(spec.description.input[0].type.multiArrayType.shape)[0] == 15
 
+    # The Export step also writes ONNX (no precision choice there) and says what each file is for.
+    assert "Xcode" in app.export_help.value and not app.export_precision.disabled
+    assert app.export_precision.value == MLHandActionClassifier.default_precision
+    app.export_format.value = ".onnx"
+    assert app.export_name.value == "HandActionClassifier.onnx" and app.export_precision.disabled
+    assert "ONNX Runtime" in app.export_help.value
+    onnx_path = app.export(tmp_path / "out")
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert onnx_path.name == "HandActionClassifier.onnx" and props["classLabels"] == '["wave", "zoom"]'
+    assert props["Prediction Window Size"] == "15" and "cmlw-download'" in app.download.value
+
 
 def curves_drawn(app: TrainerApp) -> int:
     """Iterations on the training-loss curve."""
