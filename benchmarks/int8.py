@@ -53,6 +53,29 @@ def _logistic(x: np.ndarray, y: np.ndarray):
     return lambda z: (torch.from_numpy(z) @ w + b).argmax(1).detach().numpy()
 
 
+def zero_dead_channels(net, rel: float = 1e-4):
+    """A copy of the folded net whose near-dead output channels have exactly zero weights.
+
+    Folding batch norm leaves channels whose weights are ~1e-9 (or 0) next to a bias of ~1: in float
+    they output their bias, whatever the input. Quantized per channel, such a channel's weight scale is
+    ~1e-11, and its int32 bias (bias / (input scale x weight scale)) overflows: the layer's output is
+    wrong for every image. A channel whose largest weight is below `rel` x the layer's largest is set to
+    zero (its scale is then 1, its bias exact); in float that changes its output by less than
+    rel x (the layer's weight range) x (sum of its inputs).
+    """
+    import copy
+
+    out = copy.deepcopy(net)
+    zeroed = 0
+    for layer in out.layers:
+        w = layer.weight.reshape(layer.weight.shape[0], -1)
+        wr = np.abs(w).max(1)
+        dead = wr < rel * wr.max()
+        w[dead] = 0.0
+        zeroed += int(dead.sum())
+    return out, zeroed
+
+
 def quantize(fp32_path: Path, out: Path, calib: np.ndarray, *, method: str = "minmax", keep_float=(),
              fmt: str = "qdq", per_channel: bool = True, reduce_range: bool = False) -> Path:
     import onnx
@@ -73,7 +96,7 @@ def quantize(fp32_path: Path, out: Path, calib: np.ndarray, *, method: str = "mi
             batch = next(self.it, None)
             return None if batch is None else {"pixels": batch}
 
-    pre = out.with_name("pre.onnx")
+    pre = out.with_name(f"pre-{fp32_path.stem}.onnx")
     if not pre.exists():
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
     names = [n.name for n in onnx.load(str(pre)).graph.node]
@@ -129,12 +152,22 @@ def run(ctx: Context) -> None:
     net = fi.fold_efficientnet_lite(model)
     fp32_path = fi.cached_onnx(net)
     pixels, y, calib = _data()
+    work = Path(tempfile.mkdtemp(prefix="cmlw-int8-"))
+    clean, zeroed = zero_dead_channels(net)
+    clean_path = work / "clean-fp32.onnx"
+    clean_path.write_bytes(fi.build_onnx(clean).SerializeToString())
     fp32 = fi.OrtRunner(fp32_path)
     f32 = np.concatenate([fp32(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
     head = _logistic(f32[calib], y[calib])
     top32 = head(f32[~calib])
-    work = Path(tempfile.mkdtemp(prefix="cmlw-int8-"))
+    fc = np.concatenate([fi.OrtRunner(clean_path)(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+    ctx.add("int8", "float32 with near-dead channels zeroed: cosine to float32 (min)",
+            float(fi.cosine_similarity(fc, f32).min()), "", f"{zeroed} channels zeroed")
     configs = {
+        "minmax, dead channels zeroed": dict(method="minmax", clean=True),
+        "minmax, dead channels zeroed, stem + head float": dict(method="minmax", keep_float=("stem", "head"),
+                                                                clean=True),
+        "percentile 99.999, dead channels zeroed": dict(method="percentile", clean=True),
         "minmax, all layers": dict(method="minmax"),
         "minmax, stem + head float": dict(method="minmax", keep_float=("stem", "head")),
         "percentile 99.999, stem + head float": dict(method="percentile", keep_float=("stem", "head")),
@@ -143,12 +176,15 @@ def run(ctx: Context) -> None:
     }
     if ctx.quick:
         configs = dict(list(configs.items())[:2])
+    calib_pixels = pixels[calib][:48] if ctx.quick else pixels[calib]
     x = pixels[:32]
     best = None
     for label, cfg in configs.items():
+        cfg = dict(cfg)
+        source = clean_path if cfg.pop("clean", False) else fp32_path
         try:
-            q_path = quantize(fp32_path, work / f"q{len(str(label))}-{abs(hash(label)) % 10**6}.onnx",
-                              pixels[calib], **cfg)
+            q_path = quantize(source, work / f"q{len(str(label))}-{abs(hash(label)) % 10**6}.onnx",
+                              calib_pixels, **cfg)
         except Exception as err:  # noqa: BLE001 - one configuration failing must not hide the others
             ctx.add("int8", f"{label}: FAILED", f"{type(err).__name__}: {err}"[:100])
             continue
