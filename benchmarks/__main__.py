@@ -26,6 +26,7 @@ AREAS = {
     "handaction": ("hands", "run_handaction"),
     "variants": ("variants", "run"),  # every backbone variant tried; not part of "all"
     "accuracy": ("accuracy", "run"),  # held-out accuracy against plain baselines (a few minutes); not in "all"
+    "accuracy-variants": ("accuracy", "run_variants"),  # hand action: each change measured; not in "all"
 }
 DEFAULT = ["image", "training", "keypoints", "handpose", "handaction"]
 ALIASES = {"hands": ["keypoints", "handpose", "handaction"], "all": DEFAULT}
