@@ -28,6 +28,7 @@ AREAS = {
     "int8": ("int8", "run"),  # int8 quantisation configurations; not in "all"
     "scale": ("scale", "run"),  # 1,000 / 10,000 (/ 100,000 with --large) photos, local and Dask; not in "all"
     "accuracy": ("accuracy", "run"),  # held-out accuracy against plain baselines (a few minutes); not in "all"
+    "accuracy-variants": ("accuracy", "run_variants"),  # hand action: each change measured; not in "all"
 }
 DEFAULT = ["image", "training", "keypoints", "handpose", "handaction"]
 ALIASES = {"hands": ["keypoints", "handpose", "handaction"], "all": DEFAULT}

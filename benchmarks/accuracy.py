@@ -367,3 +367,34 @@ def run_image(ctx: Context, seeds) -> None:
             f"{len(seeds)} splits", ">= baseline: " + ("met" if statistics.mean(ours) >= statistics.mean(base)
                                                        else "not met"))
     ctx.add(AREA, "image: baseline (L2 logistic regression, C=1, same features)", spread(base), "acc")
+
+
+# -- variants (python -m benchmarks --only accuracy-variants) ----------------------------------------------------
+ACTION_VARIANTS = {
+    # name: (module settings of tasks/hand_action_classifier.py, ModelParameters overrides)
+    "joints, flip keeps labels, windows side by side": ({"NET_STREAMS": ("joints",), "MIRROR_PAIRS": (),
+                                                         "CLIP_STRIDE": 1.0}, {}),
+    "+ flip swaps left/right": ({"NET_STREAMS": ("joints",), "CLIP_STRIDE": 1.0}, {}),
+    "+ motion and bone streams": ({"NET_STREAMS": ("joints", "motion", "bones"), "CLIP_STRIDE": 1.0}, {}),
+    "+ clip answer from windows every 1/4 window": ({"NET_STREAMS": ("joints", "motion", "bones"),
+                                                     "CLIP_STRIDE": 0.25}, {}),
+}
+
+
+def run_variants(ctx: Context) -> None:
+    """Hand action on the gesture set for each ACTION_VARIANTS entry, same splits, mean ± sd."""
+    import contextlib
+
+    from createml_widgets.tasks import hand_action_classifier as module
+
+    seeds = list(range(2 if ctx.quick else 3))
+    only = [v.strip() for v in os.environ.get("CMLW_ACTION_VARIANTS", "").split("|") if v.strip()]
+    for name, (settings, overrides) in ACTION_VARIANTS.items():
+        if only and not any(o in name for o in only):
+            continue
+        with contextlib.ExitStack() as stack:
+            for attr, value in settings.items():
+                old = getattr(module, attr)
+                stack.callback(setattr, module, attr, old)
+                setattr(module, attr, value)
+            run_handaction(ctx, seeds, action_parameters(20 if ctx.quick else None, **overrides), name=name)
