@@ -12,6 +12,7 @@ import gc
 import html
 import importlib.util
 import logging
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -68,9 +69,15 @@ export default {
       event.returnValue = model.get("message");
       return model.get("message");
     };
+    // The page is really gone (not just asked): tell the kernel, which in Voila serves only this page.
+    const onHide = () => { try { model.send({ event: "pagehide" }); } catch (e) { /* closed already */ } };
     window.addEventListener("beforeunload", onLeave);
+    window.addEventListener("pagehide", onHide);
     el.classList.add("cmlw-leave-guard");
-    return () => window.removeEventListener("beforeunload", onLeave);
+    return () => {
+      window.removeEventListener("beforeunload", onLeave);
+      window.removeEventListener("pagehide", onHide);
+    };
   },
 };
 """
@@ -90,6 +97,10 @@ def _leave_guard():
         message = traitlets.Unicode("Training is running: leaving the page stops it.").tag(sync=True)
 
     return LeaveGuard()
+
+
+def _served_by_voila() -> bool:
+    return "VOILA_REQUEST_URL" in os.environ or os.environ.get("SERVER_SOFTWARE", "").startswith("voila")
 
 
 def _return_freed_memory() -> None:
@@ -139,6 +150,8 @@ class TrainerApp(widgets.VBox):
         self._views: dict[str, dict] = {}
         self.leave_guard = _leave_guard()
         extra = [self.leave_guard] if self.leave_guard is not None else []
+        if self.leave_guard is not None:
+            self.leave_guard.on_msg(self._on_guard_message)
         super().__init__(children=[widgets.HTML(_style_html()), self.title, self.task_select, self.body, *extra],
                          **kwargs)
         self.add_class("cmlw-app")
@@ -356,6 +369,34 @@ class TrainerApp(widgets.VBox):
         elif state == "done":
             self._say("done ✔", "ok")
 
+    def _on_guard_message(self, _widget, content, _buffers) -> None:
+        if isinstance(content, dict) and content.get("event") == "pagehide":
+            self.page_left()
+
+    def page_left(self) -> None:
+        """The page showing the app was closed or reloaded. Under Voilà its kernel serves that page only
+        and lives on until culled (a reload starts another kernel meanwhile): stop training and free
+        everything now, so the two kernels fit the session's memory together. In Jupyter nothing is
+        done (the notebook's kernel outlives its tab and redraws the app when reopened)."""
+        if not _served_by_voila():
+            return
+        log.info("the page was left: stopping training and freeing the app's memory")
+        with self._lock:
+            views = [*self._views.values(), {a: getattr(self, a, None) for a in ("progress",)} | {"job": self.job}]
+            for view in views:
+                for job in (view.get("job"), getattr(view.get("progress"), "job", None)):
+                    if job is not None and not job.done():
+                        job.cancel()
+            self._views.clear()
+            self.model = self.job = None
+        with contextlib.suppress(Exception):
+            release_hand_detector()
+        widgets.Widget.close_all()  # the comm registry holds every widget (and through them models, sessions)
+        with self._lock:
+            for attr in VIEW_ATTRS:  # the notebook's output history still holds the app itself
+                setattr(self, attr, None)
+        _return_freed_memory()
+
     def _update_leave_guard(self) -> None:
         if self.leave_guard is None:
             return
@@ -415,6 +456,7 @@ class TrainerApp(widgets.VBox):
             name = f"{name.rsplit('.', 1)[0] if '.' in name else name}.mlmodel"
         folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="cmlw-export-"))
         path = self.model.write(folder / name)
+        _return_freed_memory()  # the conversion's working memory
         self.export_path = Path(path)
         size = self.export_path.stat().st_size
         if size > MAX_DOWNLOAD_BYTES:

@@ -365,3 +365,20 @@ def test_nothing_held_out_is_said_plainly_and_one_click_holds_some_out(root):
     assert wait_for(lambda: app.holdout_box.layout.display == "none")
     assert wait_for(lambda: "Validation accuracy" in app.confusion.summary.value)
     assert "on 3 examples held out from training" in app.confusion.summary.value
+
+
+def test_a_page_left_under_voila_stops_training_and_frees_the_app(root, monkeypatch):
+    app = TrainerApp(root=root)
+    app.picker.navigate("digits")
+    app.form.fields["max_iterations"].input.value = "400"
+    app.form.fields["algorithm"].classifier.value = "multilayer_perceptron"
+    job = app.train()
+    assert app.leave_guard is not None and wait_for(lambda: app.leave_guard.active)
+    app.page_left()  # in Jupyter: nothing happens (the notebook's kernel outlives its tab)
+    assert not job.done() and app.progress is not None
+    monkeypatch.setenv("VOILA_REQUEST_URL", "http://127.0.0.1:8866/")
+    app._on_guard_message(app.leave_guard, {"event": "pagehide"}, [])
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=TIMEOUT)
+    assert app.progress is None and app.model is None and app._views == {}
+    assert app.comm is None  # closed, as every widget of the page
