@@ -81,7 +81,7 @@ def metrics_body(metrics, open_=True) -> str:
     if not metrics.is_valid:
         return f"<p class='warn'>Metrics unavailable: {esc(metrics.error)}</p>" + skipped_html(metrics.skipped)
     return (f"<p>Accuracy <b>{metrics.accuracy:.1%}</b> · error {metrics.classification_error:.1%} · "
-            f"{metrics.count} examples</p>"
+            f"{metrics.count} example{'s' if metrics.count != 1 else ''}</p>"
             f"<details{' open' if open_ else ''}><summary>Confusion matrix</summary>{confusion_table_html(metrics)}</details>"
             f"<details><summary>Precision / recall</summary>{precision_recall_html(metrics)}</details>"
             + skipped_html(metrics.skipped))
