@@ -60,42 +60,40 @@ def available_tasks() -> list[str]:
 VIEW_ATTRS = ("info", "picker", "form", "train_button", "train_message", "progress", "confusion", "model_summary",
               "holdout_box", "preview", "export_name", "export_button", "download", "sections")
 HOLDOUT_RATIO = 0.2  # what "Hold out 20% and train again" sets
-LEAVE_GUARD_ESM = """
-export default {
-  render({ model, el }) {
-    const onLeave = (event) => {
-      if (!model.get("active")) return undefined;
-      event.preventDefault();
-      event.returnValue = model.get("message");
-      return model.get("message");
-    };
-    // The page is really gone (not just asked): tell the kernel, which in Voila serves only this page.
-    const onHide = () => { try { model.send({ event: "pagehide" }); } catch (e) { /* closed already */ } };
-    window.addEventListener("beforeunload", onLeave);
-    window.addEventListener("pagehide", onHide);
-    el.classList.add("cmlw-leave-guard");
-    return () => {
-      window.removeEventListener("beforeunload", onLeave);
-      window.removeEventListener("pagehide", onHide);
-    };
-  },
-};
-"""
+# Run by the browser when the guard's HTML is drawn (an image that cannot load calls onerror; ipywidgets'
+# HTML runs no <script>): keeps window.__cmlwTraining current, and once per page asks before leaving
+# while it is true, and clicks the hidden "page left" button when the page is really gone.
+_GUARD_JS = ("window.__cmlwTraining={active};if(!window.__cmlwGuard){{window.__cmlwGuard=1;"
+             "window.addEventListener('beforeunload',function(e){{if(window.__cmlwTraining){{e.preventDefault();"
+             "e.returnValue='';return '';}}}});window.addEventListener('pagehide',function(){{"
+             "var b=document.querySelector('button.cmlw-page-left');if(b)b.click();}});}}")
+
+
+class LeaveGuard(widgets.VBox):
+    """Invisible: the browser asks before leaving the page while `active` (training runs), and
+    `on_page_left` callbacks run when the page is closed or reloaded."""
+
+    active = traitlets.Bool(False)
+
+    def __init__(self):
+        self.html = widgets.HTML()
+        self.page_left_button = widgets.Button(description="page left", tooltip="",
+                                               layout=widgets.Layout(display="none"))
+        self.page_left_button.add_class("cmlw-page-left")
+        super().__init__(children=[self.html, self.page_left_button], layout=widgets.Layout(height="0px"))
+        self.add_class("cmlw-leave-guard")
+        self._draw()
+
+    @traitlets.observe("active")
+    def _draw(self, _change=None) -> None:
+        js = _GUARD_JS.format(active="true" if self.active else "false")
+        self.html.value = f"<img src='data:,' alt='' style='display:none' onerror=\"{js}\">"
+
+    def on_page_left(self, callback) -> None:
+        self.page_left_button.on_click(lambda _b: callback())
 
 
 def _leave_guard():
-    """An invisible widget that asks the browser to confirm leaving the page while `active` (training),
-    or None without anywidget."""
-    try:
-        import anywidget
-    except ImportError:
-        return None
-
-    class LeaveGuard(anywidget.AnyWidget):
-        _esm = LEAVE_GUARD_ESM
-        active = traitlets.Bool(False).tag(sync=True)
-        message = traitlets.Unicode("Training is running: leaving the page stops it.").tag(sync=True)
-
     return LeaveGuard()
 
 
@@ -151,7 +149,7 @@ class TrainerApp(widgets.VBox):
         self.leave_guard = _leave_guard()
         extra = [self.leave_guard] if self.leave_guard is not None else []
         if self.leave_guard is not None:
-            self.leave_guard.on_msg(self._on_guard_message)
+            self.leave_guard.on_page_left(self.page_left)
         super().__init__(children=[widgets.HTML(_style_html()), self.title, self.task_select, self.body, *extra],
                          **kwargs)
         self.add_class("cmlw-app")
@@ -368,10 +366,6 @@ class TrainerApp(widgets.VBox):
             self._say(self._training_text(), "info")  # a resumed run: no "cancelled" left up
         elif state == "done":
             self._say("done ✔", "ok")
-
-    def _on_guard_message(self, _widget, content, _buffers) -> None:
-        if isinstance(content, dict) and content.get("event") == "pagehide":
-            self.page_left()
 
     def page_left(self) -> None:
         """The page showing the app was closed or reloaded. Under Voilà its kernel serves that page only

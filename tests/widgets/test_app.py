@@ -377,7 +377,8 @@ def test_a_page_left_under_voila_stops_training_and_frees_the_app(root, monkeypa
     app.page_left()  # in Jupyter: nothing happens (the notebook's kernel outlives its tab)
     assert not job.done() and app.progress is not None
     monkeypatch.setenv("VOILA_REQUEST_URL", "http://127.0.0.1:8866/")
-    app._on_guard_message(app.leave_guard, {"event": "pagehide"}, [])
+    assert "__cmlwTraining=true" in app.leave_guard.html.value  # the browser asks before leaving
+    app.leave_guard.page_left_button.click()  # what the page's pagehide handler clicks
     with pytest.raises(JobCancelledError):
         job.result(timeout=TIMEOUT)
     assert app.progress is None and app.model is None and app._views == {}
