@@ -383,3 +383,19 @@ def test_a_page_left_under_voila_stops_training_and_frees_the_app(root, monkeypa
         job.result(timeout=TIMEOUT)
     assert app.progress is None and app.model is None and app._views == {}
     assert app.comm is None  # closed, as every widget of the page
+
+
+def test_the_model_view_shows_its_training_curve_and_its_mistakes_as_pictures(image_model, confusing_metrics):
+    from createml_widgets.display import mistakes_html
+
+    html = image_model._repr_html_()
+    assert_static(html)
+    assert "Training curve" in html and "<svg class='cmlw-history'" in html and html.count("<polyline") >= 2
+    assert "Mistakes (" in html
+    pictures = mistakes_html(confusing_metrics)
+    parser = assert_static(pictures)
+    wrong = confusing_metrics.examples
+    wrong = wrong[wrong["True Label"] != wrong["Predicted"]]
+    assert parser.tags.count("img") == min(8, len(wrong)) > 0
+    assert all(src.startswith("data:image/jpeg;base64,") for src in parser.sources)
+    assert "0 → 1" in pictures
