@@ -530,7 +530,7 @@ def _print_prediction_row(line: dict, width: int) -> None:
         return
     if line["prediction"] and isinstance(line["prediction"][0], dict):  # hand action: its windows
         first = line["prediction"]
-        print(f"{line['file']:<{width}}  {line['label']}  ({len(first)} windows: "
+        print(f"{line['file']:<{width}}  {line['label']}  ({len(first)} window{'s' if len(first) != 1 else ''}: "
               + ", ".join(f"{w['frames'][0]}–{w['frames'][1]} {w['results'][0][0]} {w['results'][0][1]:.0%}"
                           for w in first[:6]) + (" …" if len(first) > 6 else "") + ")")
         return

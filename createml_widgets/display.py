@@ -81,7 +81,7 @@ def metrics_body(metrics, open_=True) -> str:
     if not metrics.is_valid:
         return f"<p class='warn'>Metrics unavailable: {esc(metrics.error)}</p>" + skipped_html(metrics.skipped)
     return (f"<p>Accuracy <b>{metrics.accuracy:.1%}</b> · error {metrics.classification_error:.1%} · "
-            f"{metrics.count} examples</p>"
+            f"{metrics.count} example{'s' if metrics.count != 1 else ''}</p>"
             f"<details{' open' if open_ else ''}><summary>Confusion matrix</summary>{confusion_table_html(metrics)}</details>"
             f"<details><summary>Precision / recall</summary>{precision_recall_html(metrics)}</details>"
             + skipped_html(metrics.skipped))
@@ -112,6 +112,70 @@ def image_to_data_uri(image, max_side: int = 160) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def history_svg(history, width: int = 360, height: int = 120) -> str:
+    """The training curves (loss, and accuracy in %) as an inline SVG: no script, so a saved notebook
+    and GitHub show it."""
+    rows = [h for h in history or [] if "iteration" in h]
+    if len(rows) < 2:
+        return ""
+    curves = [("loss", "training loss", "#0071e3", ""), ("validation_loss", "validation loss", "#ff9500", "4 3"),
+              ("accuracy", "training accuracy", "#0071e3", ""),
+              ("validation_accuracy", "validation accuracy", "#ff9500", "4 3")]
+    x0, x1 = rows[0]["iteration"], rows[-1]["iteration"]
+    pad, half = 28, (width - 3 * 28) // 2
+    parts = []
+    for col, kind in enumerate(("loss", "accuracy")):
+        left = pad + col * (half + pad)
+        keys = [c for c in curves if ("accuracy" in c[0]) == (kind == "accuracy") and any(c[0] in r for r in rows)]
+        values = [r[k] for k, *_ in keys for r in rows if k in r]
+        if not values:
+            continue
+        top = 1.0 if kind == "accuracy" else max(max(values), 1e-9)
+        parts.append(f"<text x='{left}' y='12' font-size='11' fill='#1d1d1f'>{kind.capitalize()}</text>"
+                     f"<rect x='{left}' y='18' width='{half}' height='{height - 34}' fill='#fafafa' stroke='#ddd'/>")
+        for key, name, color, dash in keys:
+            pts = [(r["iteration"], r[key]) for r in rows if key in r]
+            path = " ".join(f"{left + half * (it - x0) / max(x1 - x0, 1):.1f},"
+                            f"{18 + (height - 34) * (1 - min(v / top, 1.0)):.1f}" for it, v in pts)
+            parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.5' stroke-dasharray='{dash}' "
+                         f"points='{path}'><title>{esc(name)}</title></polyline>")
+        parts.append(f"<text x='{left}' y='{height - 4}' font-size='10' fill='#6e6e73'>iteration {x0}</text>"
+                     f"<text x='{left + half}' y='{height - 4}' font-size='10' fill='#6e6e73' "
+                     f"text-anchor='end'>{x1}</text>")
+    legend = " · ".join(f"<span style='color:{c}'>{'┄' if d else '—'} {esc(n)}</span>" for k, n, c, d in curves[:2])
+    return (f"<svg class='cmlw-history' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
+            f"xmlns='http://www.w3.org/2000/svg' role='img' aria-label='training curves'>{''.join(parts)}</svg>"
+            f"<div style='font-size:11px'>{legend}</div>")
+
+
+def mistakes_html(metrics, limit: int = 8, size: int = 72) -> str:
+    """The examples the model got wrong, as small pictures captioned "true → predicted (confidence)"."""
+    if metrics is None or not metrics.is_valid:
+        return ""
+    ex = metrics.examples
+    wrong = ex[ex["True Label"] != ex["Predicted"]].sort_values("Confidence", ascending=False)
+    if wrong.empty:
+        return "<p>No mistakes on these examples.</p>"
+    from PIL import Image
+
+    figs = []
+    for _, r in wrong.head(limit).iterrows():
+        item = str(r["Item"])
+        caption = f"{r['True Label']} → {r['Predicted']}"
+        if r["Confidence"] == r["Confidence"]:
+            caption += f" ({r['Confidence']:.0%})"
+        picture = ""
+        try:
+            with Image.open(item) as im:
+                picture = f"<img src='{image_to_data_uri(im, size)}' style='max-width:{size}px;max-height:{size}px'/>"
+        except Exception:  # noqa: BLE001 - a clip, or a file gone: its name instead
+            picture = f"<div style='width:{size}px;font-size:10px;overflow:hidden'>{esc(item.rsplit('/', 1)[-1])}</div>"
+        figs.append(f"<figure title='{esc(item)}' style='display:inline-block;margin:2px;font-size:10px;"
+                    f"text-align:center'>{picture}<figcaption>{esc(caption)}</figcaption></figure>")
+    more = f"<p>… and {len(wrong) - limit} more</p>" if len(wrong) > limit else ""
+    return "<div>" + "".join(figs) + "</div>" + more
+
+
 def task_html(model) -> str:
     s = model._summary
     labels = s.get("labels", {})
@@ -124,6 +188,9 @@ def task_html(model) -> str:
     tm, vm = model.training_metrics, model.validation_metrics
     acc = lambda m: f"{m.accuracy:.1%}" if m.is_valid else "–"  # noqa: E731
     extra = model._extra_html() if hasattr(model, "_extra_html") else ""
+    curve = history_svg(getattr(model, "_history", []))
+    mistakes_of = vm if vm.is_valid else tm
+    mistakes = mistakes_html(mistakes_of)
     return (
         f"{_STYLE}<div class='cmlw'><div class='title'>{esc(type(model).__name__)}"
         f"<span class='badge'>training {acc(tm)}</span><span class='badge'>validation {acc(vm)}</span></div>"
@@ -133,6 +200,9 @@ def task_html(model) -> str:
         f"{counts}</table></details>"
         f"<details open><summary>Training metrics</summary>{metrics_body(tm, open_=False)}</details>"
         f"<details open><summary>Validation metrics</summary>{metrics_body(vm)}</details>"
+        + (f"<details open><summary>Training curve</summary>{curve}</details>" if curve else "")
+        + (f"<details open><summary>Mistakes ({'validation' if vm.is_valid else 'training'} examples)</summary>"
+           f"{mistakes}</details>" if mistakes else "")
         + skipped_html(_not_in(s.get("skipped_files", []), tm.skipped), "Files skipped before training")
         + skipped_html(s.get("clips_with_few_hands", []), "Clips where most frames show no hand")
         + extra + "</div>"

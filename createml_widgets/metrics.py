@@ -117,7 +117,7 @@ class MLClassifierMetrics:
     def __str__(self) -> str:
         if not self.is_valid:
             return f"MLClassifierMetrics(invalid: {self.error})"
-        lines = [f"Accuracy: {self.accuracy:.2%}  (error {self.classification_error:.2%}, {self.count} examples)",
+        lines = [f"Accuracy: {self.accuracy:.2%}  (error {self.classification_error:.2%}, {self.count} example{'s' if self.count != 1 else ''})",
                  "", "CONFUSION MATRIX", self.confusion_matrix.to_string(), "",
                  "PRECISION/RECALL", self.precision_recall.to_string(index=False, float_format="%.3f")]
         if self.skipped:

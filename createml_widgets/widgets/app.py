@@ -12,6 +12,7 @@ import gc
 import html
 import importlib.util
 import logging
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -76,37 +77,45 @@ def available_tasks() -> list[str]:
 VIEW_ATTRS = ("info", "picker", "form", "train_button", "train_message", "progress", "confusion", "model_summary",
               "holdout_box", "preview", "camera", "live", "export_name", "export_button", "download", "sections")
 HOLDOUT_RATIO = 0.2  # what "Hold out 20% and train again" sets
-LEAVE_GUARD_ESM = """
-export default {
-  render({ model, el }) {
-    const onLeave = (event) => {
-      if (!model.get("active")) return undefined;
-      event.preventDefault();
-      event.returnValue = model.get("message");
-      return model.get("message");
-    };
-    window.addEventListener("beforeunload", onLeave);
-    el.classList.add("cmlw-leave-guard");
-    return () => window.removeEventListener("beforeunload", onLeave);
-  },
-};
-"""
+# Run by the browser when the guard's HTML is drawn (an image that cannot load calls onerror; ipywidgets'
+# HTML runs no <script>): keeps window.__cmlwTraining current, and once per page asks before leaving
+# while it is true, and clicks the hidden "page left" button when the page is really gone.
+_GUARD_JS = ("window.__cmlwTraining={active};if(!window.__cmlwGuard){{window.__cmlwGuard=1;"
+             "window.addEventListener('beforeunload',function(e){{if(window.__cmlwTraining){{e.preventDefault();"
+             "e.returnValue='';return '';}}}});window.addEventListener('pagehide',function(){{"
+             "var b=document.querySelector('button.cmlw-page-left');if(b)b.click();}});}}")
+
+
+class LeaveGuard(widgets.VBox):
+    """Invisible: the browser asks before leaving the page while `active` (training runs), and
+    `on_page_left` callbacks run when the page is closed or reloaded."""
+
+    active = traitlets.Bool(False)
+
+    def __init__(self):
+        self.html = widgets.HTML()
+        self.page_left_button = widgets.Button(description="page left", tooltip="",
+                                               layout=widgets.Layout(display="none"))
+        self.page_left_button.add_class("cmlw-page-left")
+        super().__init__(children=[self.html, self.page_left_button], layout=widgets.Layout(height="0px"))
+        self.add_class("cmlw-leave-guard")
+        self._draw()
+
+    @traitlets.observe("active")
+    def _draw(self, _change=None) -> None:
+        js = _GUARD_JS.format(active="true" if self.active else "false")
+        self.html.value = f"<img src='data:,' alt='' style='display:none' onerror=\"{js}\">"
+
+    def on_page_left(self, callback) -> None:
+        self.page_left_button.on_click(lambda _b: callback())
 
 
 def _leave_guard():
-    """An invisible widget that asks the browser to confirm leaving the page while `active` (training),
-    or None without anywidget."""
-    try:
-        import anywidget
-    except ImportError:
-        return None
-
-    class LeaveGuard(anywidget.AnyWidget):
-        _esm = LEAVE_GUARD_ESM
-        active = traitlets.Bool(False).tag(sync=True)
-        message = traitlets.Unicode("Training is running: leaving the page stops it.").tag(sync=True)
-
     return LeaveGuard()
+
+
+def _served_by_voila() -> bool:
+    return "VOILA_REQUEST_URL" in os.environ or os.environ.get("SERVER_SOFTWARE", "").startswith("voila")
 
 
 def _return_freed_memory() -> None:
@@ -170,6 +179,8 @@ class TrainerApp(widgets.VBox):
         self._views: dict[str, dict] = {}
         self.leave_guard = _leave_guard()
         extra = [self.leave_guard] if self.leave_guard is not None else []
+        if self.leave_guard is not None:
+            self.leave_guard.on_page_left(self.page_left)
         super().__init__(children=[widgets.HTML(_style_html()), self.title, self.task_select, self.body, *extra],
                          **kwargs)
         self.add_class("cmlw-app")
@@ -409,6 +420,30 @@ class TrainerApp(widgets.VBox):
         elif state == "done":
             self._say("done ✔", "ok")
 
+    def page_left(self) -> None:
+        """The page showing the app was closed or reloaded. Under Voilà its kernel serves that page only
+        and lives on until culled (a reload starts another kernel meanwhile): stop training and free
+        everything now, so the two kernels fit the session's memory together. In Jupyter nothing is
+        done (the notebook's kernel outlives its tab and redraws the app when reopened)."""
+        if not _served_by_voila():
+            return
+        log.info("the page was left: stopping training and freeing the app's memory")
+        with self._lock:
+            views = [*self._views.values(), {a: getattr(self, a, None) for a in ("progress",)} | {"job": self.job}]
+            for view in views:
+                for job in (view.get("job"), getattr(view.get("progress"), "job", None)):
+                    if job is not None and not job.done():
+                        job.cancel()
+            self._views.clear()
+            self.model = self.job = None
+        with contextlib.suppress(Exception):
+            release_hand_detector()
+        widgets.Widget.close_all()  # the comm registry holds every widget (and through them models, sessions)
+        with self._lock:
+            for attr in VIEW_ATTRS:  # the notebook's output history still holds the app itself
+                setattr(self, attr, None)
+        _return_freed_memory()
+
     def _update_leave_guard(self) -> None:
         if self.leave_guard is None:
             return
@@ -484,6 +519,7 @@ class TrainerApp(widgets.VBox):
         folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="cmlw-export-"))
         precision = self.export_precision.value if suffix == ".mlmodel" else None
         path = self.model.write(folder / name, precision=precision)
+        _return_freed_memory()  # the conversion's working memory
         self.export_path = Path(path)
         size = self.export_path.stat().st_size
         if size > MAX_DOWNLOAD_BYTES:

@@ -265,7 +265,7 @@ class PredictionPreview(widgets.VBox):
                 overall[label] = overall.get(label, 0.0) + conf / len(predictions)
         ranked = sorted(overall.items(), key=lambda kv: -kv[1])
         self.picture.value = ""
-        self.results_html.value = self._results_block(ranked, title=f"Whole video ({len(predictions)} windows)")
+        self.results_html.value = self._results_block(ranked, title=f"Whole video ({len(predictions)} window{'s' if len(predictions) != 1 else ''})")
         return predictions
 
     def _results_block(self, ranked, title: str = "Prediction") -> str:

@@ -129,7 +129,8 @@ class TrainingProgress(widgets.VBox):
         fig.update_xaxes(title_text="iteration", rangemode="tozero")
         fig.update_yaxes(rangemode="tozero", row=1, col=1)
         fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
-        fig.update_layout(height=300, width=760, margin={"l": 50, "r": 20, "t": 40, "b": 40},
+        # The top margin leaves the toolbar (top right) above the "Accuracy" title, not over it.
+        fig.update_layout(height=320, width=760, margin={"l": 50, "r": 20, "t": 64, "b": 40},
                           legend={"orientation": "h", "y": -0.28}, font={"family": FONT, "size": 12},
                           plot_bgcolor="#fafafa", template="plotly_white")
         return figure_widget(fig)

@@ -378,3 +378,37 @@ def test_nothing_held_out_is_said_plainly_and_one_click_holds_some_out(root):
     assert wait_for(lambda: app.holdout_box.layout.display == "none")
     assert wait_for(lambda: "Validation accuracy" in app.confusion.summary.value)
     assert "on 3 examples held out from training" in app.confusion.summary.value
+
+
+def test_a_page_left_under_voila_stops_training_and_frees_the_app(root, monkeypatch):
+    app = TrainerApp(root=root)
+    app.picker.navigate("digits")
+    app.form.fields["max_iterations"].input.value = "400"
+    app.form.fields["algorithm"].classifier.value = "multilayer_perceptron"
+    job = app.train()
+    assert app.leave_guard is not None and wait_for(lambda: app.leave_guard.active)
+    app.page_left()  # in Jupyter: nothing happens (the notebook's kernel outlives its tab)
+    assert not job.done() and app.progress is not None
+    monkeypatch.setenv("VOILA_REQUEST_URL", "http://127.0.0.1:8866/")
+    assert "__cmlwTraining=true" in app.leave_guard.html.value  # the browser asks before leaving
+    app.leave_guard.page_left_button.click()  # what the page's pagehide handler clicks
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=TIMEOUT)
+    assert app.progress is None and app.model is None and app._views == {}
+    assert app.comm is None  # closed, as every widget of the page
+
+
+def test_the_model_view_shows_its_training_curve_and_its_mistakes_as_pictures(image_model, confusing_metrics):
+    from createml_widgets.display import mistakes_html
+
+    html = image_model._repr_html_()
+    assert_static(html)
+    assert "Training curve" in html and "<svg class='cmlw-history'" in html and html.count("<polyline") >= 2
+    assert "Mistakes (" in html
+    pictures = mistakes_html(confusing_metrics)
+    parser = assert_static(pictures)
+    wrong = confusing_metrics.examples
+    wrong = wrong[wrong["True Label"] != wrong["Predicted"]]
+    assert parser.tags.count("img") == min(8, len(wrong)) > 0
+    assert all(src.startswith("data:image/jpeg;base64,") for src in parser.sources)
+    assert "0 → 1" in pictures

@@ -592,3 +592,13 @@ def test_a_label_folder_picked_as_the_dataset_is_refused_and_its_parent_offered(
     picker.parent_button.click()
     assert picker.path == "digits" and picker.ready and sorted(picker.counts) == ["0", "1"]
     assert picker.parent_button.layout.display == "none"
+
+
+def test_a_data_root_holding_one_dataset_folder_opens_on_it(tmp_path):
+    from createml_widgets import samples
+
+    root = tmp_path / "mine"
+    for label in ("0", "1"):
+        shutil.copytree(samples.sign_language_digits() / label, root / "photos" / label)
+    picker = DataSourcePicker("image", root=root)
+    assert picker.path == "photos" and picker.ready, picker.problems
