@@ -24,10 +24,11 @@ AREAS = {
     "keypoints": ("hands", "run_keypoints"),
     "handpose": ("hands", "run_handpose"),
     "handaction": ("hands", "run_handaction"),
+    "decode": ("hand_decode", "run"),  # hand keypoints at every photo size and format
     "variants": ("variants", "run"),  # every backbone variant tried; not part of "all"
 }
-DEFAULT = ["image", "training", "keypoints", "handpose", "handaction"]
-ALIASES = {"hands": ["keypoints", "handpose", "handaction"], "all": DEFAULT}
+DEFAULT = ["image", "training", "keypoints", "decode", "handpose", "handaction"]
+ALIASES = {"hands": ["keypoints", "decode", "handpose", "handaction"], "all": DEFAULT}
 
 
 def parse(argv=None):

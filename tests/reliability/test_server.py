@@ -67,6 +67,7 @@ def test_a_dns_rebinding_host_gets_neither_the_page_nor_the_websocket(widget_not
         status, page = _request(port, "/", f"localhost:{port}")
         assert status == 200 and "kernelId" in page or "kernel_id" in page
         kernel = page.split("kernelId", 1)[1].split('"')[2] if "kernelId" in page else None
+        assert kernel and len(kernel) == 36, page[:2000]
         # Before: 200 and the websocket accepted (Voilà sets allow_remote_access=True).
         status, _ = _request(port, "/", f"rebind.evil.example:{port}")
         assert status == 403
