@@ -32,8 +32,16 @@ test: install chromium
 KERNEL_IDLE_S ?= 120
 KERNEL_CULL_INTERVAL_S ?= 30
 
+# Served to this machine only: requests whose Host is not localhost or a loopback address are refused
+# (403, voila.json: a DNS-rebinding page cannot reach it), and at most MAX_KERNELS pages hold a kernel
+# at once (createml_widgets_server). On a network, deliberately: IP=0.0.0.0 TOKEN=<a long secret>
+# (then any Host name is accepted and the token is what keeps others out; see README).
+MAX_KERNELS ?= 4
+IP ?= 127.0.0.1
+TOKEN ?=
+
 dashboard: install
-	$(VENV)/bin/voila notebooks/dashboard.ipynb --port=$(PORT) --Voila.ip=127.0.0.1 --no-browser --MappingKernelManager.cull_idle_timeout=$(KERNEL_IDLE_S) --MappingKernelManager.cull_interval=$(KERNEL_CULL_INTERVAL_S) --MappingKernelManager.cull_connected=False
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(VENV)/bin/voila notebooks/dashboard.ipynb --port=$(PORT) --Voila.ip=$(IP) --no-browser --MappingKernelManager.cull_idle_timeout=$(KERNEL_IDLE_S) --MappingKernelManager.cull_interval=$(KERNEL_CULL_INTERVAL_S) --MappingKernelManager.cull_connected=False --BoundedKernelManager.max_kernels=$(MAX_KERNELS)$(if $(TOKEN), --Voila.token=$(TOKEN) --Voila.tornado_settings=allow_remote_access=True)
 
 bench: install
 	$(PY) -m benchmarks

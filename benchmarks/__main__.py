@@ -24,14 +24,15 @@ AREAS = {
     "keypoints": ("hands", "run_keypoints"),
     "handpose": ("hands", "run_handpose"),
     "handaction": ("hands", "run_handaction"),
+    "decode": ("hand_decode", "run"),  # hand keypoints at every photo size and format
     "variants": ("variants", "run"),  # every backbone variant tried; not part of "all"
     "int8": ("int8", "run"),  # int8 quantisation configurations; not in "all"
     "scale": ("scale", "run"),  # 1,000 / 10,000 (/ 100,000 with --large) photos, local and Dask; not in "all"
     "accuracy": ("accuracy", "run"),  # held-out accuracy against plain baselines (a few minutes); not in "all"
     "accuracy-variants": ("accuracy", "run_variants"),  # hand action: each change measured; not in "all"
 }
-DEFAULT = ["image", "training", "keypoints", "handpose", "handaction"]
-ALIASES = {"hands": ["keypoints", "handpose", "handaction"], "all": DEFAULT}
+DEFAULT = ["image", "training", "keypoints", "decode", "handpose", "handaction"]
+ALIASES = {"hands": ["keypoints", "decode", "handpose", "handaction"], "all": DEFAULT}
 
 
 def parse(argv=None):
