@@ -188,8 +188,9 @@ def _check_out(out: Path) -> None:
     """Fail now, not after training, when the model cannot be written to `out`."""
     from .export import format_for_path
 
-    format_for_path(out)  # ValueError naming the file when the suffix is neither .mlmodel nor .mlpackage
-    if out.suffix.lower() == ".mlmodel" and out.is_dir():
+    if out.suffix.lower() != ".onnx":
+        format_for_path(out)  # ValueError naming the file when the suffix is not .mlmodel, .mlpackage or .onnx
+    if out.suffix.lower() in (".mlmodel", ".onnx") and out.is_dir():
         raise CommandLineError(f"--out {out}: a folder of that name is in the way of the model file")
     parent = out.parent
     try:
@@ -605,8 +606,8 @@ def _add_train_parser(tasks, task: str) -> None:
     t.add_argument("data", metavar="DATA",
                    help=f"a folder of {what}: one subfolder per label, labelled file names (Label.1.ext)"
                         + (", or the folder --annotation lists" if task != "image" else ""))
-    t.add_argument("--out", required=True, help="the model to write: .mlmodel (neural network) or .mlpackage "
-                                                "(ML program); checked before training")
+    t.add_argument("--out", required=True, help="the model to write: .mlmodel (neural network), .mlpackage "
+                                                "(ML program) or .onnx (ONNX); checked before training")
     t.add_argument("--session", help="session folder (default: OUT with the suffix .session); running the same "
                                      "command again continues it")
     t.add_argument("--restart", action="store_true", help="discard the session in the session folder and start over")

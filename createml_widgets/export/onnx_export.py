@@ -97,6 +97,12 @@ def _add_label_output(model, labels: list[str], probs_name: str, label_name: str
     from onnx import TensorProto, helper
 
     graph = model.graph
+    for output in graph.output:  # one example in, one row of probabilities out: (1, K), not a symbol
+        if output.name == probs_name:
+            dims = output.type.tensor_type.shape.dim
+            del dims[:]
+            for value in (1, len(labels)):
+                dims.add().dim_value = value
     labels_const = helper.make_tensor("__class_labels", TensorProto.STRING, [len(labels)],
                                       [label.encode("utf-8") for label in labels])
     graph.initializer.append(labels_const)

@@ -180,6 +180,8 @@ class MLHandPoseClassifier(ClassifierTask):
     ModelAlgorithmType = ModelAlgorithmType
     ValidationData = ValidationData
     _what = "image"
+    # 8-bit weights: 200/200 sample photos give float32's top answer (benchmarks/export_precision.py)
+    default_precision = "int8"
     _no_detection_counts_as_wrong = True
 
     @classmethod
