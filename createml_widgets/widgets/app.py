@@ -75,7 +75,8 @@ def available_tasks() -> list[str]:
 # What one task's part of the app is made of: kept for the kernel's life, so switching back to a task
 # shows its data, parameters, training and model as they were.
 VIEW_ATTRS = ("info", "picker", "form", "train_button", "train_message", "progress", "confusion", "model_summary",
-              "holdout_box", "preview", "camera", "live", "export_name", "export_button", "download", "sections")
+              "holdout_box", "preview", "camera", "live", "data_tabs", "preview_tabs", "export_name", "export_button",
+              "download", "sections")
 HOLDOUT_RATIO = 0.2  # what "Hold out 20% and train again" sets
 # Run by the browser when the guard's HTML is drawn (an image that cannot load calls onerror; ipywidgets'
 # HTML runs no <script>): keeps window.__cmlwTraining current, and once per page asks before leaving
@@ -136,17 +137,21 @@ def _section(step: int, title: str, *children: widgets.Widget, css: str = "") ->
     return box
 
 
-def _data_sources(picker: DataSourcePicker, camera: Camera) -> widgets.Tab:
-    """Where training data comes from: folders and uploads (the picker), or the camera."""
-    tabs = widgets.Tab(children=[picker, camera], titles=("Folders & uploads", "Camera"))
-    tabs.add_class("cmlw-data-tabs")
-    return tabs
+def _lazy_tabs(titles: tuple[str, ...], first: widgets.Widget, make_second, css: str) -> widgets.Tab:
+    """A Tab of `first` and a widget made by `make_second()` when its tab is first opened.
 
+    The camera widgets are anywidgets: their browser module must load within 2 s of the model's creation
+    (anywidget's limit), which a page still drawing the whole app on a busy machine can miss; made when
+    asked for, they load on an idle page (and a page that never uses the camera never loads them)."""
+    holder = widgets.VBox()
+    tabs = widgets.Tab(children=[first, holder], titles=titles)
+    tabs.add_class(css)
 
-def _preview_tabs(preview: PredictionPreview, live: LivePreview) -> widgets.Tab:
-    """Try the model on a file, or live on the camera."""
-    tabs = widgets.Tab(children=[preview, live], titles=("File", "Live"))
-    tabs.add_class("cmlw-preview-tabs")
+    def opened(change) -> None:
+        if change["new"] == 1 and not holder.children:
+            holder.children = [make_second()]
+
+    tabs.observe(opened, "selected_index")
     return tabs
 
 
@@ -315,17 +320,19 @@ class TrainerApp(widgets.VBox):
         self._export_format_changed()
         self.download = widgets.HTML()
         self.download.add_class("cmlw-download-link")
-        self.camera = Camera(info.key, picker=self.picker)
-        self.live = LivePreview()
+        self.camera = None  # made when its tab is opened (open_camera)
+        self.live = None  # made when the Live tab is opened (open_live)
+        self.data_tabs = _lazy_tabs(("Folders & uploads", "Camera"), self.picker, self.open_camera, "cmlw-data-tabs")
+        self.preview_tabs = _lazy_tabs(("File", "Live"), self.preview, self.open_live, "cmlw-preview-tabs")
         self.sections = [
-            _section(1, "Data", _data_sources(self.picker, self.camera), css="cmlw-section-data"),
+            _section(1, "Data", self.data_tabs, css="cmlw-section-data"),
             _section(2, "Parameters", self.form, css="cmlw-section-parameters"),
             _section(3, "Training", widgets.HBox([self.train_button, self.train_message],
                                                  layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
                      self.progress, css="cmlw-section-training"),
             _section(4, "Evaluation", self.holdout_box, self.confusion, self.model_summary,
                      css="cmlw-section-evaluation"),
-            _section(5, "Preview", _preview_tabs(self.preview, self.live), css="cmlw-section-preview"),
+            _section(5, "Preview", self.preview_tabs, css="cmlw-section-preview"),
             _section(6, "Export", widgets.HBox([self.export_format, self.export_precision],
                                                layout=widgets.Layout(flex_flow="row wrap")), self.export_help,
                      widgets.HBox([self.export_name, self.export_button],
@@ -334,6 +341,18 @@ class TrainerApp(widgets.VBox):
         ]
         self.body.children = self.sections
         no_null_titles(self)
+
+    def open_camera(self) -> Camera:
+        """The Camera of the Data step (saving through the app's picker), made on first use."""
+        if self.camera is None:
+            self.camera = Camera(self.info.key, picker=self.picker)
+        return self.camera
+
+    def open_live(self) -> LivePreview:
+        """The Live tab's LivePreview of the trained model, made on first use."""
+        if self.live is None:
+            self.live = LivePreview(self.model)
+        return self.live
 
     # -- training ------------------------------------------------------------------------------
     def train(self, session_parameters: MLTrainingSessionParameters | None = None):
@@ -471,7 +490,8 @@ class TrainerApp(widgets.VBox):
         except Exception as err:  # noqa: BLE001 - the summary is a nicety
             log.debug("no model summary: %s", err)
         self.preview.model = model
-        self.live.model = model
+        if self.live is not None:
+            self.live.model = model
         self.export_button.disabled = False
 
     def _show_holdout(self, model) -> None:

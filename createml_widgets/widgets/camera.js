@@ -200,13 +200,17 @@ function render({ model, el: root }) {
     onCameraStarted = () => { snapBtn.disabled = recordBtn.disabled = false; };
     onCameraStopping = () => { snapBtn.disabled = recordBtn.disabled = true; };
 
-    snapBtn.addEventListener("click", async () => {
+    function failed(err) {
+      message.textContent = `not saved: ${err && err.message ? err.message : err}`;
+      message.className = "cmlw-camera-message cmlw-camera-failed";
+    }
+    snapBtn.addEventListener("click", () => {
       if (!stream) return;
       const canvas = grab(video, document.createElement("canvas"), model.get("photo_max_side"));
-      const blob = await blobOf(canvas, 0.92);
-      const buffer = await blob.arrayBuffer();
-      model.send({ type: "photo", label: labelInput.value, width: canvas.width, height: canvas.height },
-        undefined, [buffer]);
+      const label = labelInput.value;
+      blobOf(canvas, 0.92).then((blob) => blob.arrayBuffer()).then((buffer) => {
+        model.send({ type: "photo", label, width: canvas.width, height: canvas.height }, undefined, [buffer]);
+      }).catch(failed);
     });
 
     // Record: JPEG frames at clip_fps with their capture times, sent together when the clip is done;

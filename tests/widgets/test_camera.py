@@ -135,14 +135,18 @@ def test_the_app_offers_the_camera_beside_folders_and_a_live_tab(tmp_path, hand_
     from createml_widgets.widgets import TrainerApp
 
     app = TrainerApp("hand_pose", root=tmp_path)
-    data_tabs = app.body.children[0].children[1]
-    assert data_tabs.titles == ("Folders & uploads", "Camera") and data_tabs.children == (app.picker, app.camera)
+    tabs = app.data_tabs
+    assert tabs.titles == ("Folders & uploads", "Camera") and tabs.children[0] is app.picker
+    assert app.camera is None  # made when its tab is opened
+    tabs.selected_index = 1
+    assert tabs.children[1].children == (app.camera,) and isinstance(app.camera, Camera)
     assert app.camera.picker is app.picker and app.camera.media == "image"
-    preview_tabs = app.body.children[4].children[1]
-    assert preview_tabs.titles == ("File", "Live") and preview_tabs.children[1] is app.live
+    assert app.preview_tabs.titles == ("File", "Live") and app.live is None
     app.camera.save_photo(_jpeg(_photo("5")), "five")
     assert app.picker.path == "uploads" and app.picker.counts == {"five": 1}
     app.progress.model = hand_pose_model  # what a finished training does
-    assert app.live.model is hand_pose_model
+    app.preview_tabs.selected_index = 1
+    assert app.preview_tabs.children[1].children == (app.live,) and app.live.model is hand_pose_model
     app.task = "hand_action"  # a new task: a camera recording clips, a live preview without a model
-    assert app.camera.media == "video" and app.live.model is None
+    assert app.camera is None and app.live is None
+    assert app.open_camera().media == "video" and app.open_live().model is None
