@@ -353,7 +353,7 @@ def _worker_spec(inner) -> bytes:
     spec = copy.copy(inner)
     if hasattr(spec, "workers"):
         spec.workers = 1  # a Dask worker is one process (a daemon: it cannot start a pool); scale with workers
-    for attr in ("backbone", "runner", "_runner_for", "_pool"):
+    for attr in ("backbone", "runner", "_runner_for", "_pool", "_detector"):
         if hasattr(spec, attr):
             setattr(spec, attr, None)
     return pickle.dumps(spec)

@@ -84,16 +84,35 @@ class HandPoseExtractor(KeypointExtractor):
 
     def __init__(self, workers: int | None = None):
         self.workers = workers
+        self._detector = None  # with workers=1 (e.g. on a Dask worker): one detector kept for every batch
 
     @property
     def id(self) -> str:
         return mediapipe_id() + ":static"
 
-    def _extract_files(self, items: list) -> list:
-        from ..features.hand_keypoints import extract_image_keypoints
+    def __exit__(self, *exc) -> None:
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
 
+    def _observations(self, sources: list[str]) -> list:
+        from ..features.hand_keypoints import HandKeypointDetector, extract_image_keypoints
+
+        if self.workers != 1:
+            return extract_image_keypoints(sources, workers=self.workers)
+        if self._detector is None:
+            self._detector = HandKeypointDetector(video=False)  # what extract_image_keypoints builds
         out = []
-        for item, obs in zip(items, extract_image_keypoints([str(i.source) for i in items], workers=self.workers)):
+        for source in sources:
+            try:
+                out.append(self._detector.detect(source))
+            except Exception as err:  # noqa: BLE001 - as extract_image_keypoints: the slot holds it
+                out.append(err)
+        return out
+
+    def _extract_files(self, items: list) -> list:
+        out = []
+        for item, obs in zip(items, self._observations([str(i.source) for i in items])):
             if obs is None:
                 out.append(NoHandDetectedError(item.source))
             elif isinstance(obs, BaseException):
