@@ -480,8 +480,9 @@ class DataSourcePicker(widgets.VBox):
             sample = self.task.sample()
             start = relative_to_root(sample, self.root) if sample.exists() and is_within(sample, self.root) else ""
         self.navigate(start)
-        if path is None and not start and not self.ready:
-            # A data root of one's own holding one dataset folder: open that, not an error about the root.
+        if root is None and path is None and not start and not self.ready:
+            # A data root of one's own ($CREATEML_WIDGETS_DATA_ROOT, as the dashboard is started with)
+            # holding one dataset folder: open that, not an error about the root.
             subs = [p for p in self.root.iterdir() if p.is_dir() and _visible(p.name) and p.name != uploads_folder
                     and is_within(p, self.root)]
             if len(subs) == 1:

@@ -335,7 +335,7 @@ class PredictionPreview(widgets.VBox):
                     with tempfile.TemporaryDirectory(prefix="cmlw-preview-") as tmp:
                         p = Path(tmp) / f"upload{suffix}"
                         p.write_bytes(content)
-                        self._predict_uploaded(p)
+                        self._predict_uploaded(p, name)
                 else:
                     from ..features.image_io import load_image_bytes
 
@@ -346,15 +346,24 @@ class PredictionPreview(widgets.VBox):
                     except Exception as err:  # noqa: BLE001 - shown in the widget
                         self._show_failure(str(err))
                         return
-                    self._predict_uploaded(image)
+                    self._predict_uploaded(image, name)
             except Exception:  # noqa: BLE001 - shown by _predict_uploaded()
                 log.debug("upload prediction failed", exc_info=True)
 
         self._thread = threading.Thread(target=run, name="cmlw-preview-upload", daemon=True)
         self._thread.start()
 
-    def _predict_uploaded(self, source) -> None:
-        # Uploaded files live outside root (a temporary folder); they are predicted directly.
+    def _predict_uploaded(self, source, name: str | None = None) -> None:
+        # Uploaded files live outside root (a temporary folder); they are predicted directly. Messages
+        # name the file the student uploaded (`name`), not "<PIL image>" or the temporary copy.
+        def named(err) -> str:
+            text = str(err)
+            if name:
+                text = text.replace(str(source), name).replace("<PIL image>", name)
+                if name not in text:
+                    text = f"{name}: {text}"
+            return text
+
         if self.model is None:
             return
         self.busy = True
@@ -369,11 +378,11 @@ class PredictionPreview(widgets.VBox):
                 self.results = self._predict_image(source)
             self._say("")
         except NoHandDetectedError as err:
-            self.error = str(err)
-            self._say(f"No hand found: {err}", "warning")
+            self.error = named(err)
+            self._say(f"No hand found: {self.error}", "warning")
             self.results_html.value = self.timeline.value = ""
         except Exception as err:  # noqa: BLE001
-            self.error = f"{type(err).__name__}: {err}"
+            self.error = f"{type(err).__name__}: {named(err)}"
             self._say(self.error, "error")
             self.picture.value = self.results_html.value = self.timeline.value = ""
         finally:

@@ -594,11 +594,14 @@ def test_a_label_folder_picked_as_the_dataset_is_refused_and_its_parent_offered(
     assert picker.parent_button.layout.display == "none"
 
 
-def test_a_data_root_holding_one_dataset_folder_opens_on_it(tmp_path):
+def test_a_data_root_holding_one_dataset_folder_opens_on_it(tmp_path, monkeypatch):
+    """`CREATEML_WIDGETS_DATA_ROOT=~/photos make dashboard`, ~/photos holding one dataset folder."""
     from createml_widgets import samples
 
     root = tmp_path / "mine"
     for label in ("0", "1"):
         shutil.copytree(samples.sign_language_digits() / label, root / "photos" / label)
-    picker = DataSourcePicker("image", root=root)
-    assert picker.path == "photos" and picker.ready, picker.problems
+    monkeypatch.setenv("CREATEML_WIDGETS_DATA_ROOT", str(root))
+    picker = DataSourcePicker("image")
+    assert picker.root == root.resolve() and picker.path == "photos" and picker.ready, picker.problems
+    assert DataSourcePicker("image", root=root).path == ""  # a root given in code opens as given

@@ -3,6 +3,7 @@ hand skeleton on photos, and one prediction per window along a video's timeline.
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import re
 import shutil
@@ -185,6 +186,13 @@ def test_hand_pose_draws_the_skeleton_and_says_when_there_is_no_hand(hand_pose_m
     assert "no hand was detected in photos/wall.png" in preview.message.value
     assert str(tmp_path) not in preview.message.value and preview.path_input.value == "photos/wall.png"
     assert "no hand found" in preview.picture.value and preview.results_html.value == ""
+
+    # An upload of it: the message names the file the student uploaded, not "<PIL image>".
+    buf = io.BytesIO()
+    blank.save(buf, "PNG")
+    upload(preview, "my wall.png", buf.getvalue(), "image/png")
+    preview.wait(60)
+    assert "my wall.png" in preview.message.value and "PIL" not in preview.message.value, preview.message.value
 
 
 # -- hand action ---------------------------------------------------------------------------------
