@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--large] [--only image,training,keypoints,handpose,handaction,variants]`.
+"""`python -m benchmarks [--quick] [--large] [--only image,training,keypoints,handpose,handaction,live,variants]`.
 
 Runs each area in this process (the training area also starts subprocesses to measure peak memory),
 with the feature cache pointed at a private temp dir, and prints one table at the end.
@@ -24,9 +24,10 @@ AREAS = {
     "keypoints": ("hands", "run_keypoints"),
     "handpose": ("hands", "run_handpose"),
     "handaction": ("hands", "run_handaction"),
+    "live": ("live", "run"),
     "variants": ("variants", "run"),  # every backbone variant tried; not part of "all"
 }
-DEFAULT = ["image", "training", "keypoints", "handpose", "handaction"]
+DEFAULT = ["image", "training", "keypoints", "handpose", "handaction", "live"]
 ALIASES = {"hands": ["keypoints", "handpose", "handaction"], "all": DEFAULT}
 
 
