@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--large] [--only image,training,keypoints,handpose,handaction,variants,accuracy]`.
+"""`python -m benchmarks [--quick] [--large] [--only image,training,keypoints,decode,handpose,handaction,live,variants,int8,scale,accuracy]`.
 
 Runs each area in this process (the training area also starts subprocesses to measure peak memory),
 with the feature cache pointed at a private temp dir, and prints one table at the end.
@@ -25,13 +25,14 @@ AREAS = {
     "handpose": ("hands", "run_handpose"),
     "handaction": ("hands", "run_handaction"),
     "decode": ("hand_decode", "run"),  # hand keypoints at every photo size and format
+    "live": ("live", "run"),
     "variants": ("variants", "run"),  # every backbone variant tried; not part of "all"
     "int8": ("int8", "run"),  # int8 quantisation configurations; not in "all"
     "scale": ("scale", "run"),  # 1,000 / 10,000 (/ 100,000 with --large) photos, local and Dask; not in "all"
     "accuracy": ("accuracy", "run"),  # held-out accuracy against plain baselines (a few minutes); not in "all"
     "accuracy-variants": ("accuracy", "run_variants"),  # hand action: each change measured; not in "all"
 }
-DEFAULT = ["image", "training", "keypoints", "decode", "handpose", "handaction"]
+DEFAULT = ["image", "training", "keypoints", "decode", "handpose", "handaction", "live"]
 ALIASES = {"hands": ["keypoints", "decode", "handpose", "handaction"], "all": DEFAULT}
 
 

@@ -120,8 +120,11 @@ def data_root(tmp_path, monkeypatch):
     return root
 
 
-def _tab(page, tabs: str, title: str) -> None:
+def _tab(page, tabs: str, title: str, shows: str | None = None) -> None:
+    """Open a tab of the app; `shows`: a selector to wait for (the camera widgets are made on opening)."""
     page.locator(f"{tabs} .lm-TabBar-tab, {tabs} .p-TabBar-tab", has_text=title).first.click()
+    if shows:
+        page.wait_for_selector(shows, timeout=MINUTE)
 
 
 def _switch_task(page, title: str, ready: str) -> None:
@@ -129,7 +132,6 @@ def _switch_task(page, title: str, ready: str) -> None:
     page.locator(".cmlw-task-select button", has_text=title).click()
     page.wait_for_selector(ready, timeout=2 * MINUTE)
     page.wait_for_selector(".cmlw-picker-ready", timeout=2 * MINUTE)
-    page.wait_for_selector(".cmlw-camera-camera .cmlw-camera-start", state="attached", timeout=2 * MINUTE)
 
 
 def _start_camera(page, widget: str) -> None:
@@ -171,7 +173,7 @@ def test_record_two_labels_train_and_watch_it_answer_live(camera_browser, tmp_pa
         _switch_task(page, "Hand Pose Classifier", ".cmlw-param-maximum_iterations input")
 
         # 1. The camera tab beside folders and uploads; Start camera; Snap photos of two labels.
-        _tab(page, ".cmlw-data-tabs", "Camera")
+        _tab(page, ".cmlw-data-tabs", "Camera", ".cmlw-camera-camera .cmlw-camera-start")
         _start_camera(page, ".cmlw-camera-camera")
         ui.shot("camera-1-started", ".cmlw-section-data")
         for _digit, label, _colour in SEGMENTS:
@@ -209,7 +211,7 @@ def test_record_two_labels_train_and_watch_it_answer_live(camera_browser, tmp_pa
         ui.check("training on the recorded photos")
 
         # 3. Live: the label follows the hand the camera shows.
-        _tab(page, ".cmlw-preview-tabs", "Live")
+        _tab(page, ".cmlw-preview-tabs", "Live", ".cmlw-camera-live .cmlw-live-start")
         live = ".cmlw-camera-live"
         page.click(f"{live} .cmlw-live-start")
         page.wait_for_selector(f"{live}[data-state='on']", timeout=MINUTE)
@@ -221,7 +223,7 @@ def test_record_two_labels_train_and_watch_it_answer_live(camera_browser, tmp_pa
         watched_ms = 3 * 2 * SEGMENT_S * 1000 / 2  # three changes of hand
         seen = page.evaluate(WATCH_LIVE_JS, [video, caption, MARKER_JS, watched_ms])
         ui.shot("camera-4-live", ".cmlw-section-preview")
-        stats = page.evaluate(f"() => {{ const s = document.querySelector('{live} .cmlw-camera').cmlwStats;"
+        stats = page.evaluate(f"() => {{ const s = document.querySelector('{live}').cmlwStats;"
                               " return {sent: s.sent, answers: s.answers, dropped: s.dropped, latencies: s.latencies}; }")
         meter = page.inner_text(f"{live} .cmlw-live-meter")
         page.click(f"{live} .cmlw-live-stop")
@@ -267,7 +269,7 @@ def test_record_a_clip_for_a_hand_action(camera_browser, tmp_path, data_root):
     with open_dashboard(camera_browser, tmp_path / "cache", "camera_clip") as visit:
         ui, page = visit.ui, visit.page
         _switch_task(page, "Hand Action Classifier", ".cmlw-param-prediction_window_size input")
-        _tab(page, ".cmlw-data-tabs", "Camera")
+        _tab(page, ".cmlw-data-tabs", "Camera", ".cmlw-camera-camera .cmlw-camera-start")
         cam = ".cmlw-camera-camera"
         assert not page.is_visible(f"{cam} .cmlw-camera-snap")  # clips, not photos, for hand actions
         _start_camera(page, cam)
@@ -301,14 +303,14 @@ def test_a_refused_camera_says_so_and_the_app_works_on(tmp_path, data_root):
             with open_dashboard(browser, tmp_path / "cache", "camera_refused") as visit:
                 ui, page = visit.ui, visit.page
                 page.context.clear_permissions()
-                _tab(page, ".cmlw-data-tabs", "Camera")
+                _tab(page, ".cmlw-data-tabs", "Camera", ".cmlw-camera-camera .cmlw-camera-start")
                 page.click(".cmlw-camera-camera .cmlw-camera-start")
                 problem = page.wait_for_selector(".cmlw-camera-camera .cmlw-camera-problem-denied", timeout=MINUTE)
                 text = problem.inner_text()
                 assert "Camera permission was refused" in text and "Start camera again" in text, text
                 ui.shot("camera-7-refused", ".cmlw-section-data")
                 # The live tab says the same; the rest of the app goes on: the picker still works.
-                _tab(page, ".cmlw-preview-tabs", "Live")
+                _tab(page, ".cmlw-preview-tabs", "Live", ".cmlw-camera-live .cmlw-live-start")
                 page.click(".cmlw-camera-live .cmlw-live-start")
                 page.wait_for_selector(".cmlw-camera-live .cmlw-camera-problem-denied", timeout=MINUTE)
                 _tab(page, ".cmlw-data-tabs", "Folders & uploads")
