@@ -355,7 +355,10 @@ class MLHandActionClassifier(ClassifierTask):
                      "translate": V.TRANSLATE in opts, "drop_frames": V.DROP_FRAMES in opts,
                      "interpolate_frames": V.INTERPOLATE_FRAMES in opts}
             augment = lambda batch, g: augment_keypoints(batch, g, **flags)  # noqa: E731
-        streams = tuple(session.summary.setdefault("net_streams", list(NET_STREAMS)))
+        if "net_streams" not in session.summary:  # a session trained before streams were recorded: joints
+            trained = session.latest_training_checkpoint() is not None
+            session.summary["net_streams"] = ["joints"] if trained else list(NET_STREAMS)
+        streams = tuple(session.summary["net_streams"])
         net = HandActionGCN(len(plan.labels), streams=streams)
         # threads=None: torch's own count (every core). The temporal convolutions are large enough to
         # share: a batch of 32 windows trains in 141 ms on 2 threads against 247 ms on 1.
