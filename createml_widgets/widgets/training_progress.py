@@ -103,12 +103,9 @@ class TrainingProgress(widgets.VBox):
         self.resume_button.on_click(lambda _b: self.resume())
         self.checkpoints_html = widgets.HTML()
         self.checkpoints_html.add_class("cmlw-checkpoints")
-        # The chart (a Plotly widget: 5 MB of plotly.js for the browser to start) is made with the first
-        # point, so a page with nothing trained yet opens without it.
-        self.figure = None
-        self.chart_fallback = None
-        chart = widgets.Box()
-        self.chart_box = chart
+        self.figure = self._make_figure()
+        chart = self.figure if self.figure is not None else widgets.HTML()
+        self.chart_fallback = None if self.figure is not None else chart
         chart.add_class("cmlw-progress-chart")
         super().__init__(children=[
             self.phase_label,
@@ -324,14 +321,7 @@ class TrainingProgress(widgets.VBox):
 
     def _draw_chart(self) -> None:
         rows = list(self.history)
-        if rows and self.figure is None and self.chart_fallback is None:
-            self.figure = self._make_figure()
-            if self.figure is None:
-                self.chart_fallback = widgets.HTML()
-            self.chart_box.children = (self.figure if self.figure is not None else self.chart_fallback,)
         if self.figure is None:
-            if self.chart_fallback is None:
-                return
             if rows:
                 last = rows[-1]
                 self.chart_fallback.value = (f"<pre>iteration {last['iteration']}: "

@@ -203,6 +203,10 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
             ui.check("reloading")
             all_kernels = kernels | server.memory.kernels()
             server.memory.sample()
+        except BaseException:
+            results["problems_on_failure"] = ui.problems + ui.errors_shown()
+            ui.shot("classroom-zz-failed")
+            raise
         finally:
             page.close()
             results["steps_s"] = clock.steps
