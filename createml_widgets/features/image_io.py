@@ -122,7 +122,8 @@ def _decode_file(fp, name: str, side: int | None) -> Image.Image:
     except Image.DecompressionBombError as err:  # PIL's own limit, for the formats opened through it
         raise UnreadableFileError(name, f"the image is too large to decode safely ({err})") from None
     except _DECODE_ERRORS as err:
-        raise UnreadableFileError(name, f"not a readable image ({err.__class__.__name__}: {err})") from None
+        text = f"cannot identify image file {name!r}" if isinstance(err, UnidentifiedImageError) else err
+        raise UnreadableFileError(name, f"not a readable image ({err.__class__.__name__}: {text})") from None
     return _decode(image, name, side)
 
 
