@@ -29,6 +29,7 @@ from createml_widgets.features.image_io import load_image  # noqa: E402
 
 PRECISIONS = ("float32", "float16", "int8")
 PROGRESS: Path | None = None  # --progress: partial results written while the evaluations run
+ONLY: tuple[str, ...] = PRECISIONS  # --precisions: the .mlmodel precisions to evaluate
 
 
 def _size(path: Path) -> int:
@@ -48,7 +49,7 @@ def _rows(model, inputs: list[dict], folder: Path, labels: list[str], onnx_input
     package = model.write(folder / "Model.mlpackage")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     reference = np.asarray([session.run(None, onnx_input(x))[1][0] for x in inputs], np.float64)
-    order = ("int8", "float16", "float32")  # the smallest first: the default depends on them
+    order = [p for p in ("int8", "float16", "float32") if p in ONLY]  # the smallest first
     rows = {"onnx": {"file": "onnx", "bytes": _size(onnx_path), "inputs": len(inputs)},
             "mlpackage": {"file": "mlpackage", "bytes": _size(package)}}
     for name in order:
@@ -116,10 +117,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=["image", "handpose", "handaction", "all"], default="all")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated, e.g. int8,float16")
     parser.add_argument("--progress", type=Path, default=None, help="write partial results here as they come")
     args = parser.parse_args()
-    global PROGRESS
+    global PROGRESS, ONLY
     PROGRESS = args.progress
+    ONLY = tuple(args.precisions.split(","))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for task, fn in (("image", image_task), ("handpose", handpose_task), ("handaction", handaction_task)):
