@@ -131,7 +131,7 @@ def _switch_task(page, title: str, ready: str) -> None:
     """Switch the task and wait for the app rebuilt for it (`ready`: a selector only that task shows)."""
     page.locator(".cmlw-task-select button", has_text=title).click()
     page.wait_for_selector(ready, timeout=2 * MINUTE)
-    page.wait_for_selector(".cmlw-picker-ready", timeout=2 * MINUTE)
+    page.wait_for_selector(".cmlw-picker-summary", timeout=2 * MINUTE)
 
 
 def _start_camera(page, widget: str) -> None:
@@ -171,6 +171,7 @@ def test_record_two_labels_train_and_watch_it_answer_live(camera_browser, tmp_pa
     with open_dashboard(camera_browser, tmp_path / "cache", "camera") as visit:
         ui, page = visit.ui, visit.page
         _switch_task(page, "Hand Pose Classifier", ".cmlw-param-maximum_iterations input")
+        page.wait_for_selector(".cmlw-picker-ready", timeout=2 * MINUTE)  # the data folder's two photo labels
 
         # 1. The camera tab beside folders and uploads; Start camera; Snap photos of two labels.
         _tab(page, ".cmlw-data-tabs", "Camera", ".cmlw-camera-camera .cmlw-camera-start")
@@ -273,23 +274,27 @@ def test_record_a_clip_for_a_hand_action(camera_browser, tmp_path, data_root):
         cam = ".cmlw-camera-camera"
         assert not page.is_visible(f"{cam} .cmlw-camera-snap")  # clips, not photos, for hand actions
         _start_camera(page, cam)
-        page.fill(f"{cam} .cmlw-camera-label-input", "hold-five")
-        page.dispatch_event(f"{cam} .cmlw-camera-label-input", "change")
         page.fill(f"{cam} .cmlw-camera-seconds-input", "2")
         page.dispatch_event(f"{cam} .cmlw-camera-seconds-input", "change")
-        page.click(f"{cam} .cmlw-camera-record")
-        page.wait_for_function(f"() => document.querySelector('{cam} .cmlw-camera-record').textContent"
-                               ".startsWith('Recording')", timeout=MINUTE)
-        ui.shot("camera-5-recording-clip", ".cmlw-section-data")
-        page.wait_for_function(f"() => (document.querySelector('{cam} .cmlw-camera-count[data-label=\"hold-five\"]')"
-                               " || {}).textContent === 'hold-five: 1'", timeout=MINUTE)
+        infos = {}
+        for label in ("hold-five", "hold-one"):  # two labels: one alone is not training data (the picker says so)
+            page.fill(f"{cam} .cmlw-camera-label-input", label)
+            page.dispatch_event(f"{cam} .cmlw-camera-label-input", "change")
+            page.click(f"{cam} .cmlw-camera-record")
+            page.wait_for_function(f"() => document.querySelector('{cam} .cmlw-camera-record').textContent"
+                                   ".startsWith('Recording')", timeout=MINUTE)
+            if label == "hold-five":
+                ui.shot("camera-5-recording-clip", ".cmlw-section-data")
+            page.wait_for_function(f"() => (document.querySelector('{cam} .cmlw-camera-count[data-label=\"{label}\"]')"
+                                   f" || {{}}).textContent === '{label}: 1'", timeout=MINUTE)
+            [clip] = (data_root / "uploads" / label).glob("*.mp4")
+            infos[label] = info = probe_video(clip)
+            assert info.fps == 30.0 and 1.6 <= info.duration <= 2.4 and (info.width, info.height) == (640, 480), info
+            assert video_keypoints(clip, 30.0).hand_fraction > 0.8  # the recorded clip shows the hand
         visit.mark("recorded")
-        ui.check("recording a clip")
-        ui.shot("camera-6-clip-recorded", ".cmlw-section-data")
-        [clip] = (data_root / "uploads" / "hold-five").glob("*.mp4")
-        info = probe_video(clip)
-        assert info.fps == 30.0 and 1.6 <= info.duration <= 2.4 and (info.width, info.height) == (640, 480), info
-        assert video_keypoints(clip, 30.0).hand_fraction > 0.8  # the recorded clip shows the hand
+        ui.check("recording clips")
+        ui.shot("camera-6-clips-recorded", ".cmlw-section-data")
+        info = infos["hold-five"]
         _write_figures("hand_action_clip", {"duration_s": info.duration, "frames": info.frame_count})
 
 
