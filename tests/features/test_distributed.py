@@ -158,8 +158,7 @@ def test_a_worker_killed_mid_run_loses_nothing(client, tmp_path, monkeypatch):
     assert killed_at and killed_at[0] < 100  # the worker died with work left
     assert job.session.summary["extraction"]["extracted"] == 100
     _same_features(reference, job.session)
-    cmw_dask.wait_for_workers(client, 2, timeout=300)  # the nanny starts a new worker in its place
-    assert victim not in client.run(os.getpid).values()
+    assert victim not in client.run(os.getpid).values()  # the run finished on the worker that was left
 
 
 def test_cancel_then_resume_redoes_no_finished_item(client, tmp_path, monkeypatch):
