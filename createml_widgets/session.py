@@ -677,6 +677,11 @@ class MLTrainingSession:
     def _delete_file(self, path) -> None:
         """Delete a file the session wrote (only one inside its folder)."""
         name = self._own_path(path)
+        if name not in self._own_files().files or not _SESSION_NAMES.fullmatch(name) or name == SESSION_FILE:
+            # an edited session.json naming a file of the folder the session did not write (notes.txt, its own list)
+            log.warning("%s names %s as a checkpoint, which this session did not write: left alone",
+                        self.session_directory / SESSION_FILE, self.session_directory / name)
+            return
         with contextlib.suppress(FileNotFoundError):
             (self.session_directory / name).unlink()
         self._own_files().forget(name)

@@ -87,14 +87,14 @@ def test_the_data_folder_as_its_own_session_folder_is_refused(tmp_path):
 
 
 # -- an edited or truncated list of the session's files ---------------------------------------------------------------
-def _session_in_project(tmp_path) -> tuple[Path, Path]:
+def _session_in_project(tmp_path, iterations: int = 1) -> tuple[Path, Path]:
     photos = _photos(tmp_path / "photos")
     project = tmp_path / "project"
     (project / "photos").mkdir(parents=True)
     (project / "notes.txt").write_text("my notes")
     shutil.copy(next((photos / "0").iterdir()), project / "photos" / "a.jpg")
-    MLImageClassifier.train(MLImageClassifier.DataSource.labeled_directories(photos), _params(),
-                            MLTrainingSessionParameters(project)).result(timeout=300)
+    MLImageClassifier.train(MLImageClassifier.DataSource.labeled_directories(photos), _params(iterations),
+                            MLTrainingSessionParameters(project, checkpoint_interval=1)).result(timeout=300)
     return photos, project
 
 
@@ -170,3 +170,17 @@ def test_a_relative_session_folder_keeps_a_bounded_set_of_checkpoints_on_disk(tm
     session = MLImageClassifier.restore_training_session(MLTrainingSessionParameters("my.session"))
     session.remove_checkpoints(lambda c: c.iteration < 9 and c.phase.value == "training")
     assert sorted(p.name for p in (tmp_path / "my.session" / "checkpoints").iterdir()) == ["training-00009.pt"]
+
+
+def test_an_edited_checkpoint_url_naming_a_file_in_the_folder_does_not_delete_it(tmp_path):
+    # session.json's url "notes.txt" is inside the folder, so the confinement let remove_checkpoints delete it
+    _, project = _session_in_project(tmp_path, iterations=2)
+    state = json.loads((project / "session.json").read_text())
+    training = [c for c in state["checkpoints"] if c["phase"] == "training"]
+    for checkpoint, name in zip(training, ["notes.txt", "session-files.json"]):
+        checkpoint["url"] = name
+    (project / "session.json").write_text(json.dumps(state))
+    session = MLImageClassifier.restore_training_session(MLTrainingSessionParameters(project))
+    session.remove_checkpoints(lambda c: c.phase.value == "training")
+    assert (project / "notes.txt").read_text() == "my notes"
+    assert json.loads((project / "session-files.json").read_text())["files"]
