@@ -407,7 +407,9 @@ def cmd_train(args) -> int:
     _check_out(out)
     data = _data_source(args.task, task, args.data, args)
     from .session import prepare_session_directory, remove_session_directory, session_lock
+    from .tasks._base import check_session_outside_data
 
+    check_session_outside_data(data, session_dir)  # before the folder is made
     prepare_session_directory(session_dir)
     with session_lock(session_dir):  # a second train on the same session folder is refused
         session = _open_session(args.task, task, data, params, sp, args)

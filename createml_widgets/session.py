@@ -161,7 +161,10 @@ class MLTrainingSessionParameters:
 
     @property
     def directory(self) -> Path | None:
-        return Path(self.session_directory).expanduser() if self.session_directory is not None else None
+        # absolute: a session's files are named relative to it, and a relative folder named them twice over
+        # ("s/s/checkpoints/...": pruned checkpoints were never deleted)
+        return Path(os.path.abspath(Path(self.session_directory).expanduser())) \
+            if self.session_directory is not None else None
 
     def to_dict(self) -> dict:
         return {"session_directory": str(self.session_directory) if self.session_directory else None,
@@ -277,7 +280,9 @@ def session_path(root: Path, name, what: str) -> Path:
 # The files a session wrote (its manifest), the folder lock, and discarding a session
 # ---------------------------------------------------------------------------------------------
 _TEMP_NAME = re.compile(r"\.(?P<base>.+)\.[A-Za-z0-9_]{8}")  # what atomic_write_bytes's mkstemp names look like
-_LEGACY_NAMES = re.compile(r"(features/chunk-\d{5}\.npz|checkpoints/training-\d{5}\.pt)")
+_LEGACY_NAMES = re.compile(r"(features/chunk-\d{5,}\.npz|checkpoints/training-\d{5,}\.pt)")
+# Every name a session writes in its folder (besides its list): a listed name of any other form is not the session's.
+_SESSION_NAMES = re.compile(rf"({re.escape(SESSION_FILE)}|{_LEGACY_NAMES.pattern})")
 
 
 class SessionFiles:
@@ -300,16 +305,28 @@ class SessionFiles:
             return None
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise SessionError(f"cannot read the session's list of its files {path} ({err}); nothing was deleted: "
-                               f"delete the folder {root} yourself if you no longer need it") from err
+        except OSError as err:
+            raise SessionError(f"cannot read the session's list of its files {path} ({err.strerror or err}); "
+                               "nothing was deleted") from err
+        except ValueError as err:  # truncated or damaged: rebuilt from session.json and the names a session writes
+            message = (f"the session's list of its files {path} is damaged ({type(err).__name__}: {err}): rebuilt from "
+                       f"{SESSION_FILE} and the files named as a session names them")
+            log.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=2)
+            return None
         if not isinstance(d, dict) or d.get("kind") != MANIFEST_KIND or not isinstance(d.get("files"), list):
             raise SessionError(f"{path} is not a list of a session's files (it was edited, or is another program's "
                                f"file); nothing was deleted: pick another session folder")
         files = set()
         for name in d["files"]:
             session_path(root, name, "the session file")
-            files.add(Path(name).as_posix())
+            name = Path(name).as_posix()
+            if not _SESSION_NAMES.fullmatch(name):
+                # an edited list naming a file the session never writes (notes.txt, photos/a.jpg): not the session's,
+                # so it is kept like any other file of the folder
+                log.warning("%s lists %r, which is not a file a session writes: left alone", path, name)
+                continue
+            files.add(name)
         return cls(root, files, bool(d.get("created_directory")))
 
     @classmethod
@@ -328,7 +345,8 @@ class SessionFiles:
                 for name in names:
                     with contextlib.suppress(SessionError):
                         full = session_path(root, name, "a session file")
-                        files.add(full.relative_to(root).as_posix())
+                        if _SESSION_NAMES.fullmatch(full.relative_to(root).as_posix()):
+                            files.add(full.relative_to(root).as_posix())
             for sub in ("features", "checkpoints"):
                 if (root / sub).is_dir() and not (root / sub).is_symlink():
                     for entry in os.scandir(root / sub):
@@ -346,6 +364,8 @@ class SessionFiles:
         name = Path(name).as_posix()
         if name in self.files:
             return
+        if not _SESSION_NAMES.fullmatch(name):
+            raise ValueError(f"{name!r} is not a name of a session file")  # a bug here, never the user's doing
         path = self.root / name
         if path.exists() or path.is_symlink():
             raise SessionError(f"{path} is in the way: this session did not write it and will not overwrite it; "
@@ -354,7 +374,11 @@ class SessionFiles:
         self.save()
 
     def forget(self, name: str) -> None:
-        self.files.discard(Path(name).as_posix())  # written with the next change
+        """Drop `name` (its file was deleted) from the list, on disk too: the list never names a file long gone."""
+        name = Path(name).as_posix()
+        if name in self.files:
+            self.files.discard(name)
+            self.save()
 
     def owns(self, name: str) -> bool:
         """Whether `name` (relative, posix) is the session's: a listed file, the list, or a temp file of either."""
@@ -653,6 +677,11 @@ class MLTrainingSession:
     def _delete_file(self, path) -> None:
         """Delete a file the session wrote (only one inside its folder)."""
         name = self._own_path(path)
+        if name not in self._own_files().files or not _SESSION_NAMES.fullmatch(name) or name == SESSION_FILE:
+            # an edited session.json naming a file of the folder the session did not write (notes.txt, its own list)
+            log.warning("%s names %s as a checkpoint, which this session did not write: left alone",
+                        self.session_directory / SESSION_FILE, self.session_directory / name)
+            return
         with contextlib.suppress(FileNotFoundError):
             (self.session_directory / name).unlink()
         self._own_files().forget(name)
@@ -910,8 +939,11 @@ def _warn_set_aside(reasons: list[str], what_now: str) -> None:
 
 
 def _run_session(session: MLTrainingSession, job: MLJob):
+    from .tasks._base import check_session_outside_data
+
     task = session.task
     started = time.monotonic()
+    check_session_outside_data(session.training_data, session.session_directory)
     plan = task._plan(session)  # validates data and parameters, resolves items and the split
     _warn_iteration_bound(session, plan)
     session.save()

@@ -133,7 +133,12 @@ class KeypointDataSource:
             if start is not None and end is not None and end <= start:
                 raise DataSourceError(f"{where}, row {n + 1}: end time {end}s is not after start time {start}s")
             if not path.is_file():
-                skipped.append({"path": str(path), "reason": "the file does not exist"})
+                reason = "the file does not exist"
+                if path.is_dir():
+                    reason = (f"a folder, not a{'n' if self._media[0] in 'aeiou' else ''} {self._media} file: list "
+                              "the files inside it, or use DataSource.labeled_directories for a folder of label "
+                              "folders")
+                skipped.append({"path": str(path), "reason": reason})
                 continue
             examples.append(Example(str(label), path, start, end))
         if not examples and not skipped:

@@ -11,6 +11,7 @@ plus `_extractor_for_prediction()` to turn a user's input into features.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,12 @@ class ClassifierTask:
 
     @classmethod
     def _train_sync(cls, training_data, parameters, session_parameters=None):
+        if session_parameters is None:
+            # Create ML's init(trainingData:parameters:) trains the iterations the parameters ask for: no session
+            # bound of 1000 (MLTrainingSessionParameters' default) that the caller could not raise
+            asked = next((getattr(parameters, n) for n in ("max_iterations", "maximum_iterations")
+                          if isinstance(getattr(parameters, n, None), int)), 0)
+            session_parameters = MLTrainingSessionParameters(iterations=max(asked, MLTrainingSessionParameters.iterations))
         session = cls.make_training_session(training_data, parameters, session_parameters)
         return cls._train_session_with_bar(session)
 
@@ -132,6 +139,7 @@ class ClassifierTask:
         sp.validate()
         parameters.validate()
         if sp.directory is not None:
+            check_session_outside_data(training_data, sp.directory)
             if (sp.directory / "session.json").exists():
                 raise SessionError(f"{sp.directory} already holds a training session: use "
                                    f"{cls.__name__}.restore_training_session() to continue it, or pick a new folder")
@@ -389,6 +397,24 @@ class ClassifierTask:
     debug_description = property(__repr__)
 
 
+def check_session_outside_data(training_data, directory) -> None:
+    """Refuse a session folder inside a folder the data source scans for labels: the session's own folders
+    (features/, checkpoints/, or the session folder itself) would be read as labels of the training data."""
+    kind = getattr(training_data, "kind", None)
+    if kind not in ("labeled_directories", "labeled_files") or directory is None:
+        return
+    spec = getattr(training_data, "spec", None)
+    root = spec.get("path") if isinstance(spec, dict) else getattr(training_data, "value", None)
+    if root is None:
+        return
+    real_root, real_dir = os.path.realpath(root), os.path.realpath(directory)
+    if os.path.commonpath([real_root, real_dir]) != real_root:
+        return
+    raise SessionError(f"the session folder {directory} is inside the training data folder {root}: the files the "
+                       "session writes there would be read as training data; pick a session folder outside "
+                       f"{root} (on the command line: an --out or --session outside the data folder)")
+
+
 def skipped_files(plan: Plan, features) -> list[dict]:
     """Every file of a run that was left out: rejected before extraction, or whose extraction failed.
 
@@ -467,4 +493,4 @@ def split_for_validation(session: MLTrainingSession, labeled: dict[str, list], v
     return train, val
 
 
-__all__ = ["ClassifierTask", "Plan", "split_for_validation", "skipped_files", "warn_skipped", "JobCancelledError"]
+__all__ = ["ClassifierTask", "Plan", "check_session_outside_data", "split_for_validation", "skipped_files", "warn_skipped", "JobCancelledError"]

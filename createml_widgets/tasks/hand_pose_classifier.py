@@ -11,7 +11,7 @@ import torch
 from ..data.items import check_labeled
 from ..data.keypoint_sources import KeypointDataSource
 from ..data.validation import ValidationData
-from ..errors import NoHandDetectedError
+from ..errors import DataSourceError, NoHandDetectedError
 from ..features.cache import CachingExtractor
 from ..features.image_io import is_image_file, source_name
 from ..features.keypoint_augment import augment_keypoints
@@ -129,6 +129,12 @@ def keypoint_plan(session, examples_and_skipped, extractor, max_iterations: int,
     labeled: dict[str, list] = {}
     for ex in examples:
         labeled.setdefault(ex.label, []).append(ex)
+    if not labeled and skipped:  # say why, not just "no images found"
+        media = session.training_data._media
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        raise DataSourceError(f"no {media}s to train on in {session.training_data.description}: every entry was left "
+                              f"out ({reasons}{more}); give it {media} files to train on")
     check_labeled(labeled, session.training_data.description, session.training_data._media)
 
     def resolve(source):
