@@ -688,6 +688,12 @@ def _path_error(err: OSError, path: Path, what: str) -> OSError:
     return type(err)(message)
 
 
+def _is_model_package(path: Path) -> bool:
+    """Whether the folder `path` is a Core ML package (Manifest.json and its Data folder, nothing else)."""
+    names = {entry.name for entry in path.iterdir()}
+    return "Manifest.json" in names and names <= {"Manifest.json", "Data"}
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -725,6 +731,11 @@ def write_model(model, path) -> Path:
         raise NotADirectoryError(20, f"cannot write the Core ML model {str(path)!r}: {str(parent)!r} is not a folder")
     if path.is_dir() and wanted == "neuralnetwork":
         raise IsADirectoryError(21, f"cannot write the Core ML model {str(path)!r}: a folder has that name")
+    if path.is_dir() and not path.is_symlink() and not _is_model_package(path):
+        # replacing it would delete whatever the folder holds: only an earlier package is replaced
+        raise IsADirectoryError(21, f"cannot write the Core ML model {str(path)!r}: a folder of that name holds "
+                                    "files that are not a Core ML package; nothing was changed — move it or "
+                                    "write the model under another name")
     token = uuid.uuid4().hex[:12]
     temp = parent / f".{path.stem}.{token}.tmp{path.suffix}"
     backup = parent / f".{path.stem}.{token}.old{path.suffix}"

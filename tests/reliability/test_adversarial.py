@@ -184,3 +184,29 @@ def test_an_edited_checkpoint_url_naming_a_file_in_the_folder_does_not_delete_it
     session.remove_checkpoints(lambda c: c.phase.value == "training")
     assert (project / "notes.txt").read_text() == "my notes"
     assert json.loads((project / "session-files.json").read_text())["files"]
+
+
+def test_writing_a_package_over_a_folder_of_the_users_files_changes_nothing(tmp_path):
+    """An .mlpackage is a folder: writing one where a folder of the user's files has that name must not
+    delete those files (an earlier package of that name is still replaced)."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+
+    from createml_widgets.export.coreml import write_model
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3))])
+    def prog(x):
+        return mb.relu(x=x, name="y")
+
+    model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS15)
+    folder = tmp_path / "Model.mlpackage"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError, match="not a Core ML package"):
+        write_model(model, folder)
+    assert (folder / "notes.txt").read_text() == "mine"
+
+    package = tmp_path / "Earlier.mlpackage"
+    write_model(model, package)
+    write_model(model, package)  # an earlier package is replaced
+    assert (package / "Manifest.json").is_file()

@@ -154,7 +154,7 @@ def test_predict_steps_over_a_damaged_latest_checkpoint_and_fails_cleanly_when_n
     latest = session / "checkpoints" / "training-00004.pt"
     latest.write_bytes(latest.read_bytes()[:1000])
     photo = next((data / "0").iterdir())
-    rc, out, err = run_cli("predict", "image", photo, "--session", session)
+    rc, out, err = run_cli("predict", "image", photo, "--session", session, "--json")
     assert rc == 0, err
     assert "warning:" in err and str(latest) in err and "iteration 2" in err and "Traceback" not in err
     assert json.loads(out.splitlines()[0])["label"] in ("0", "1", "5")
@@ -186,7 +186,7 @@ def test_predict_names_a_non_utf8_file_and_goes_on_under_strict_utf8_stdout(trai
     missing = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"gone-\xff.jpg"))
     raw = io.BytesIO()
     strict = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
-    rc, _, err = run_cli("predict", "image", odd, missing, photo, "--session", session, stdout=strict)
+    rc, _, err = run_cli("predict", "image", odd, missing, photo, "--session", session, "--json", stdout=strict)
     lines = [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]
     assert rc == 1, err  # the missing one failed; the others were predicted
     assert [("error" in line) for line in lines] == [False, True, False]
