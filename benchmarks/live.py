@@ -3,7 +3,7 @@
 
 The models are trained first on the bundled samples (a few iterations: speed does not depend on how
 well they learnt). Each task is timed over the same frames after a warm-up pass (MediaPipe's start);
-the browser round trip is measured in tests/browser/test_camera.py (artifacts/camera-live.json).
+the browser round trip is measured in tests/browser/test_camera_live.py (artifacts/camera-live.json).
 """
 from __future__ import annotations
 
