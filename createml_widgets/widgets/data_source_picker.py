@@ -344,9 +344,11 @@ def analyze_folder(folder: Path, root: Path, task: TaskInfo | str = "image", lay
     if empty:
         a.error(f"label folders without {what}: {_short(empty)}; add {what} or remove these folders")
     nonempty = [label for label, paths in a.labels.items() if paths]
-    if len(nonempty) >= 2 and all(len(a.labels[label]) == 1 for label in nonempty):
-        # Each file its own label: a label's folder (`0/`) opened instead of the dataset (its parent).
-        a.suggest_parent = a.layout == "labeled_files" and folder.resolve() != root
+    if (a.layout == "labeled_files" and len(nonempty) >= 2
+            and all(len(a.labels[label]) == 1 for label in nonempty)):
+        # Each file its own label: a label's folder (`0/`) opened instead of the dataset (its parent). Label
+        # folders of one file each (a first clip recorded per label) are a dataset, if a small one.
+        a.suggest_parent = folder.resolve() != root
         parent = f" — use the parent folder ({folder.parent.name or 'the data folder'}/) instead?" if a.suggest_parent else ""
         a.error(f"every label has only one {info.media}: {folder.name}/ looks like the {info.media_plural} of one "
                 f"label, not a dataset of labels{parent}")

@@ -594,6 +594,21 @@ def test_a_label_folder_picked_as_the_dataset_is_refused_and_its_parent_offered(
     assert picker.parent_button.layout.display == "none"
 
 
+def test_label_folders_of_one_photo_each_are_a_dataset_not_a_label_folder(tmp_path):
+    """A first photo (or clip) recorded per label with the camera: label folders of one file each are a small
+    dataset, not the files of one label (only files standing in for labels are refused)."""
+    from createml_widgets import samples
+
+    root = tmp_path / "data"
+    for label in ("0", "1"):
+        (root / "uploads" / label).mkdir(parents=True)
+        shutil.copy(next((samples.sign_language_digits() / label).iterdir()), root / "uploads" / label / "a.jpg")
+    picker = DataSourcePicker("image", root=root, path="uploads")
+    errors = [p["message"] for p in picker.problems if p["level"] == "error"]
+    assert not any("only one image" in e for e in errors), errors
+    assert sorted(picker.counts) == ["0", "1"]
+
+
 def test_a_data_root_holding_one_dataset_folder_opens_on_it(tmp_path, monkeypatch):
     """`CREATEML_WIDGETS_DATA_ROOT=~/photos make dashboard`, ~/photos holding one dataset folder."""
     from createml_widgets import samples
