@@ -416,7 +416,12 @@ RECORD_COUNTS_JS = """() => {
 
 
 def _log_problems(text: str) -> list[str]:
-    return [text[max(0, i - 300):i + 2000] for i in _find_all(text, "Traceback (most recent call last)")]
+    """The tracebacks in a server log, less tornado's note that a message was still being written to a
+    websocket the page had just closed ("Task exception was never retrieved … WebSocketClosedError"):
+    a closed page, not a fault of the kernel or the app."""
+    found = [text[max(0, i - 300):i + 2000] for i in _find_all(text, "Traceback (most recent call last)")]
+    return [t for t in found if not ("WebSocketClosedError" in t and "tornado/websocket.py" in t
+                                     and "createml_widgets" not in t)]
 
 
 def _find_all(text: str, needle: str) -> list[int]:
