@@ -41,7 +41,7 @@ IP ?= 127.0.0.1
 TOKEN ?=
 
 dashboard: install
-	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(VENV)/bin/voila notebooks/dashboard.ipynb --port=$(PORT) --Voila.ip=$(IP) --no-browser --MappingKernelManager.cull_idle_timeout=$(KERNEL_IDLE_S) --MappingKernelManager.cull_interval=$(KERNEL_CULL_INTERVAL_S) --MappingKernelManager.cull_connected=False --BoundedKernelManager.max_kernels=$(MAX_KERNELS)$(if $(TOKEN), --Voila.token=$(TOKEN) --Voila.tornado_settings=allow_remote_access=True)
+	$(VENV)/bin/voila notebooks/dashboard.ipynb --port=$(PORT) --Voila.ip=$(IP) --no-browser --MappingKernelManager.cull_idle_timeout=$(KERNEL_IDLE_S) --MappingKernelManager.cull_interval=$(KERNEL_CULL_INTERVAL_S) --MappingKernelManager.cull_connected=False --BoundedKernelManager.max_kernels=$(MAX_KERNELS)$(if $(TOKEN), --Voila.token=$(TOKEN) --Voila.tornado_settings=allow_remote_access=True)
 
 bench: install
 	$(PY) -m benchmarks
