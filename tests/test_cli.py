@@ -418,7 +418,7 @@ def test_train_prints_an_iteration_table_and_what_it_wrote(image_run):
     assert "it/s" not in err
     assert f"writing {image_run.out.name} (Core ML)" in err
     summary = image_run.stdout.splitlines()[-1]
-    assert re.search(r"\d+\.\d MB · input image \(224×224 image\) · outputs (classLabel, classLabelProbs|"
+    assert re.search(r"\d+\.\d MB · input image \(299×299 image\) · outputs (classLabel, classLabelProbs|"
                      r"classLabelProbs, classLabel) · trained in \d+\.\d s, written in \d+\.\d s", summary), summary
 
 
