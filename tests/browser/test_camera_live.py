@@ -98,14 +98,21 @@ def _launch(playwright, *args):
 
 
 @pytest.fixture(scope="module")
-def camera_browser(fake_camera):
+def playwright():
+    """One Playwright for the module: its sync API cannot be started a second time in a thread while
+    the first is open (the module's browsers all launch from this one)."""
     with sync_api.sync_playwright() as p:
-        b = _launch(p, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                    f"--use-file-for-fake-video-capture={fake_camera}")
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def camera_browser(playwright, fake_camera):
+    b = _launch(playwright, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-video-capture={fake_camera}")
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture()
@@ -299,32 +306,31 @@ def test_record_a_clip_for_a_hand_action(camera_browser, tmp_path, data_root):
 
 
 @pytest.mark.timeout(300)
-def test_a_refused_camera_says_so_and_the_app_works_on(tmp_path, data_root):
+def test_a_refused_camera_says_so_and_the_app_works_on(playwright, tmp_path, data_root):
     """Chromium without the fake permission prompt: the page's camera request is refused (as a user
     pressing Block)."""
-    with sync_api.sync_playwright() as p:
-        browser = _launch(p, "--use-fake-device-for-media-stream")
-        try:
-            with open_dashboard(browser, tmp_path / "cache", "camera_refused") as visit:
-                ui, page = visit.ui, visit.page
-                page.context.clear_permissions()
-                _tab(page, ".cmlw-data-tabs", "Camera", ".cmlw-camera-camera .cmlw-camera-start")
-                page.click(".cmlw-camera-camera .cmlw-camera-start")
-                problem = page.wait_for_selector(".cmlw-camera-camera .cmlw-camera-problem-denied", timeout=MINUTE)
-                text = problem.inner_text()
-                assert "Camera permission was refused" in text and "Start camera again" in text, text
-                ui.shot("camera-7-refused", ".cmlw-section-data")
-                # The live tab says the same; the rest of the app goes on: the picker still works.
-                _tab(page, ".cmlw-preview-tabs", "Live", ".cmlw-camera-live .cmlw-live-start")
-                page.click(".cmlw-camera-live .cmlw-live-start")
-                page.wait_for_selector(".cmlw-camera-live .cmlw-camera-problem-denied", timeout=MINUTE)
-                _tab(page, ".cmlw-data-tabs", "Folders & uploads")
-                assert page.is_visible(".cmlw-picker-ready")
-                page.click(".cmlw-picker-up")  # any widget still answers
-                page.wait_for_selector(".cmlw-picker-ready", timeout=MINUTE)
-                ui.check("a refused camera")
-        finally:
-            browser.close()
+    browser = _launch(playwright, "--use-fake-device-for-media-stream")
+    try:
+        with open_dashboard(browser, tmp_path / "cache", "camera_refused") as visit:
+            ui, page = visit.ui, visit.page
+            page.context.clear_permissions()
+            _tab(page, ".cmlw-data-tabs", "Camera", ".cmlw-camera-camera .cmlw-camera-start")
+            page.click(".cmlw-camera-camera .cmlw-camera-start")
+            problem = page.wait_for_selector(".cmlw-camera-camera .cmlw-camera-problem-denied", timeout=MINUTE)
+            text = problem.inner_text()
+            assert "Camera permission was refused" in text and "Start camera again" in text, text
+            ui.shot("camera-7-refused", ".cmlw-section-data")
+            # The live tab says the same; the rest of the app goes on: the picker still works.
+            _tab(page, ".cmlw-preview-tabs", "Live", ".cmlw-camera-live .cmlw-live-start")
+            page.click(".cmlw-camera-live .cmlw-live-start")
+            page.wait_for_selector(".cmlw-camera-live .cmlw-camera-problem-denied", timeout=MINUTE)
+            _tab(page, ".cmlw-data-tabs", "Folders & uploads")
+            assert page.is_visible(".cmlw-picker-ready")
+            page.click(".cmlw-picker-up")  # any widget still answers
+            page.wait_for_selector(".cmlw-picker-ready", timeout=MINUTE)
+            ui.check("a refused camera")
+    finally:
+        browser.close()
 
 
 def test_the_fake_camera_file_is_real_hands(tmp_path):
