@@ -24,7 +24,7 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 test: install chromium
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 # Kernels of pages that were closed or reloaded are shut down after KERNEL_IDLE_S seconds without a page
 # (Voilà's own shutdown-on-leave request is refused for want of an _xsrf cookie, voila issue #1458): a
