@@ -476,25 +476,25 @@ class MLImageClassifier(ClassifierTask):
 
     def prediction_probabilities(self, source) -> dict[str, float]:
         """{label: probability} for one image (path, PIL image or numpy array)."""
+        return {label: float(p) for label, p in zip(self._labels, self._probabilities_of(source))}
+
+    def _probabilities_of(self, source) -> np.ndarray:
         return self._probabilities_for([source])[0]
 
-    def _probabilities_for(self, sources) -> list[dict[str, float]]:
+    def _probabilities_for(self, sources) -> np.ndarray:
         ex = self._backbone()
         pixels = np.stack([preprocess(load_image(s), ex.input_size) for s in sources])
-        probs = self._predict_features(list(ex.embed(pixels)))
-        return [{label: float(p) for label, p in zip(self._labels, row)} for row in probs]
+        return self._predict_features(list(ex.embed(pixels)))
 
     def prediction(self, source) -> str:
         """The most likely label of one image (path, pathlib.Path, PIL image or numpy array)."""
-        probs = self.prediction_probabilities(source)
-        return max(probs, key=probs.get)
+        return self.ranked_prediction(source)[0][0]
 
     def predictions(self, sources) -> list[str]:
         """The most likely label of each image."""
         out = []
         for start in range(0, len(sources), 32):
-            for probs in self._probabilities_for(sources[start:start + 32]):
-                out.append(max(probs, key=probs.get))
+            out += [self._ranked(p)[0][0] for p in self._probabilities_for(sources[start:start + 32])]
         return out
 
     # -- Core ML -----------------------------------------------------------------------------------
