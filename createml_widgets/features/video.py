@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnreadableFileError
-from .hand_keypoints import NUM_JOINTS, HandKeypointDetector, HandObservation, _resolve_workers, parallel_map
+from .hand_detector import NUM_JOINTS, HandKeypointDetector, HandObservation, prepare_worker
+from .process_pool import parallel_map, resolve_workers
 from .resample import FrameResampler
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".webm", ".m4v", ".mkv"}
@@ -302,7 +303,7 @@ def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, wo
         else:
             path, start, end = (tuple(clip) + (None, None))[:3]
         items.append((str(path), start, end, float(target_frame_rate)))
-    n_workers = _resolve_workers(workers)
+    n_workers = resolve_workers(workers)
     parts = [_split_clip(item) for item in items]
     flat = [part for clip_parts in parts for part in clip_parts]
     make_detector = functools.partial(HandKeypointDetector, video=True, **detector_options)
@@ -310,7 +311,7 @@ def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, wo
     if progress is not None:  # callers count clips: parts done, in clips (whole at the end)
         part_progress = lambda done, total: progress(len(items) * done // total, len(items))  # noqa: E731
     results = parallel_map(_video_one, flat, make_detector, workers=n_workers, chunk_size=1, min_parallel=2,
-                           progress=part_progress)
+                           progress=part_progress, worker_setup=prepare_worker)
     out, at = [], 0
     for clip_parts in parts:
         out.append(_join_parts(results[at:at + len(clip_parts)]))

@@ -25,21 +25,20 @@ def _photos(labels=("0", "1", "5"), start=0, count=5):
 
 @pytest.fixture(scope="module")
 def image_model():
-    IC = MLImageClassifier
-    return IC(IC.DataSource.files_by_label(_photos()),
-              IC.ModelParameters(max_iterations=10, validation=IC.ValidationData.none()))
+    none = MLImageClassifier.ValidationData.none()
+    return MLImageClassifier(MLImageClassifier.DataSource.files_by_label(_photos()),
+                             MLImageClassifier.ModelParameters(max_iterations=10, validation=none))
 
 
 @pytest.fixture(scope="module")
 def hand_pose_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("poses")
+    root = tmp_path_factory.mktemp("poses")  # labelled file names: 0.IMG_1118.JPG, ...
     for label, photos in _photos().items():
-        (root / label).mkdir()
         for p in photos:
-            shutil.copy(p, root / label / p.name)
-    HP = MLHandPoseClassifier
-    return HP(HP.DataSource.labeled_directories(root),
-              HP.ModelParameters(maximum_iterations=20, validation=HP.ValidationData.none()))
+            shutil.copy(p, root / f"{label}.{p.name}")
+    params = MLHandPoseClassifier.ModelParameters(maximum_iterations=20,
+                                                  validation=MLHandPoseClassifier.ValidationData.none())
+    return MLHandPoseClassifier(MLHandPoseClassifier.DataSource.labeled_files(root), params)
 
 
 @pytest.fixture(scope="module")
