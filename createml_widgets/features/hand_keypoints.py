@@ -34,7 +34,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .hand_detector import (
+from .hand_detector import (  # noqa: F401 - reached here by tests, benchmarks
     DETECTION_SIDE,
     EXTRACTOR_ID,
     JOINT_NAMES,
@@ -45,10 +45,7 @@ from .hand_detector import (
     HandKeypointDetector,
     HandObservation,
     _as_rgb_array,
-    _chirality,
     _describe,
-    _import_mp_hands,
-    _quiet_native_logs,
     _retry_geometry,
     empty_keypoints,
     keypoints_array,
@@ -59,7 +56,7 @@ from .process_pool import (
     FORKSERVER_PRELOAD,
     WORKER_PROCESS_PREFIX,
     WORKERS_ENV,
-    _resolve_workers,
+    _resolve_workers,  # noqa: F401 - the older private name
     parallel_map,
     resolve_workers,
 )
@@ -103,6 +100,4 @@ __all__ = [
     "RETRY_PAD_FRACTION", "RETRY_SHORT_SIDE", "WORKERS_ENV", "WORKER_PROCESS_PREFIX", "HandKeypointDetector",
     "HandObservation", "draw_hand", "empty_keypoints", "extract_image_keypoints",
     "keypoints_array", "parallel_map", "prepare_worker", "resolve_workers", "sample_path",
-    "_as_rgb_array", "_chirality", "_describe", "_import_mp_hands", "_quiet_native_logs", "_resolve_workers",
-    "_retry_geometry",
 ]
