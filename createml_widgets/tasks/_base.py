@@ -241,7 +241,7 @@ class ClassifierTask:
                 shown.append(item)
         # each example with its name, its file and its time range, so that no view parses the name
         return MLClassifierMetrics(true, pred, self._labels, conf, [i.name for i in shown], skipped=skipped_list,
-                                   paths=[str(i.source) if i.payload is None else None for i in shown],
+                                   paths=[i.file for i in shown],
                                    time_ranges=[(i.start, i.end) for i in shown])
 
     @property
@@ -304,10 +304,8 @@ class ClassifierTask:
         return torch.softmax(self._net(x), dim=1).numpy()
 
     def _ranked(self, probabilities) -> list[tuple[str, float]]:
-        """The one ranked result every prediction is read from: each label with its probability, most
-        confident first (equal probabilities in `class_labels` order). The image classifier's label is
-        its first label, the hand pose classifier returns it, a hand action `Prediction` holds one per
-        window, and a clip's answer is the one of its windows' mean (`clip_prediction`)."""
+        """The ranked result every prediction is read from: each label with its probability, most confident
+        first (ties in `class_labels` order). An image's label is its first; a hand action window's `Prediction` holds it."""
         return sorted(((label, float(p)) for label, p in zip(self._labels, probabilities)), key=lambda t: -t[1])
 
     def ranked_prediction(self, source) -> list[tuple[str, float]]:
@@ -437,10 +435,8 @@ def check_session_outside_data(training_data, directory) -> None:
 
 
 def failed_entry(item: Item, features) -> dict:
-    """A `skipped` entry for an example whose extraction failed: its name (with a video example's time
-    range), label and reason, and the file it comes from (None for keypoints given as data)."""
-    return {"path": item.name, "label": item.label, "reason": features.failed[item.key],
-            "file": str(item.source) if item.payload is None else None}
+    """A `skipped` entry for an example whose extraction failed (`file`: see `Item.file`)."""
+    return {"path": item.name, "label": item.label, "reason": features.failed[item.key], "file": item.file}
 
 
 def skipped_files(plan: Plan, features) -> list[dict]:
