@@ -83,13 +83,13 @@ def make_photos(folder: Path, size: tuple[int, int], fmt: str, count: int) -> li
 def _measure(paths: list[Path], old_decode: bool = False, **options) -> dict:
     """Detect every photo once; `old_decode`: with the decoding detection used before (full, capped at
     2048 px) in place of the reduced one, to compare in the same run."""
-    from createml_widgets.features import hand_keypoints
+    from createml_widgets.features import hand_detector
     from createml_widgets.features.image_io import load_image
 
     clock = {"seconds": 0.0, "calls": 0}
-    current = hand_keypoints._as_rgb_array
+    current = hand_detector._as_rgb_array
     if old_decode:
-        hand_keypoints._as_rgb_array = lambda image: np.ascontiguousarray(np.asarray(load_image(image), dtype=np.uint8))
+        hand_detector._as_rgb_array = lambda image: np.ascontiguousarray(np.asarray(load_image(image), dtype=np.uint8))
     try:
         with _timed_detector(clock, **options) as detector:
             detector.detect(paths[0])  # warm-up: graph start-up is not a per-photo cost
@@ -103,7 +103,7 @@ def _measure(paths: list[Path], old_decode: bool = False, **options) -> dict:
                 retry_found += hand is not None and clock["calls"] - before > 1
             total = time.perf_counter() - start
     finally:
-        hand_keypoints._as_rgb_array = current
+        hand_detector._as_rgb_array = current
     return {"total": total, "inside": clock["seconds"], "calls": clock["calls"], "found": found,
             "retry_found": retry_found, "n": len(paths)}
 

@@ -151,8 +151,8 @@ def profile_photos(ctx: Context, photos) -> None:
         wall, cpu = time.perf_counter() - t0, _cpu() - c0
     s = _stats_by_name(prof)
     mp = _share(s, "solution_base.py:process")
-    load = _share(s, "hand_keypoints.py:_as_rgb_array")
-    retry = _share(s, "hand_keypoints.py:_retry_geometry")
+    load = _share(s, "hand_detector.py:_as_rgb_array")
+    retry = _share(s, "hand_detector.py:_retry_geometry")
     calls = sum(nc for (f, _, fn), (_, nc, *_r) in pstats.Stats(prof).stats.items()
                 if fn == "process" and f.endswith("solution_base.py"))
     ctx.add("keypoints", "photo loop, 1 process (profiled)", len(photos) / wall, "photos/s",

@@ -567,11 +567,7 @@ def cmd_predict(args) -> int:
                 line = {"file": name, "label": ranked[0][0], "prediction": ranked[: args.top]}
             else:
                 windows = model.prediction(f)
-                mean: dict[str, float] = {}
-                for w in windows:
-                    for label, p in w.results:
-                        mean[label] = mean.get(label, 0.0) + p / len(windows)
-                line = {"file": name, "label": max(mean, key=mean.get),
+                line = {"file": name, "label": model.clip_prediction(windows)[0][0],
                         "prediction": [{"frames": [w.frame_range.start, w.frame_range.stop],
                                         "results": w.results[: args.top]} for w in windows]}
         except (CreateMLError, OSError, ValueError) as err:

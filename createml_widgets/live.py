@@ -5,7 +5,7 @@
     result = live.predict_frame(rgb, timestamp=t)    # MLHandActionClassifier; rgb: (H, W, 3) uint8
     result.label, result.confidence, result.keypoints
 
-* image: every frame is classified as `model.prediction_probabilities` classifies a photo;
+* image: every frame is classified as `model.ranked_prediction` classifies a photo;
 * hand pose: MediaPipe Hands in tracking (video) mode finds the hand, then the model answers on its
   (1, 3, 21) keypoints (`prediction_from_keypoints`);
 * hand action: the frames' keypoints are resampled by timestamp to the model's `target_frame_rate`
@@ -236,9 +236,8 @@ class LivePredictor:
         result.label, result.confidence = ranked[0]
 
     def _image(self, rgb: np.ndarray) -> LiveResult:
-        probs = self.model.prediction_probabilities(rgb)
         result = LiveResult()
-        self._answer(result, sorted(probs.items(), key=lambda kv: -kv[1]))
+        self._answer(result, self.model.ranked_prediction(rgb))
         return result
 
     def _action(self, result: LiveResult, ts: float, kp: np.ndarray | None) -> None:
@@ -256,8 +255,7 @@ class LivePredictor:
             else:
                 with _torch_threads(MODEL_THREADS):
                     [(_start, _stop, p)] = self.model._window_probabilities(window)
-                self._last_answer = tuple(sorted(((label, float(v)) for label, v in zip(self.labels, p)),
-                                                 key=lambda t: -t[1]))
+                self._last_answer = tuple(self.model._ranked(p))
         if self._last_answer:
             self._answer(result, list(self._last_answer))
 

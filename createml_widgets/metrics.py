@@ -9,6 +9,10 @@ import pandas as pd
 NO_PREDICTION = "(no hand)"
 
 
+def _seconds(value) -> float | None:
+    return None if value is None else float(value)
+
+
 class MLClassifierMetrics:
     """Classification quality on one set of examples.
 
@@ -22,7 +26,8 @@ class MLClassifierMetrics:
     def __init__(self, true_labels: Sequence[str] = (), predicted_labels: Sequence[str] = (),
                  labels: Sequence[str] | None = None, confidences: Sequence[float] | None = None,
                  items: Sequence[str] | None = None, error: Exception | None = None,
-                 skipped: Sequence[dict] | None = None):
+                 skipped: Sequence[dict] | None = None, paths: Sequence[str | None] | None = None,
+                 time_ranges: Sequence[tuple[float | None, float | None]] | None = None):
         self._true = [str(t) for t in true_labels]
         self._pred = [str(p) for p in predicted_labels]
         if len(self._true) != len(self._pred):
@@ -30,6 +35,14 @@ class MLClassifierMetrics:
         self.labels = list(labels) if labels is not None else sorted(set(self._true) | set(self._pred))
         self._conf = list(confidences) if confidences is not None else [float("nan")] * len(self._true)
         self._items = [str(i) for i in items] if items is not None else [""] * len(self._true)
+        # The file each example comes from (None: none, e.g. keypoints given as data) and the time range
+        # of a video example ((None, None): the whole file). Without `paths` an item names its file.
+        self._paths = ([None if p is None else str(p) for p in paths] if paths is not None
+                       else [i or None for i in self._items])
+        self._ranges = ([(_seconds(r[0]), _seconds(r[1])) for r in time_ranges] if time_ranges is not None
+                        else [(None, None)] * len(self._true))
+        if not len(self._items) == len(self._paths) == len(self._ranges) == len(self._true):
+            raise ValueError("items, paths and time_ranges must have one entry per example")
         self.skipped = list(skipped or [])
         self.error = error if error is not None else (
             ValueError("there are no examples to compute metrics on") if not self._true else None)
@@ -92,8 +105,13 @@ class MLClassifierMetrics:
 
     @property
     def examples(self) -> pd.DataFrame:
+        """One row per example: Item (its name), True Label, Predicted, Confidence, and where it comes
+        from: Path (the file, None for keypoints given as data), Start and End (seconds of a video
+        example's time range; None for the whole file)."""
         return pd.DataFrame({"Item": self._items, "True Label": self._true, "Predicted": self._pred,
-                             "Confidence": self._conf})
+                             "Confidence": self._conf, "Path": pd.Series(self._paths, dtype=object),
+                             "Start": pd.Series([r[0] for r in self._ranges], dtype=object),
+                             "End": pd.Series([r[1] for r in self._ranges], dtype=object)})
 
     def examples_in_cell(self, true_label: str, predicted: str) -> pd.DataFrame:
         ex = self.examples
@@ -103,12 +121,14 @@ class MLClassifierMetrics:
     def to_dict(self) -> dict:
         return {"true": self._true, "pred": self._pred, "labels": self.labels,
                 "conf": [None if c != c else float(c) for c in self._conf], "items": self._items,
+                "paths": self._paths, "time_ranges": [list(r) for r in self._ranges],
                 "error": None if self.error is None else str(self.error), "skipped": self.skipped}
 
     @classmethod
     def from_dict(cls, d: dict) -> MLClassifierMetrics:
         conf = [float("nan") if c is None else c for c in d.get("conf", [])]
-        m = cls(d["true"], d["pred"], d["labels"], conf or None, d.get("items"), skipped=d.get("skipped"))
+        m = cls(d["true"], d["pred"], d["labels"], conf or None, d.get("items"), skipped=d.get("skipped"),
+                paths=d.get("paths"), time_ranges=d.get("time_ranges"))
         if d.get("error") and d["true"]:
             m.error = RuntimeError(d["error"])
         return m

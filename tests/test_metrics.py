@@ -82,3 +82,18 @@ def test_invalid_metrics():
     assert not failed.is_valid and "boom" in str(failed) and "invalid" in repr(failed)
     with pytest.raises(ValueError, match="same length"):
         MLClassifierMetrics(["a"], ["a", "b"])
+
+
+def test_examples_carry_their_file_and_time_range_through_json():
+    m = MLClassifierMetrics(["a", "b", "b"], ["a", "a", NO_PREDICTION], ["a", "b"], [0.9, 0.6, float("nan")],
+                            ["/d/clip.mp4 [0s–1.5s]", "/d/clip.mp4 [1.5s–s]", "pose-7"],
+                            paths=["/d/clip.mp4", "/d/clip.mp4", None], time_ranges=[(0, 1.5), (1.5, None), (None, None)])
+    for metrics in (m, MLClassifierMetrics.from_dict(json.loads(json.dumps(m.to_dict())))):
+        ex = metrics.examples
+        assert list(ex["Path"]) == ["/d/clip.mp4", "/d/clip.mp4", None]
+        assert list(ex["Start"]) == [0.0, 1.5, None] and list(ex["End"]) == [1.5, None, None]
+    # without paths an item names its file, with no range
+    plain = MLClassifierMetrics(["a"], ["a"], ["a"], items=["/d/x.jpg"]).examples
+    assert list(plain["Path"]) == ["/d/x.jpg"] and list(plain["Start"]) == [None]
+    with pytest.raises(ValueError, match="one entry per example"):
+        MLClassifierMetrics(["a"], ["a"], ["a"], items=["x"], paths=["x", "y"])

@@ -41,6 +41,11 @@ class Item:
         return self
 
     @property
+    def file(self) -> str | None:
+        """The file the example comes from (None for features given as data, e.g. keypoints)."""
+        return str(self.source) if self.payload is None else None
+
+    @property
     def name(self) -> str:
         base = str(self.source) if self.payload is None else str(self.extra.get("session_id", self.source))
         if self.start is not None or self.end is not None:

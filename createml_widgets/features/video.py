@@ -5,6 +5,8 @@
 * `iter_frames` resamples BY TIMESTAMPS to `target_frame_rate`, whatever the source's rate: output
   frame k is the source frame nearest to ``start + k / target_frame_rate`` (ties go to the earlier
   frame). A 60 fps source at 30 gives every other frame, a 15 fps source repeats each frame twice.
+  Which frames those are is decided by `resample.FrameResampler` (pure: timestamps in, frame
+  indices out); this module seeks, decodes and converts them.
 * `video_keypoints` runs MediaPipe Hands in tracking (video) mode and gives (T, 3, 21) keypoints in
   Vision's layout (see hand_keypoints.py); a frame without a hand is all zeros.
 * `write_video` writes RGB frames with a codec chosen by the file suffix.
@@ -22,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnreadableFileError
-from .hand_keypoints import NUM_JOINTS, HandKeypointDetector, HandObservation, _resolve_workers, parallel_map
+from .hand_detector import NUM_JOINTS, HandKeypointDetector, HandObservation, prepare_worker
+from .process_pool import parallel_map, resolve_workers
+from .resample import FrameResampler
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".webm", ".m4v", ".mkv"}
 # A clip at least twice PART_SECONDS long is cut into consecutive parts of about PART_SECONDS (on the
@@ -172,20 +176,14 @@ def iter_frames(path, target_frame_rate: float = 30.0, start: float | None = Non
 
 
 def _resample(cv2, p, cap, fps, rate, start, end, max_side):
-    src_period = 1.0 / fps if fps else 1.0 / 30.0
-    eps = 1e-6
-    index = 0
-    if start > 0:
-        # One frame before the start, so the frame nearest the first target is seen.
-        index = max(0, math.floor(start / src_period + eps) - 1)
-        if index > 0 and not cap.set(cv2.CAP_PROP_POS_FRAMES, index):
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            for _ in range(index):
-                if not cap.grab():
-                    break
-
-    def target(kk):
-        return start + kk / rate
+    """Decode `cap` and yield (time, RGB frame) at `rate` in [start, end): `FrameResampler` picks the
+    frames (and which need decoding at all); this only seeks, grabs, decodes and converts."""
+    plan = FrameResampler(rate, fps, start, end)
+    if plan.first_index > 0 and not cap.set(cv2.CAP_PROP_POS_FRAMES, plan.first_index):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        for _ in range(plan.first_index):
+            if not cap.grab():
+                break
 
     def retrieve():
         ok, bgr = cap.retrieve()
@@ -196,68 +194,26 @@ def _resample(cv2, p, cap, fps, rate, start, end, max_side):
             return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-    def needed(ts, k, prev_ts):
-        """Is the frame at `ts` the nearest one for some pending target (k, k+1, ...)?"""
-        if prev_ts is None:
-            return True
-        j = k
-        while True:
-            tj = target(j)
-            if tj >= end - eps or tj >= ts + src_period - eps:
-                return False
-            if tj >= ts - eps or (tj - prev_ts) > (ts - tj) + eps:
-                return True
-            j += 1
-
-    k = 0
-    prev_ts, prev_frame = None, None
-    last_ts = None
-    grabbed_any = False
+    kept = None  # the last frame taken: output times nearer to it than to the next frame show it again
     while True:
-        t = target(k)
-        if t >= end - eps:
+        if plan.done:
             return
         if not cap.grab():
             break
-        grabbed_any = True
         msec = cap.get(cv2.CAP_PROP_POS_MSEC)
-        ts = msec / 1000.0 if math.isfinite(msec) else -1.0
-        grid = index * src_period
-        if fps and abs(ts - grid) < 0.002:
-            ts = grid  # constant frame rate: exact times, whatever the container's rounding
-        elif last_ts is None:
-            if ts < 0 or (ts == 0 and index > 0):
-                ts = grid
-        elif not ts > last_ts:  # container without usable timestamps
-            ts = last_ts + src_period
-        last_ts = ts
-        index += 1
-        if ts < t - src_period - eps:  # before the range (decoding forward after a seek)
-            continue
-        if not needed(ts, k, prev_ts):
+        index, ts = plan.frame_time(msec / 1000.0 if math.isfinite(msec) else None)
+        if not plan.wanted(ts):
             continue
         frame = retrieve()
         if frame is None:
             continue
-        while t < end - eps and ts > t + eps:
-            if prev_frame is not None and (t - prev_ts) <= (ts - t) + eps:
-                yield t, prev_frame
-            else:
-                yield t, frame
-            k += 1
-            t = target(k)
-        prev_ts, prev_frame = ts, frame
-    if not grabbed_any and start == 0:
+        for t, shown in plan.take(index, ts):
+            yield t, frame if shown == index else kept
+        kept = frame
+    if plan.frames_seen == 0 and start == 0:
         raise UnreadableFileError(p, "the video has no decodable frames (corrupt or truncated)")
-    if prev_frame is None:
-        return
-    stream_end = last_ts + src_period
-    while True:
-        t = target(k)
-        if t >= min(end, stream_end) - eps:
-            return
-        yield t, prev_frame
-        k += 1
+    for t, _shown in plan.finish():
+        yield t, kept
 
 
 def downscale_frame(frame: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -347,7 +303,7 @@ def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, wo
         else:
             path, start, end = (tuple(clip) + (None, None))[:3]
         items.append((str(path), start, end, float(target_frame_rate)))
-    n_workers = _resolve_workers(workers)
+    n_workers = resolve_workers(workers)
     parts = [_split_clip(item) for item in items]
     flat = [part for clip_parts in parts for part in clip_parts]
     make_detector = functools.partial(HandKeypointDetector, video=True, **detector_options)
@@ -355,7 +311,7 @@ def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, wo
     if progress is not None:  # callers count clips: parts done, in clips (whole at the end)
         part_progress = lambda done, total: progress(len(items) * done // total, len(items))  # noqa: E731
     results = parallel_map(_video_one, flat, make_detector, workers=n_workers, chunk_size=1, min_parallel=2,
-                           progress=part_progress)
+                           progress=part_progress, worker_setup=prepare_worker)
     out, at = [], 0
     for clip_parts in parts:
         out.append(_join_parts(results[at:at + len(clip_parts)]))

@@ -5,6 +5,7 @@ A task subclasses `ClassifierTask` and implements four hooks:
   `_make_trainer(session, plan)` -> a trainer over the extracted features (nets.training.Trainer, or one
                                     with its step/validation_metrics/state_dict/load_state_dict/net)
   `_predict_features(features)`  -> (N, K) probabilities for a list of feature arrays
+  `_probabilities_of(source)`    -> (K,) probabilities for one input (a photo, a clip)
   `_export(fmt, metadata)`    -> coremltools MLModel
 plus `_extractor_for_prediction()` to turn a user's input into features.
 """
@@ -222,24 +223,26 @@ class ClassifierTask:
                      skipped: Sequence[dict] = ()) -> MLClassifierMetrics:
         ok = [i for i in items if i.key in features.features]
         failed = [i for i in items if i.key in features.failed]
-        skipped_list = list(skipped) + [{"path": i.name, "label": i.label, "reason": features.failed[i.key]}
-                                        for i in failed]
-        true, pred, conf, names = [], [], [], []
+        skipped_list = list(skipped) + [failed_entry(i, features) for i in failed]
+        true, pred, conf, shown = [], [], [], []
         if ok:
             probs = self._predict_features([features.features[i.key] for i in ok])
             for item, p in zip(ok, probs):
-                k = int(np.argmax(p))
+                label, confidence = self._ranked(p)[0]
                 true.append(item.label)
-                pred.append(self._labels[k])
-                conf.append(float(p[k]))
-                names.append(item.name)
+                pred.append(label)
+                conf.append(confidence)
+                shown.append(item)
         if count_failures:
             for item in failed:
                 true.append(item.label)
                 pred.append(NO_PREDICTION)
                 conf.append(float("nan"))
-                names.append(item.name)
-        return MLClassifierMetrics(true, pred, self._labels, conf, names, skipped=skipped_list)
+                shown.append(item)
+        # each example with its name, its file and its time range, so that no view parses the name
+        return MLClassifierMetrics(true, pred, self._labels, conf, [i.name for i in shown], skipped=skipped_list,
+                                   paths=[i.file for i in shown],
+                                   time_ranges=[(i.start, i.end) for i in shown])
 
     @property
     def training_metrics(self) -> MLClassifierMetrics:
@@ -286,13 +289,29 @@ class ClassifierTask:
     def _make_extractor(self):
         raise NotImplementedError
 
+    # -- prediction: every answer is one ranked result ---------------------------------------------
     def _predict_features(self, features: list[np.ndarray]) -> np.ndarray:
+        """(N, K) probabilities, in `class_labels` order, for N examples' features."""
+        raise NotImplementedError
+
+    def _probabilities_of(self, source) -> np.ndarray:
+        """(K,) probabilities for one input as the task takes it (a photo, a hand photo, a whole clip)."""
         raise NotImplementedError
 
     @torch.inference_mode()
     def _probabilities(self, x: torch.Tensor) -> np.ndarray:
         self._net.eval()
         return torch.softmax(self._net(x), dim=1).numpy()
+
+    def _ranked(self, probabilities) -> list[tuple[str, float]]:
+        """The ranked result every prediction is read from: each label with its probability, most confident
+        first (ties in `class_labels` order). An image's label is its first; a hand action window's `Prediction` holds it."""
+        return sorted(((label, float(p)) for label, p in zip(self._labels, probabilities)), key=lambda t: -t[1])
+
+    def ranked_prediction(self, source) -> list[tuple[str, float]]:
+        """Every label with its confidence for one input, most confident first: a photo's (image and
+        hand pose classifiers) or a whole clip's, its windows averaged (hand action classifier)."""
+        return self._ranked(self._probabilities_of(source))
 
     @property
     def class_labels(self) -> list[str]:
@@ -415,6 +434,11 @@ def check_session_outside_data(training_data, directory) -> None:
                        f"{root} (on the command line: an --out or --session outside the data folder)")
 
 
+def failed_entry(item: Item, features) -> dict:
+    """A `skipped` entry for an example whose extraction failed (`file`: see `Item.file`)."""
+    return {"path": item.name, "label": item.label, "reason": features.failed[item.key], "file": item.file}
+
+
 def skipped_files(plan: Plan, features) -> list[dict]:
     """Every file of a run that was left out: rejected before extraction, or whose extraction failed.
 
@@ -427,7 +451,7 @@ def skipped_files(plan: Plan, features) -> list[dict]:
         if item.variant or item.key not in features.failed or item.name in seen:
             continue
         seen.add(item.name)
-        out.append({"path": item.name, "label": item.label, "reason": features.failed[item.key]})
+        out.append(failed_entry(item, features))
     return out
 
 

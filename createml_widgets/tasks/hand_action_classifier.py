@@ -221,6 +221,12 @@ class HandActionExtractor(KeypointExtractor):
         return out
 
 
+def clip_probabilities(window_probabilities) -> np.ndarray:
+    """A clip's (K,) probabilities from its windows' (n, K): their mean, in float64. The one place a
+    clip's answer is computed (metrics, `clip_prediction`, the command line, the preview widget)."""
+    return np.mean(np.asarray(window_probabilities, dtype=np.float64), axis=0)
+
+
 def windows(sequence: np.ndarray, size: int, stride: int | None = None) -> list[tuple[int, np.ndarray]]:
     """Full windows (start, (size, 3, 21)) covering `sequence`, every `stride` frames (default: size).
 
@@ -394,8 +400,27 @@ class MLHandActionClassifier(ClassifierTask):
     def _predict_features(self, features: list[np.ndarray]) -> np.ndarray:
         # A clip's label: the mean of its windows' probabilities (windows every CLIP_STRIDE x window frames).
         stride = max(1, round(CLIP_STRIDE * self._window))
-        return np.stack([np.mean([p for _, _, p in self._window_probabilities(seq, stride)], axis=0)
+        return np.stack([clip_probabilities([p for _, _, p in self._window_probabilities(seq, stride)])
                          for seq in features])
+
+    def _probabilities_of(self, video) -> np.ndarray:
+        return self._clip_probabilities_of(self.prediction(video))
+
+    def _clip_probabilities_of(self, predictions: list[Prediction]) -> np.ndarray:
+        if not predictions:
+            raise ValueError("a clip's answer needs at least one window's Prediction")
+        return clip_probabilities([[dict(p.results)[label] for label in self._labels] for p in predictions])
+
+    def clip_prediction(self, video) -> list[tuple[str, float]]:
+        """The whole clip's answer: every label with its confidence averaged over the clip's windows,
+        most confident first (what the evaluation metrics count for a clip).
+
+        `video`: a path or keypoint array as `prediction` takes, or the list of Predictions it returned
+        (then nothing is computed again).
+        """
+        if isinstance(video, list) and all(isinstance(p, Prediction) for p in video):
+            return self._ranked(self._clip_probabilities_of(video))
+        return self.ranked_prediction(video)
 
     def keypoints(self, video, start: float | None = None, end: float | None = None) -> np.ndarray:
         """(T, 3, 21) keypoints of `video` at the model's frame rate (zeros where there is no hand).
@@ -422,11 +447,7 @@ class MLHandActionClassifier(ClassifierTask):
             name = str(video)
         if hand_fraction(sequence) == 0:
             raise NoHandDetectedError(name, "no frame shows a hand")
-        out = []
-        for start, stop, p in self._window_probabilities(sequence):
-            ranked = sorted(((label, float(v)) for label, v in zip(self._labels, p)), key=lambda t: -t[1])
-            out.append(Prediction(ranked, range(start, stop)))
-        return out
+        return [Prediction(self._ranked(p), range(start, stop)) for start, stop, p in self._window_probabilities(sequence)]
 
     def predictions(self, videos) -> list[list[Prediction]]:
         return [self.prediction(v) for v in videos]

@@ -256,15 +256,17 @@ class MLHandPoseClassifier(ClassifierTask):
 
     def prediction_from_keypoints(self, keypoints) -> list[tuple[str, float]]:
         """Every label with its confidence for a (1, 3, 21) keypoint array, most confident first."""
-        probs = self._predict_features([np.asarray(keypoints, dtype=np.float32)])[0]
-        return sorted(((label, float(p)) for label, p in zip(self._labels, probs)), key=lambda t: -t[1])
+        return self._ranked(self._predict_features([np.asarray(keypoints, dtype=np.float32)])[0])
+
+    def _probabilities_of(self, image) -> np.ndarray:
+        return self._predict_features([self.keypoints(image).keypoints])[0]
 
     def prediction(self, image) -> list[tuple[str, float]]:
         """Every label with its confidence for the hand in `image` (path, PIL image or array).
 
         Raises NoHandDetectedError when no hand is found in the photo.
         """
-        return self.prediction_from_keypoints(self.keypoints(image).keypoints)
+        return self.ranked_prediction(image)
 
     def predictions(self, images) -> list[list[tuple[str, float]]]:
         return [self.prediction(image) for image in images]

@@ -2,7 +2,7 @@
 
 Click a cell (or call `select_cell(true_label, predicted)`, or use the "most confused" buttons)
 to see the examples in it: thumbnails with the model's confidence, from `metrics.examples_in_cell`.
-Video examples (items named `clip.mp4 [1.0s–2.0s]`) show a frame from the middle of their time range.
+Video examples show a frame from the middle of their time range (the examples' Start and End).
 Examples the hand tasks found no hand in are the "(no hand)" column (`metrics.NO_PREDICTION`);
 the files left without a prediction (`metrics.skipped`) are listed under the matrix.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-import re
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -27,45 +26,41 @@ from ._tasks import is_media_file
 log = logging.getLogger(__name__)
 MAX_EXAMPLES_SHOWN = 24
 MAX_SKIPPED_SHOWN = 50
-_RANGE_SUFFIX = re.compile(r" \[[^\]]*\]$")  # "clip.mp4 [0s–2s]" -> "clip.mp4"
-_TIME_RANGE = re.compile(r" \[(?P<start>[0-9.]*)s–(?P<end>[0-9.]*)s\]$")  # what data.items.Item.name writes
 
 
-def _item_path(item: str) -> Path | None:
-    path = Path(_RANGE_SUFFIX.sub("", str(item)))
-    return path if path.is_file() else None
+def _short_name(name: str, path: str | None) -> str:
+    """The name without the file's folders: ("/data/wave/clip.mp4 [0s–1s]", "/data/wave/clip.mp4") ->
+    "clip.mp4 [0s–1s]". `path`: the file the example comes from (what the name starts with)."""
+    name = str(name)
+    if path and name.startswith(path):
+        return Path(path).name + name[len(path):]
+    return Path(name).name
 
 
-def _short_name(item: str) -> str:
-    """"/data/wave/clip.mp4 [0s–1s]" -> "clip.mp4 [0s–1s]"."""
-    suffix = _RANGE_SUFFIX.search(str(item))
-    return Path(_RANGE_SUFFIX.sub("", str(item))).name + (suffix[0] if suffix else "")
-
-
-def _item_time(item: str) -> float | None:
-    """The middle of a video item's time range in seconds ("clip.mp4 [1.0s–2.0s]" -> 1.5), its start
-    when the range is open-ended, None for a whole file."""
-    m = _TIME_RANGE.search(str(item))
-    if m is None:
+def _middle(start: float | None, end: float | None) -> float | None:
+    """The middle of a video example's time range in seconds (1.0 s–2.0 s -> 1.5), its start when the
+    range is open-ended, None for a whole file."""
+    if start is None and end is None:
         return None
-    try:
-        start = float(m["start"] or 0)
-        return (start + float(m["end"])) / 2 if m["end"] else start
-    except ValueError:
-        return None
+    start = float(start or 0.0)
+    return (start + float(end)) / 2 if end is not None else start
 
 
-def _example_figure(item: str, true_label: str, predicted: str, confidence: float, size: int = 96,
-                    root=None) -> str:
+def _example_figure(example, size: int = 96, root=None) -> str:
+    """A thumbnail of one row of `metrics.examples`: the photo, or the frame in the middle of a video
+    example's time range (its Path, Start and End fields)."""
+    item, true_label, predicted, confidence = (example["Item"], example["True Label"], example["Predicted"],
+                                               example["Confidence"])
     conf = "–" if confidence is None or (isinstance(confidence, float) and math.isnan(confidence)) else f"{confidence:.0%}"
     caption = f"{predicted} · {conf}"
-    path = _item_path(item)
+    file = example.get("Path")
+    path = Path(file) if file and Path(file).is_file() else None
     title = hide_root(f"{item}\ntrue: {true_label}, predicted: {predicted} ({conf})", root)
     if path is None:
         return placeholder_html(f"{Path(str(item)).name} {caption}", size)
     try:
         if is_media_file(path, "video"):
-            seconds = _item_time(item)
+            seconds = _middle(example.get("Start"), example.get("End"))
             if seconds is not None:
                 frame = video_frame_at(path, seconds)
             else:
@@ -228,7 +223,7 @@ class ConfusionMatrix(widgets.VBox):
             label = entry.get("label")
             reason = hide_root(str(entry.get("reason", "")), self.root)
             rows.append(f"<tr class='cmlw-cm-skipped-file'><td title='{html.escape(hide_root(name, self.root))}'>"
-                        f"{html.escape(_short_name(name))}"
+                        f"{html.escape(_short_name(name, entry.get('file')))}"
                         f"</td><td>{html.escape(str(label)) if label is not None else ''}</td>"
                         f"<td>{html.escape(reason)}</td><td>{html.escape(how)}</td></tr>")
         more = (f"<div style='color:#6e6e73'>… and {len(m.skipped) - MAX_SKIPPED_SHOWN} more</div>"
@@ -310,8 +305,7 @@ class ConfusionMatrix(widgets.VBox):
         head = (f"<div class='cmlw-cm-selection'><b>True {html.escape(true_label)} · predicted "
                 f"{html.escape(predicted)}</b> — {len(examples)} {kind} example{'s' if len(examples) != 1 else ''}"
                 "</div>")
-        figs = [_example_figure(r["Item"], r["True Label"], r["Predicted"], r["Confidence"], root=self.root)
-                for _, r in examples.head(MAX_EXAMPLES_SHOWN).iterrows()]
+        figs = [_example_figure(r, root=self.root) for _, r in examples.head(MAX_EXAMPLES_SHOWN).iterrows()]
         more = (f"<div style='color:#6e6e73'>… and {len(examples) - MAX_EXAMPLES_SHOWN} more</div>"
                 if len(examples) > MAX_EXAMPLES_SHOWN else "")
         empty = "<div style='color:#6e6e73'>no examples in this cell</div>" if examples.empty else ""

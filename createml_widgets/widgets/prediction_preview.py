@@ -221,8 +221,7 @@ class PredictionPreview(widgets.VBox):
 
     def _predict_image(self, source):
         image = load_picture(source, max_side=1024)
-        probs = self.model.prediction_probabilities(source if not isinstance(source, Path) else str(source))
-        ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+        ranked = self.model.ranked_prediction(source if not isinstance(source, Path) else str(source))
         self._show_picture(image, _name(source))
         self.results_html.value = self._results_block(ranked)
         self.timeline.value = ""
@@ -259,11 +258,7 @@ class PredictionPreview(widgets.VBox):
         predictions = self.model.prediction(str(source))
         rate = float(getattr(self.model.model_parameters, "target_frame_rate", 30.0))
         self.timeline.value = self._timeline_html(predictions, rate, source)
-        overall: dict[str, float] = {}
-        for p in predictions:
-            for label, conf in p.results:
-                overall[label] = overall.get(label, 0.0) + conf / len(predictions)
-        ranked = sorted(overall.items(), key=lambda kv: -kv[1])
+        ranked = self.model.clip_prediction(predictions)
         self.picture.value = ""
         self.results_html.value = self._results_block(ranked, title=f"Whole video ({len(predictions)} window{'s' if len(predictions) != 1 else ''})")
         return predictions

@@ -10,6 +10,7 @@ from PIL import Image, ImageOps
 
 from createml_widgets.errors import NoHandDetectedError, UnreadableFileError
 from createml_widgets.features import hand_keypoints as hk
+from createml_widgets.features import process_pool
 from createml_widgets.features.hand_keypoints import (
     HandKeypointDetector,
     HandObservation,
@@ -152,7 +153,7 @@ def test_workers_1_runs_in_process(monkeypatch, all_sample_photos):
     def no_pool(*a, **k):
         raise AssertionError("workers=1 must not start a process pool")
 
-    monkeypatch.setattr(hk, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(process_pool, "ProcessPoolExecutor", no_pool)  # the pool's module: where it is looked up
     out = extract_image_keypoints(all_sample_photos[:3], workers=1)
     assert len(out) == 3 and all(isinstance(r, HandObservation) for r in out)
     with pytest.raises(ValueError, match="workers"):

@@ -7,6 +7,7 @@ import pytest
 from conftest import photos
 from PIL import Image
 
+from createml_widgets.features import hand_detector
 from createml_widgets.features import hand_keypoints as hk
 
 
@@ -46,7 +47,7 @@ def test_the_retry_chain_is_configurable_and_runs_in_order(monkeypatch):
         seen.append(geometry)
         return real(rgb, *geometry)
 
-    monkeypatch.setattr(hk, "_retry_geometry", spy)
+    monkeypatch.setattr(hand_detector, "_retry_geometry", spy)  # the detector's module: where it is looked up
     blank = np.full((64, 64, 3), 128, np.uint8)
     chain = ((256, 0.25, 0.0, False), (256, 0.25, 30.0, False))
     with hk.HandKeypointDetector(video=False, fallback_complexity=None, retries=chain) as det:

@@ -104,6 +104,36 @@ def test_resampling_an_ntsc_rate_source(tmp_path, suffix):
     assert len(set(got)) == len(got) - 1 and got[-1] == n - 1  # one repeat over 3 s, nothing lost
 
 
+def _container_times(path) -> tuple[list, float | None]:
+    """Every frame's time as the container gives it (seconds), and its nominal frame rate."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        times = []
+        while cap.grab():
+            msec = cap.get(cv2.CAP_PROP_POS_MSEC)
+            times.append(msec / 1000.0 if math.isfinite(msec) else None)
+        return times, (fps if math.isfinite(fps) and 0.5 <= fps <= 1000 else None)
+    finally:
+        cap.release()
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".mkv", ".avi"])
+@pytest.mark.parametrize("fps", [15, 60])
+def test_iter_frames_shows_the_frames_the_pure_resampler_picks(coded_videos, suffix, fps):
+    from createml_widgets.features.resample import resample_frames
+
+    path = coded_videos[suffix, fps]
+    times, nominal = _container_times(path)
+    for rate, start, end in ((30, None, None), (25, None, None), (30, 0.5, 1.25), (20, 1.5, 99.0)):
+        frames = list(iter_frames(path, rate, start, end))
+        picked = resample_frames(times, rate, nominal, start or 0.0, end if end is not None else math.inf)
+        assert [t for t, _ in frames] == pytest.approx([t for t, _ in picked])
+        assert [frame_index(f) for _, f in frames] == [i for _, i in picked], (suffix, fps, rate, start)
+
+
 def test_probe(coded_videos):
     info = probe_video(coded_videos[".avi", 15])
     assert (info.fps, info.frame_count, info.width, info.height) == (15, 30, W, H)

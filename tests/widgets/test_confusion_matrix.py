@@ -134,6 +134,21 @@ def test_video_examples_show_a_frame_of_their_time_range(hand_action_range_model
     assert any(len(uris) == 2 for uris in first_clip.values())  # two ranges of one clip: two different frames
 
 
+def test_thumbnails_come_from_the_examples_file_and_range_not_their_names(annotated_clips, image_root):
+    clip = sorted(annotated_clips.glob("*.mp4"))[0]
+    photo = sorted((image_root / "digits" / "0").iterdir())[0]
+    m = MLClassifierMetrics(["wave", "wave"], ["zoom", "zoom"], ["wave", "zoom"], [0.8, 0.7],
+                            ["the first wave", "a photo"], paths=[str(clip), str(photo)],
+                            time_ranges=[(1.0, 2.0), (None, None)])
+    widget = ConfusionMatrix(m)
+    click(widget, "wave", "zoom")
+    shown = widget.examples_html.value
+    assert "cmlw-thumb-missing" not in shown
+    assert thumbnail_uri(video_frame_at(clip, 1.5), 96) in shown  # the middle of 1.0 s–2.0 s
+    assert thumbnail_uri(video_frame_at(clip, 0.0), 96) not in shown
+    assert thumbnail_uri(photo, 96) in shown
+
+
 def test_photos_without_a_hand_are_shown(hand_pose_no_hand):
     model, blank_train, blank_val = hand_pose_no_hand
     vm, tm = model.validation_metrics, model.training_metrics
