@@ -115,10 +115,12 @@ function drawPanel(host, model, panel, index, tip) {
       const p = (points[s.key] || []).find((q) => q[0] === it);
       if (p) div("cmlw-chart-tip-row", `${s.name}: ${fmt(p[1], panel.percent)}`, tip).style.color = s.color || "";
     }
-    const hr = tip.parentElement.getBoundingClientRect();
-    tip.style.left = `${ev.clientX - hr.left + 12}px`;
-    tip.style.top = `${ev.clientY - hr.top + 12}px`;
+    // Kept inside the chart (its box scrolls, it does not grow): left of the pointer near the right edge.
     tip.style.display = "block";
+    const hr = tip.parentElement.getBoundingClientRect();
+    const x = ev.clientX - hr.left, y = ev.clientY - hr.top;
+    tip.style.left = `${Math.max(0, x + 12 + tip.offsetWidth > hr.width ? x - 12 - tip.offsetWidth : x + 12)}px`;
+    tip.style.top = `${Math.max(0, y + 12 + tip.offsetHeight > hr.height ? y - 12 - tip.offsetHeight : y + 12)}px`;
   });
   hit.addEventListener("mouseleave", () => { guide.setAttribute("visibility", "hidden"); tip.style.display = "none"; });
 }
