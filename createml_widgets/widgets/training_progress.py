@@ -125,6 +125,15 @@ class TrainingProgress(widgets.VBox):
             series=[{"key": key, "name": name, "panel": col - 1, "color": color, "dash": bool(dash)}
                     for key, name, col, color, dash in CURVES])
 
+    def _repr_mimebundle_(self, **kwargs):
+        """Beside the widget: the status and the curves as static HTML/SVG, what nbconvert and GitHub show."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/html"] = (f"<div class='cmlw-training-progress-static'>{self.phase_label.value}"
+                                   f"<div>{self.counts_label.value}</div><div>{self.metrics_label.value}</div>"
+                                   f"{self.chart.to_html()}</div>")
+        return bundle
+
     # -- following a job ---------------------------------------------------------------------
     def attach(self, job) -> None:
         """Follow `job` (an MLJob): its past history is drawn at once, new events as they come."""

@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from createml_widgets.display import confusion_table_html
 from createml_widgets.metrics import NO_PREDICTION, MLClassifierMetrics
 from createml_widgets.widgets import ConfusionMatrix
 from createml_widgets.widgets._media import thumbnail_uri, video_frame_at
@@ -35,6 +36,8 @@ def test_heatmap_counts_and_precision_recall(confusing_metrics):
     assert [list(r) for r in heat.z] == matrix.values.tolist()
     # What a page without the widget's script shows: the counts in a table.
     assert all(f"<td>{v}</td>" in heat.to_html() for row in matrix.values.tolist() for v in row if v)
+    static = widget._repr_mimebundle_()["text/html"]  # what nbconvert and GitHub show: summary and counts
+    assert static.startswith(widget.summary.value) and static.endswith(confusion_table_html(m))
     # Photos of a 1 filed under "0" are predicted "1": the model is right, the folder is wrong.
     assert matrix.loc["0", "1"] == 3 and matrix.loc["1", "5"] == 3 and matrix.loc["5", "5"] == 3
     assert f"Accuracy <b>{m.accuracy:.1%}</b> on 9 examples" in widget.summary.value

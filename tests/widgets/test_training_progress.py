@@ -244,6 +244,9 @@ def test_a_saved_notebook_keeps_the_curves(source):
     # Where widgets are not drawn (nbconvert to HTML, GitHub): the curves as a static SVG.
     html_view = progress.chart._repr_mimebundle_()[0]["text/html"]
     assert html_view.count("<polyline") == 4 and "training loss" in html_view
+    bundle = progress._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget first, where it can be drawn
+    assert "5 / 5 iterations" in bundle["text/html"] and bundle["text/html"].count("<polyline") == 4
 
 
 def test_new_points_travel_alone_not_the_whole_series(source):
