@@ -7,6 +7,7 @@
 // Heatmap: a click on a cell sends {type: "click", true: row label, predicted: column label}.
 
 const SVG = "http://www.w3.org/2000/svg";
+const isValue = (v) => typeof v === "number" && isFinite(v); // a NaN travels as null: not drawn
 
 function svg(tag, attrs, parent) {
   const e = document.createElementNS(SVG, tag);
@@ -38,7 +39,7 @@ function ticks(lo, hi, count) {
 }
 
 function fmt(value, percent, digits) {
-  if (value === null || value === undefined || !isFinite(value)) return "–";
+  if (!isValue(value)) return "–";
   return percent ? (value * 100).toFixed(digits === undefined ? 1 : digits) + "%" : (+value).toFixed(digits === undefined ? 4 : digits);
 }
 
@@ -70,7 +71,7 @@ function drawPanel(host, model, panel, index, tip) {
   const pw = W - M.l - M.r, ph = H - M.t - M.b;
   svg("rect", { x: M.l, y: M.t, width: pw, height: ph, class: "cmlw-chart-plot" }, root);
   const all = series.flatMap((s) => points[s.key] || []);
-  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]).filter((v) => isFinite(v));
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]).filter(isValue);
   const x0 = 0, x1 = Math.max(1, ...xs);
   const y0 = panel.min !== undefined && panel.min !== null ? panel.min : Math.min(0, ...ys);
   let y1 = panel.max !== undefined && panel.max !== null ? panel.max : Math.max(...ys, 0) * 1.05;
@@ -89,7 +90,7 @@ function drawPanel(host, model, panel, index, tip) {
   svg("text", { x: M.l + pw / 2, y: H - 6, "text-anchor": "middle", class: "cmlw-chart-axis-title" }, root)
     .textContent = model.get("x_title") || "";
   for (const s of series) {
-    const pts = (points[s.key] || []).filter((p) => isFinite(p[1]));
+    const pts = (points[s.key] || []).filter((p) => isValue(p[1]));
     const g = svg("g", { class: "cmlw-chart-series", "data-key": s.key }, root);
     const line = svg("polyline", { class: "cmlw-chart-line", "data-key": s.key, fill: "none", stroke: s.color || "#0071e3",
       "stroke-width": 1.8, points: pts.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ") }, g);
