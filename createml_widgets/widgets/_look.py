@@ -49,7 +49,7 @@ def no_null_titles(widget) -> None:
         if id(w) in seen:
             continue
         seen.add(id(w))
-        # anywidget models (plotly's figures, the leave guard) draw no label, and fail to start in
+        # anywidget models (the charts, the camera) draw no label, and fail to start in
         # the browser when their state changes before they are shown: left alone.
         if w.has_trait("tooltip") and w.tooltip is None and not w.has_trait("_esm"):
             w.tooltip = getattr(w, "description", "") or ""

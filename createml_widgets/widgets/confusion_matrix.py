@@ -20,8 +20,8 @@ from ..display import confusion_table_html, precision_recall_html
 from ..metrics import NO_PREDICTION
 from ._media import figure_html, placeholder_html, thumbnail_uri, video_frame_at, video_frames
 from ._paths import hide_root
-from ._plotting import FONT, figure_widget
 from ._tasks import is_media_file
+from .charts import Heatmap
 
 log = logging.getLogger(__name__)
 MAX_EXAMPLES_SHOWN = 24
@@ -100,7 +100,7 @@ class ConfusionMatrix(widgets.VBox):
         self.summary.add_class("cmlw-cm-summary")
         self.chart_box = widgets.Box()
         self.chart_box.add_class("cmlw-confusion-matrix-chart")
-        self.figure = None
+        self.heatmap = None  # charts.Heatmap of the metrics shown
         self.pr_html = widgets.HTML()
         self.pr_html.add_class("cmlw-precision-recall")
         self.pairs_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
@@ -172,7 +172,7 @@ class ConfusionMatrix(widgets.VBox):
         self.skipped_html.value = ""
         if m is None:
             self.summary.value = "<i>No metrics yet: train a model first.</i>"
-            self.chart_box.children = ()
+            self._show_heatmap(None)
             self.pr_html.value = ""
             self.pairs_box.children = ()
             self.true_dropdown.options, self.pred_dropdown.options = [], []
@@ -180,7 +180,7 @@ class ConfusionMatrix(widgets.VBox):
         if not m.is_valid:
             self.summary.value = (f"<span class='cmlw-cm-invalid' style='color:#b25000'>No metrics: "
                                   f"{html.escape(hide_root(str(m.error), self.root))}</span>")
-            self.chart_box.children = ()
+            self._show_heatmap(None)
             self.pr_html.value = ""
             self.pairs_box.children = ()
             self.true_dropdown.options, self.pred_dropdown.options = [], []
@@ -236,30 +236,18 @@ class ConfusionMatrix(widgets.VBox):
                 f"</tr>{''.join(rows)}</table>{more}</details>")
 
     def _draw_heatmap(self, matrix) -> None:
-        import plotly.graph_objects as go
+        """The matrix as a clickable SVG heatmap (charts.Heatmap: no plotly.js); a click selects the cell."""
+        heatmap = Heatmap(x=[str(c) for c in matrix.columns], y=[str(i) for i in matrix.index],
+                          z=matrix.values.tolist())
+        heatmap.on_click(self.select_cell)
+        self._show_heatmap(heatmap)
 
-        x = [str(c) for c in matrix.columns]
-        y = [str(i) for i in matrix.index]
-        z = matrix.values.tolist()
-        size = max(320, min(620, 70 + 42 * max(len(x), len(y))))
-        fig = go.Figure(go.Heatmap(
-            z=z, x=x, y=y, colorscale=[[0, "#f5f7fb"], [0.0001, "#d6e6fa"], [1, "#0b5cad"]],
-            text=[[str(v) if v else "" for v in row] for row in z], texttemplate="%{text}",
-            hovertemplate="true %{y} · predicted %{x}<br>%{z} examples<extra></extra>", showscale=False,
-            xgap=1, ygap=1))
-        fig.update_layout(width=size, height=size, margin={"l": 70, "r": 10, "t": 30, "b": 60},
-                          xaxis={"title": "Predicted", "type": "category", "side": "bottom"},
-                          yaxis={"title": "True label", "type": "category", "autorange": "reversed"},
-                          font={"family": FONT, "size": 12}, template="plotly_white")
-        fw = figure_widget(fig)
-        if fw is None:  # no interactive plotly here: a static table, the pairs and dropdowns still work
-            self.figure = None
-            fallback = widgets.HTML(confusion_table_html(self.metrics))
-            self.chart_box.children = (fallback,)
-            return
-        fw.data[0].on_click(self._on_click)
-        self.figure = fw
-        self.chart_box.children = (fw,)
+    def _show_heatmap(self, heatmap) -> None:
+        """Show `heatmap` (or nothing) in the chart box; the one it replaces is closed (no leaked comm)."""
+        old, self.heatmap = self.heatmap, heatmap
+        self.chart_box.children = (heatmap,) if heatmap is not None else ()
+        if old is not None:
+            old.close()
 
     def _draw_pairs(self, matrix) -> None:
         pairs = []
@@ -281,10 +269,12 @@ class ConfusionMatrix(widgets.VBox):
                                     "diagonal</span>")]
         self.pairs_box.children = buttons
 
-    def _on_click(self, trace, points, selector) -> None:
-        xs, ys = list(getattr(points, "xs", []) or []), list(getattr(points, "ys", []) or [])
-        if xs and ys:
-            self.select_cell(str(ys[0]), str(xs[0]))
+    def _repr_mimebundle_(self, **kwargs):
+        """Beside the widget: the summary and the matrix as a static table, what nbconvert and GitHub show."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict) and self.metrics is not None and self.metrics.is_valid:
+            bundle["text/html"] = self.summary.value + confusion_table_html(self.metrics)
+        return bundle
 
     # -- selection -----------------------------------------------------------------------------
     def select_cell(self, true_label, predicted):
@@ -311,4 +301,6 @@ class ConfusionMatrix(widgets.VBox):
         empty = "<div style='color:#6e6e73'>no examples in this cell</div>" if examples.empty else ""
         self.examples_html.value = head + "<div>" + "".join(figs) + "</div>" + more + empty
         self.selected = (true_label, predicted)
+        if self.heatmap is not None:
+            self.heatmap.selected = [true_label, predicted]  # outlined in the heatmap
         return examples

@@ -18,7 +18,7 @@ import traitlets
 from ..session import JobCancelledError, MLPhase
 from ._look import style_while_enabled
 from ._paths import hide_root
-from ._plotting import FONT, figure_widget
+from .charts import LineChart
 
 PHASE_TITLES = {
     "initialized": "Starting",
@@ -27,7 +27,7 @@ PHASE_TITLES = {
     "evaluating": "Evaluating",
     "inferencing": "Inferencing",
 }
-CURVES = (  # (metric key, trace name, subplot column, colour, dash)
+CURVES = (  # (metric key, series name, chart panel (1: loss, 2: accuracy), colour, dash)
     ("loss", "training loss", 1, "#0071e3", None),
     ("validation_loss", "validation loss", 1, "#ff9500", "dot"),
     ("accuracy", "training accuracy", 2, "#0071e3", None),
@@ -103,9 +103,8 @@ class TrainingProgress(widgets.VBox):
         self.resume_button.on_click(lambda _b: self.resume())
         self.checkpoints_html = widgets.HTML()
         self.checkpoints_html.add_class("cmlw-checkpoints")
-        self.figure = self._make_figure()
-        chart = self.figure if self.figure is not None else widgets.HTML()
-        self.chart_fallback = None if self.figure is not None else chart
+        self.chart = self._make_chart()
+        chart = self.chart
         chart.add_class("cmlw-progress-chart")
         super().__init__(children=[
             self.phase_label,
@@ -119,21 +118,21 @@ class TrainingProgress(widgets.VBox):
             self.attach(job)
 
     # -- the chart ---------------------------------------------------------------------------
-    def _make_figure(self):
-        from plotly.subplots import make_subplots
+    def _make_chart(self) -> LineChart:
+        """Loss and accuracy per iteration, side by side (an SVG chart of our own: no plotly.js)."""
+        return LineChart(
+            panels=[{"title": "Loss", "min": 0}, {"title": "Accuracy", "percent": True, "min": 0, "max": 1}],
+            series=[{"key": key, "name": name, "panel": col - 1, "color": color, "dash": bool(dash)}
+                    for key, name, col, color, dash in CURVES])
 
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.12)
-        for key, name, col, color, dash in CURVES:
-            fig.add_scatter(x=[], y=[], name=name, mode="lines+markers", row=1, col=col,
-                            line={"color": color, "dash": dash}, marker={"size": 5}, meta=key)
-        fig.update_xaxes(title_text="iteration", rangemode="tozero")
-        fig.update_yaxes(rangemode="tozero", row=1, col=1)
-        fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
-        # The top margin leaves the toolbar (top right) above the "Accuracy" title, not over it.
-        fig.update_layout(height=320, width=760, margin={"l": 50, "r": 20, "t": 64, "b": 40},
-                          legend={"orientation": "h", "y": -0.28}, font={"family": FONT, "size": 12},
-                          plot_bgcolor="#fafafa", template="plotly_white")
-        return figure_widget(fig)
+    def _repr_mimebundle_(self, **kwargs):
+        """Beside the widget: the status and the curves as static HTML/SVG, what nbconvert and GitHub show."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/html"] = (f"<div class='cmlw-training-progress-static'>{self.phase_label.value}"
+                                   f"<div>{self.counts_label.value}</div><div>{self.metrics_label.value}</div>"
+                                   f"{self.chart.to_html()}</div>")
+        return bundle
 
     # -- following a job ---------------------------------------------------------------------
     def attach(self, job) -> None:
@@ -320,30 +319,16 @@ class TrainingProgress(widgets.VBox):
         self.resume_button.disabled = self.state not in ("cancelled", "failed") or self.job is None
 
     def _draw_chart(self) -> None:
+        """Send the chart the points it lacks (a small message); the whole series only when the history
+        was rewritten (another job followed, or a Resume that went back)."""
         rows = list(self.history)
-        if self.figure is None:
-            if rows:
-                last = rows[-1]
-                self.chart_fallback.value = (f"<pre>iteration {last['iteration']}: "
-                                             + html.escape(", ".join(f"{k}={v:.4f}" for k, v in last.items()
-                                                                     if k != "iteration")) + "</pre>")
-            return
-        with self.figure.batch_update():
-            for trace in self.figure.data:
-                key = trace.meta
-                pts = [(r["iteration"], r[key]) for r in rows if key in r]
-                trace.x = [x for x, _ in pts]
-                trace.y = [y for _, y in pts]
+        self.chart.plot({key: [(r["iteration"], r[key]) for r in rows if key in r] for key, *_ in CURVES})
 
     def _keep_points_in_saved_state(self) -> None:
-        """Plotly sends new points as update messages, which a saved notebook (or a second view of the
-        widget) never replays: its synced figure state keeps the points too, once a run has ended."""
-        if self.figure is None:
-            return
-        import copy
-
+        """New points reach the browser as messages, which a saved notebook (or a second view of the
+        widget) never replays: once a run has ended, the chart's synced state holds them all."""
         with self._lock:
-            self.figure._widget_data = copy.deepcopy(self.figure._data)
+            self.chart.sync()
 
     def _draw_checkpoints(self) -> None:
         cps = self.checkpoints

@@ -106,7 +106,7 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
             page.wait_for_timeout(400)
             _train_and_wait(page, 5)
             clock.step("image_train")
-            page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+            page.wait_for_selector(".cmlw-confusion-matrix-chart .cmlw-heatmap-cell", timeout=MINUTE)
             summary = page.inner_text(".cmlw-cm-summary")
             assert "Validation accuracy" in summary and "held out from training" in summary, summary
             clock.step("image_confusion_matrix")
@@ -160,7 +160,7 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
             assert page.is_visible(".cmlw-training-progress .cmlw-state-done")
             assert page.inner_text(".cmlw-progress-counts").startswith("10 / 10")
             assert page.is_enabled(".cmlw-export-button")
-            page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+            page.wait_for_selector(".cmlw-confusion-matrix-chart .cmlw-heatmap-cell", timeout=MINUTE)
             ui.check("switching back to the image task")
 
             # -- a phone: 414 px wide --------------------------------------------------------------------

@@ -435,14 +435,14 @@ def _find_all(text: str, needle: str) -> list[int]:
 def _heatmap_cells(page):
     """The confusion matrix's non-empty cells as (count, x, y) on screen, and its tick labels as
     (label, x, y): xticks (predicted) and yticks (true)."""
-    page.locator(".cmlw-confusion-matrix-chart .js-plotly-plot").scroll_into_view_if_needed()
+    page.locator(".cmlw-confusion-matrix-chart .cmlw-heatmap-svg").scroll_into_view_if_needed()
     page.wait_for_timeout(300)
     centre = "els => els.map(t => { const r = t.getBoundingClientRect(); " \
              "return [t.textContent.trim(), r.x + r.width / 2, r.y + r.height / 2]; })"
     chart = ".cmlw-confusion-matrix-chart"
-    cells = page.eval_on_selector_all(f"{chart} .heatmaplayer text", centre)
-    xticks = page.eval_on_selector_all(f"{chart} .xtick text", centre)
-    yticks = page.eval_on_selector_all(f"{chart} .ytick text", centre)
+    cells = page.eval_on_selector_all(f"{chart} .cmlw-heatmap-count", centre)
+    xticks = page.eval_on_selector_all(f"{chart} .cmlw-heatmap-xtick", centre)
+    yticks = page.eval_on_selector_all(f"{chart} .cmlw-heatmap-ytick", centre)
     numbers = [(int(text), x, y) for text, x, y in cells if text.isdigit() and int(text) > 0]
     return numbers, (xticks, yticks)
 
@@ -499,13 +499,21 @@ def test_train_evaluate_preview_and_export_in_the_dashboard(browser, cache, tmp_
         counts = page.inner_text(".cmlw-progress-counts")
         assert counts.startswith("10 / 10"), counts
         page.wait_for_function(  # the loss curve has its points
-            "() => document.querySelectorAll('.cmlw-progress-chart .scatterlayer .point').length >= 10",
+            "() => document.querySelectorAll('.cmlw-progress-chart .cmlw-chart-point').length >= 10",
             timeout=MINUTE)
+        # Hovering the loss panel shows the values at the iteration under the pointer (the last one, right).
+        hit = page.locator(".cmlw-progress-chart .cmlw-chart-panel[data-panel='0'] .cmlw-chart-hit")
+        hit.scroll_into_view_if_needed()
+        plot = hit.bounding_box()
+        page.mouse.move(plot["x"] + plot["width"] - 2, plot["y"] + plot["height"] / 2)
+        tip = page.wait_for_selector(".cmlw-progress-chart .cmlw-chart-tip", state="visible", timeout=MINUTE).inner_text()
+        assert tip.startswith("iteration 10") and re.search(r"training loss: \d+\.\d{4}", tip), tip
+        page.mouse.move(0, 0)
 
-        # 5. The confusion matrix: a Plotly heatmap of the 40 validation photos.
-        page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+        # 5. The confusion matrix: an SVG heatmap of the 40 validation photos.
+        page.wait_for_selector(".cmlw-confusion-matrix-chart .cmlw-heatmap-cell", timeout=MINUTE)
         page.wait_for_function("() => document.querySelectorAll("
-                               "'.cmlw-confusion-matrix-chart .heatmaplayer text').length > 0", timeout=MINUTE)
+                               "'.cmlw-confusion-matrix-chart .cmlw-heatmap-count').length > 0", timeout=MINUTE)
         assert "on 40 examples" in page.inner_text(".cmlw-cm-summary"), page.inner_text(".cmlw-cm-summary")
         numbers, _ticks = _heatmap_cells(page)
         assert sum(n for n, _, _ in numbers) == 40, numbers
@@ -523,6 +531,13 @@ def test_train_evaluate_preview_and_export_in_the_dashboard(browser, cache, tmp_
         heading = page.inner_text(".cmlw-cm-selection")
         assert heading.startswith(f"True {true_label} · predicted {predicted_label} — {count} "), heading
         assert page.locator(".cmlw-cm-examples figure img").count() == count
+        # The kernel selected that pair: the cell is outlined, the dropdowns name it.
+        outlined = page.eval_on_selector_all(".cmlw-heatmap-selected",
+                                             "els => els.map(e => [e.dataset.true, e.dataset.predicted])")
+        assert outlined == [[true_label, predicted_label]], outlined
+        chosen = [page.eval_on_selector(f"{box} select", "s => s.options[s.selectedIndex].textContent")
+                  for box in (".cmlw-cm-true", ".cmlw-cm-predicted")]
+        assert chosen == [true_label, predicted_label], chosen
         ui.check("clicking a confusion-matrix cell")
         ui.shot("image-07-cell-examples", ".cmlw-section-evaluation")
 
@@ -637,9 +652,9 @@ def test_follow_cancel_and_resume_a_long_training_in_the_dashboard(browser, cach
         assert after == sorted(after), f"the count went backwards: {after}"
         # the loss curve has every iteration, those before the cancel and those after it
         page.wait_for_function(
-            f"() => {{ const t = document.querySelector('.cmlw-progress-chart .scatterlayer .trace');"
-            f" return t && t.querySelectorAll('.point').length === {total}; }}", timeout=MINUTE)
-        page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+            f"() => {{ const t = document.querySelector('.cmlw-progress-chart .cmlw-chart-line[data-key=\"loss\"]');"
+            f" return t && t.getAttribute('points').trim().split(/\\s+/).length === {total}; }}", timeout=MINUTE)
+        page.wait_for_selector(".cmlw-confusion-matrix-chart .cmlw-heatmap-cell", timeout=MINUTE)
         assert page.is_enabled(".cmlw-export-button")
         ui.check("resuming")
         ui.shot("resume-2-done", ".cmlw-section-training")
@@ -683,7 +698,7 @@ def test_hand_pose_classifier_in_the_dashboard(browser, cache):
         page.wait_for_selector(".cmlw-training-progress .cmlw-state-done", timeout=4 * MINUTE)
         visit.mark("trained")
         assert _counts(page) == (10, 10, "iterations"), page.inner_text(".cmlw-progress-counts")
-        page.wait_for_selector(".cmlw-confusion-matrix-chart .js-plotly-plot .heatmaplayer", timeout=MINUTE)
+        page.wait_for_selector(".cmlw-confusion-matrix-chart .cmlw-heatmap-cell", timeout=MINUTE)
         ui.check("training hand poses")
         ui.shot("handpose-2-trained", ".cmlw-section-training")
 

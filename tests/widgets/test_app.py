@@ -77,7 +77,7 @@ def test_from_data_to_a_downloaded_core_ml_model(root):
     # Evaluation: validation and training metrics, their matrices, the model's own summary.
     assert app.confusion.dataset_toggle.options == ("Validation", "Training")
     assert app.confusion.metrics is model.validation_metrics and model.validation_metrics.count == 6
-    assert [list(r) for r in app.confusion.figure.data[0].z] == model.validation_metrics.confusion_matrix.values.tolist()
+    assert [list(r) for r in app.confusion.heatmap.z] == model.validation_metrics.confusion_matrix.values.tolist()
     assert "Model summary" in app.model_summary.value and "MLImageClassifier" in app.model_summary.value
 
     # Preview: the trained model on a photo under the same root.
@@ -221,8 +221,7 @@ def test_hand_action_from_annotated_clips_to_a_core_ml_model(annotated_clips, tm
 
 def curves_drawn(app: TrainerApp) -> int:
     """Iterations on the training-loss curve."""
-    trace = next(t for t in app.progress.figure.data if t.meta == "loss")
-    return len(trace.x)
+    return len(app.progress.chart.data["loss"])
 
 
 @pytest.mark.slow
@@ -250,7 +249,7 @@ def test_hand_pose_photos_without_a_hand_are_shown_in_the_app(tmp_path):
 
     cm = app.confusion
     assert cm.dataset_toggle.options == ("Validation", "Training") and cm.metrics is model.validation_metrics
-    assert NO_PREDICTION in list(cm.figure.data[0].x) and "1 with no hand detected" in cm.summary.value
+    assert NO_PREDICTION in list(cm.heatmap.x) and "1 with no hand detected" in cm.summary.value
     assert "sky.png" in cm.skipped_html.value and "counted as" in cm.skipped_html.value
     examples = cm.select_cell("1", NO_PREDICTION)
     assert [Path(i).name for i in examples["Item"]] == ["sky.png"]

@@ -10,30 +10,34 @@ import re
 
 import pytest
 
+from createml_widgets.display import confusion_table_html
 from createml_widgets.metrics import NO_PREDICTION, MLClassifierMetrics
 from createml_widgets.widgets import ConfusionMatrix
 from createml_widgets.widgets._media import thumbnail_uri, video_frame_at
+from createml_widgets.widgets.charts import Heatmap
 
 
 def click(widget: ConfusionMatrix, true_label: str, predicted: str) -> None:
-    """What the browser sends when a heatmap cell is clicked (plotly's points callback message)."""
-    fig = widget.figure
-    col = list(fig.data[0].x).index(predicted)
-    row = list(fig.data[0].y).index(true_label)
-    fig._js2py_pointsCallback = {
-        "event_type": "plotly_click", "device_state": None, "selector": None,
-        "points": {"xs": [predicted], "ys": [true_label], "point_indexes": [[row, col]], "trace_indexes": [0]}}
+    """What the browser sends when a heatmap cell is clicked: charts.js's custom message, as the kernel
+    receives it on the heatmap's comm."""
+    heat = widget.heatmap
+    assert true_label in heat.y and predicted in heat.x  # a cell the page draws
+    heat._handle_msg({"content": {"data": {"method": "custom", "content": {
+        "type": "click", "true": true_label, "predicted": predicted}}}, "buffers": []})
 
 
 def test_heatmap_counts_and_precision_recall(confusing_metrics):
     m = confusing_metrics
     widget = ConfusionMatrix(m)
     matrix = m.confusion_matrix
-    heat = widget.figure.data[0]
-    assert heat.type == "heatmap"
+    heat = widget.heatmap
+    assert isinstance(heat, Heatmap) and widget.chart_box.children == (heat,)
     assert list(heat.x) == ["0", "1", "5"] and list(heat.y) == ["0", "1", "5"]
     assert [list(r) for r in heat.z] == matrix.values.tolist()
-    assert [list(r) for r in heat.text] == [[str(v) if v else "" for v in row] for row in matrix.values.tolist()]
+    # What a page without the widget's script shows: the counts in a table.
+    assert all(f"<td>{v}</td>" in heat.to_html() for row in matrix.values.tolist() for v in row if v)
+    static = widget._repr_mimebundle_()["text/html"]  # what nbconvert and GitHub show: summary and counts
+    assert static.startswith(widget.summary.value) and static.endswith(confusion_table_html(m))
     # Photos of a 1 filed under "0" are predicted "1": the model is right, the folder is wrong.
     assert matrix.loc["0", "1"] == 3 and matrix.loc["1", "5"] == 3 and matrix.loc["5", "5"] == 3
     assert f"Accuracy <b>{m.accuracy:.1%}</b> on 9 examples" in widget.summary.value
@@ -64,6 +68,7 @@ def test_clicking_a_cell_shows_its_examples_with_confidence(confusing_metrics):
         assert f"<figcaption>1 · {row['Confidence']:.0%}</figcaption>" in fig  # predicted label and confidence
         assert html.escape(row["Item"]) in fig  # the file, in the tooltip
     assert widget.true_dropdown.value == "0" and widget.pred_dropdown.value == "1"
+    assert widget.heatmap.selected == ["0", "1"]  # the cell is outlined in the page
 
     click(widget, "5", "5")  # a diagonal cell: the examples it got right
     assert widget.selected == ("5", "5") and "3 correct examples" in widget.examples_html.value
@@ -87,9 +92,11 @@ def test_switching_between_validation_and_training(confusing_metrics, image_mode
     assert widget.dataset == "Validation" and widget.metrics is confusing_metrics
     assert widget.dataset_toggle.layout.display is None  # shown: there is a choice
     click(widget, "0", "1")
+    shown = widget.heatmap
     widget.dataset_toggle.value = "Training"
     assert widget.metrics is image_model.training_metrics and widget.selected == ()  # selection cleared
-    assert [list(r) for r in widget.figure.data[0].z] == image_model.training_metrics.confusion_matrix.values.tolist()
+    assert widget.heatmap is not shown and shown.comm is None  # the replaced heatmap is closed, not leaked
+    assert [list(r) for r in widget.heatmap.z] == image_model.training_metrics.confusion_matrix.values.tolist()
     assert widget.examples_html.value == ""
 
 
@@ -116,8 +123,8 @@ def test_video_examples_show_a_frame_of_their_time_range(hand_action_range_model
     items = list(m.examples["Item"])
     assert len(items) == 12 and all(re.search(r"\.mp4 \[[01]\.0s–[12]\.0s\]$", i) for i in items)
     widget = ConfusionMatrix(m)
-    assert list(widget.figure.data[0].x) == ["wave", "zoom"]
-    assert [list(r) for r in widget.figure.data[0].z] == m.confusion_matrix.values.tolist()
+    assert list(widget.heatmap.x) == ["wave", "zoom"]
+    assert [list(r) for r in widget.heatmap.z] == m.confusion_matrix.values.tolist()
     cell = max(((t, p) for t in ("wave", "zoom") for p in ("wave", "zoom")), key=lambda c: len(m.examples_in_cell(*c)))
     click(widget, *cell)
     shown = widget.examples_html.value
@@ -154,7 +161,7 @@ def test_photos_without_a_hand_are_shown(hand_pose_no_hand):
     vm, tm = model.validation_metrics, model.training_metrics
     root = blank_train.parents[2]  # the data folder: train/ and val/
     widget = ConfusionMatrix({"Validation": vm, "Training": tm}, root=root)
-    heat = widget.figure.data[0]
+    heat = widget.heatmap
     assert list(heat.x) == ["0", "1", "5", NO_PREDICTION] and list(heat.y) == ["0", "1", "5"]
     assert vm.confusion_matrix.loc["5", NO_PREDICTION] == 1
     assert f"1 with no hand detected, counted as wrong (column {NO_PREDICTION})" in widget.summary.value
@@ -176,7 +183,7 @@ def test_photos_without_a_hand_are_shown(hand_pose_no_hand):
     assert "val/5/blank_val.png" in fig[0] and str(root) not in fig[0]
 
     widget.dataset_toggle.value = "Training"  # training photos without a hand are left out, and listed
-    assert list(widget.figure.data[0].x) == ["0", "1", "5"] and "no hand detected" not in widget.summary.value
+    assert list(widget.heatmap.x) == ["0", "1", "5"] and "no hand detected" not in widget.summary.value
     skipped = widget.skipped_html.value
     assert "blank_train.png" in skipped and "not in these metrics" in skipped and "blank_val" not in skipped
     assert "train/1/blank_train.png" in skipped and str(root) not in skipped

@@ -2,6 +2,7 @@
 Cancel and Resume, failures — all updated from the training thread while the caller goes on."""
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
@@ -39,7 +40,21 @@ def text(html_widget) -> str:
 
 
 def curves(widget) -> dict[str, tuple[list, list]]:
-    return {trace.meta: (list(trace.x), list(trace.y)) for trace in widget.figure.data}
+    """The chart's series: {metric key: (iterations, values)}."""
+    return {key: ([x for x, _ in pts], [y for _, y in pts]) for key, pts in widget.chart.data.items()}
+
+
+def record_messages(widget) -> list[dict]:
+    """Every message the widget's comm sends to the browser, as sent (state updates and custom ones)."""
+    sent = []
+    send = widget.comm.send
+
+    def recording(data=None, metadata=None, buffers=None):
+        sent.append(data)
+        return send(data=data, metadata=metadata, buffers=buffers)
+
+    widget.comm.send = recording
+    return sent
 
 
 @pytest.fixture()
@@ -223,7 +238,49 @@ def test_a_saved_notebook_keeps_the_curves(source):
     progress.attach(job)
     job.result(timeout=TIMEOUT)
     assert progress.wait(TIMEOUT)
-    saved = progress.figure.get_state()["_widget_data"]
-    by_key = {trace["meta"]: trace for trace in saved}
-    assert list(by_key["loss"]["x"]) == [1, 2, 3, 4, 5]
-    assert list(by_key["accuracy"]["y"]) == pytest.approx([h["accuracy"] for h in job.session.history])
+    saved = progress.chart.get_state()["points"]
+    assert [x for x, _ in saved["loss"]] == [1, 2, 3, 4, 5]
+    assert [y for _, y in saved["accuracy"]] == pytest.approx([h["accuracy"] for h in job.session.history])
+    # Where widgets are not drawn (nbconvert to HTML, GitHub): the curves as a static SVG.
+    html_view = progress.chart._repr_mimebundle_()[0]["text/html"]
+    assert html_view.count("<polyline") == 4 and "training loss" in html_view
+    bundle = progress._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget first, where it can be drawn
+    assert "5 / 5 iterations" in bundle["text/html"] and bundle["text/html"].count("<polyline") == 4
+
+
+def test_new_points_travel_alone_not_the_whole_series(source):
+    """While it trains, each flush sends the browser only the iterations it has not drawn yet (a small
+    message it appends); the whole series goes once, into the synced state, when the run ends."""
+    progress = TrainingProgress(update_interval=0)
+    sent = record_messages(progress.chart)
+    job = unstarted_job(source, params(12))
+    progress.attach(job)
+    states_seen = []  # what the synced state held while the run went on
+    job.on_progress(lambda p: states_seen.append(len(progress.chart.points.get("loss", []))))
+    job._start().result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT) and progress.state == "done"
+
+    appends = [m["content"] for m in sent if m.get("method") == "custom" and m["content"]["type"] == "append"]
+    updates = [m["state"] for m in sent if m.get("method") == "update" and "points" in m.get("state", {})]
+    assert len(appends) >= 6  # drawn as it trained (update_interval=0: a flush a report)
+    loss = [(a["start"]["loss"], a["points"]["loss"]) for a in appends if "loss" in a["points"]]
+    assert all(len(points) <= 2 for _, points in loss)  # no batch resends what was drawn (a report may bring 2)
+    assert [start for start, _ in loss] == [0] + list(itertools.accumulate(len(p) for _, p in loss))[:-1]
+    assert [x for _, points in loss for x, _ in points] == list(range(1, 13))  # each iteration once, in order
+    assert set(states_seen) == {0}  # the synced series was never resent while training
+    assert len(updates) == 1 and [x for x, _ in updates[0]["points"]["loss"]] == list(range(1, 13))
+
+    sent.clear()
+    other = unstarted_job(source, params(3))  # another session: its series replace the drawn ones, whole
+    progress.attach(other)
+    other._start().result(timeout=TIMEOUT)
+    assert progress.wait(TIMEOUT)
+    assert curves(progress)["loss"][0] == [1, 2, 3]
+    assert any(m.get("method") == "update" and m["state"].get("points", {}).get("loss") == [] for m in sent)
+
+    # A view that missed a batch asks for the whole series again, and gets it.
+    sent.clear()
+    progress.chart._handle_msg({"content": {"data": {"method": "custom", "content": {"type": "resend"}}},
+                                "buffers": []})
+    assert [[x for x, _ in m["state"]["points"]["loss"]] for m in sent if m.get("method") == "update"] == [[1, 2, 3]]
