@@ -82,7 +82,8 @@ class ClassifierTask:
         if session_parameters is None:
             # Create ML's init(trainingData:parameters:) trains the iterations the parameters ask for: no session
             # bound of 1000 (MLTrainingSessionParameters' default) that the caller could not raise
-            asked = getattr(parameters, iterations_field(cls.ModelParameters), 0) if parameters is not None else 0
+            asked = getattr(parameters, iterations_field(cls.ModelParameters), 0)  # (parameters None: 0)
+            asked = asked if isinstance(asked, int) else 0  # a wrong value: validate() names it
             session_parameters = MLTrainingSessionParameters(iterations=max(asked, MLTrainingSessionParameters.iterations))
         session = cls.make_training_session(training_data, parameters, session_parameters)
         return cls._train_session_with_bar(session)
