@@ -117,9 +117,8 @@ class ClassifierTask:
 
     @classmethod
     def train(cls, training_data, parameters=None, session_parameters=None) -> MLJob:
-        """Start training in the background; returns an MLJob (see `job.result()`). A session folder holding a
-        session started with this data and these parameters continues it; one started differently is refused
-        (SessionMismatchError naming what differs): see `open_training_session`."""
+        """Start training in the background; returns an MLJob (see `job.result()`). A session folder's session started
+        otherwise is refused, naming what differs; one started the same way is continued (`open_training_session`)."""
         return cls.resume(cls.open_training_session(training_data, parameters, session_parameters).session)
 
     @classmethod
