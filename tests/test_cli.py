@@ -398,8 +398,12 @@ def test_augmentation_names_are_the_tasks_own_flags():
     enums = {"image": cw.MLImageClassifier.ImageAugmentationOptions,
              "handpose": cw.MLHandPoseClassifier.ImageAugmentationOptions,
              "handaction": cw.MLHandActionClassifier.VideoAugmentationOptions}
-    for task, flags in enums.items():
-        assert cli.AUGMENTATIONS[task] == tuple(f.name.lower() for f in flags)
+    for task, flags in enums.items():  # --augment takes the enum's names (no copy of them to keep in step)
+        names = [f.name.lower() for f in flags]
+        args = cli.build_parser().parse_args(["train", task, "d", "--out", "m.mlmodel", "--augment", ",".join(names)])
+        assert args.augment == tuple(names)
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["train", task, "d", "--out", "m.mlmodel", "--augment", "sparkle"])
     args = cli.build_parser().parse_args(["train", "handaction", "d", "--out", "m.mlmodel",
                                           "--augment", "Rotate, drop-frames"])
     params = cli._parameters("handaction", cw.MLHandActionClassifier, args)

@@ -36,6 +36,8 @@ from ..session import (
     failure_reason,
     prepare_session_directory,
 )
+from ..session_open import OpenedSession, open_training_session
+from .registry import iterations_field
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +83,8 @@ class ClassifierTask:
         if session_parameters is None:
             # Create ML's init(trainingData:parameters:) trains the iterations the parameters ask for: no session
             # bound of 1000 (MLTrainingSessionParameters' default) that the caller could not raise
-            asked = next((getattr(parameters, n) for n in ("max_iterations", "maximum_iterations")
-                          if isinstance(getattr(parameters, n, None), int)), 0)
+            asked = getattr(parameters, iterations_field(cls.ModelParameters), 0)  # (parameters None: 0)
+            asked = asked if isinstance(asked, int) else 0  # a wrong value: validate() names it
             session_parameters = MLTrainingSessionParameters(iterations=max(asked, MLTrainingSessionParameters.iterations))
         session = cls.make_training_session(training_data, parameters, session_parameters)
         return cls._train_session_with_bar(session)
@@ -100,9 +102,8 @@ class ClassifierTask:
             if bar is None:
                 for other in bars.values():
                     other.close()
-                desc = {"extractingFeatures": "Extracting features", "training": "Training",
-                        "evaluating": "Evaluating"}.get(progress.phase.value, progress.phase.value)
-                bar = bars[progress.phase] = tqdm(total=progress.total_item_count, desc=desc, leave=False)
+                bar = bars[progress.phase] = tqdm(total=progress.total_item_count, desc=progress.phase.title,
+                                                  leave=False)
             bar.n = progress.item_count
             if progress.metrics:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in progress.metrics.items()}, refresh=False)
@@ -110,21 +111,23 @@ class ClassifierTask:
 
         job.on_progress(show)
         try:
-            job._start(background=False)
-            return job.result()
+            return job.run()
         finally:
             for bar in bars.values():
                 bar.close()
 
     @classmethod
     def train(cls, training_data, parameters=None, session_parameters=None) -> MLJob:
-        """Start training in the background; returns an MLJob (see `job.result()`)."""
-        sp = session_parameters or MLTrainingSessionParameters()
-        if sp.directory is not None and (sp.directory / "session.json").exists():
-            session = cls.restore_training_session(sp)
-        else:
-            session = cls.make_training_session(training_data, parameters, sp)
-        return cls.resume(session)
+        """Start training in the background; returns an MLJob (see `job.result()`). A session folder's session started
+        otherwise is refused, naming what differs; one started the same way is continued (`open_training_session`)."""
+        return cls.resume(cls.open_training_session(training_data, parameters, session_parameters).session)
+
+    @classmethod
+    def open_training_session(cls, training_data, parameters=None, session_parameters=None, *,
+                              restart: bool = False, keep_iterations: bool = False) -> OpenedSession:
+        """A new session, or the folder's when it was started the same way (session_open.open_training_session)."""
+        return open_training_session(cls, training_data, parameters, session_parameters, restart=restart,
+                                     keep_iterations=keep_iterations)
 
     @classmethod
     def make_training_session(cls, training_data, parameters=None, session_parameters=None) -> MLTrainingSession:
@@ -153,7 +156,7 @@ class ClassifierTask:
     def resume(cls, session: MLTrainingSession) -> MLJob:
         if session.task is not cls:
             raise SessionError(f"this is a {session.task.__name__} session, not a {cls.__name__} session")
-        return MLJob(session)._start(background=True)
+        return MLJob(session).start()
 
     @classmethod
     def restore_training_session(cls, session_parameters: MLTrainingSessionParameters) -> MLTrainingSession:

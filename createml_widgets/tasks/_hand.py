@@ -17,21 +17,13 @@ class ModelAlgorithmType(enum.Enum):
         return self.value
 
 
-def check_positive_int(name: str, value, upper: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (upper is not None and value > upper):
-        allowed = f"an int from 1 to {upper}" if upper else "a positive int"
-        raise ParameterError(name, value, allowed)
-
-
-def validate_hand_parameters(params, augmentation_type: type, data_source_type: type) -> None:
-    """The checks both hand tasks' ModelParameters share."""
+def validate_hand_parameters(params, data_source_type: type) -> None:
+    """The checks both hand tasks' ModelParameters share: the declared ranges and flags of their fields
+    (registry.validate_declared), the algorithm and the validation data."""
     from ..data.validation import ValidationData
+    from .registry import validate_declared
 
-    check_positive_int("batch_size", params.batch_size, 4096)
-    check_positive_int("maximum_iterations", params.maximum_iterations, 100_000)
-    if not isinstance(params.augmentation_options, augmentation_type):
-        raise ParameterError("augmentation_options", params.augmentation_options,
-                             f"{augmentation_type.__qualname__} flags")
+    validate_declared(params)
     if params.algorithm is not ModelAlgorithmType.GCN:
         raise ParameterError("algorithm", params.algorithm, "ModelAlgorithmType.GCN")
     if not isinstance(params.validation, ValidationData):

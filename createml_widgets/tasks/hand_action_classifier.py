@@ -10,7 +10,7 @@ import torch
 
 from ..data.keypoint_sources import KeypointDataSource
 from ..data.validation import ValidationData
-from ..errors import NoHandDetectedError, ParameterError
+from ..errors import NoHandDetectedError
 from ..features.cache import CachingExtractor
 from ..features.keypoint_augment import augment_keypoints
 from ..features.video import is_video_file
@@ -20,7 +20,6 @@ from ._base import ClassifierTask, Plan
 from ._hand import (
     KeypointExtractor,
     ModelAlgorithmType,
-    check_positive_int,
     hand_fraction,
     mediapipe_id,
     validate_hand_parameters,
@@ -131,36 +130,36 @@ class _ModelParameters:
     frames), augmentations, algorithm (GCN) and the target frame rate (30 fps)."""
 
     validation: ValidationData = field(default_factory=ValidationData.split, metadata={
-        "title": "Held-out data", "createml": "validation",
+        "title": "Held-out data", "createml": "validation", "cli": ("--validation", "--seed"),
         "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
     batch_size: int = field(default=32, metadata={
-        "title": "Examples per step", "createml": "batchSize",
+        "title": "Examples per step", "createml": "batchSize", "range": (1, 4096), "cli": "--batch-size",
+        "hint": "examples per training step",
         "help": "How many examples each training step looks at. Larger is smoother but uses more memory; the default suits most datasets."})
     maximum_iterations: int = field(default=80, metadata={
-        "title": "Training rounds", "createml": "maximumIterations",
+        "title": "Training rounds", "createml": "maximumIterations", "range": (1, 100_000), "role": "iterations",
+        "cli": "--iterations", "hint": "training iterations at most; on a finished session, trains further",
         "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
     prediction_window_size: int = field(default=60, metadata={
-        "title": "Frames per prediction", "createml": "predictionWindowSize",
+        "title": "Frames per prediction", "createml": "predictionWindowSize", "range": (1, 1000), "unit": "frames",
+        "cli": "--window", "hint": "frames the model looks at for one prediction, 60 = 2 s at 30 fps",
         "help": "How many frames the model watches to name one action (60 = 2 seconds at 30 fps). Make it about as long as one action; clips shorter than this are padded."})
     augmentation_options: VideoAugmentationOptions = field(default=VideoAugmentationOptions(0), metadata={
-        "title": "Extra variations", "createml": "augmentationOptions",
+        "title": "Extra variations", "createml": "augmentationOptions", "cli": "--augment",
         "help": "Adds changed copies of each clip (frames dropped or filled in, mirrored, turned, scaled, moved) so the model copes with such videos. Helps with few clips; each option makes training slower."})
     algorithm: ModelAlgorithmType = field(default=ModelAlgorithmType.GCN, metadata={
         "title": "Network", "createml": "algorithm", "choices": {"GCN": "hand-skeleton network (GCN)"},
         "help": "The kind of network: a graph network over the 21 joints of the hand skeleton, Create ML's only choice for hand actions."})
     target_frame_rate: float = field(default=30.0, metadata={
-        "title": "Frame rate (fps)", "createml": "targetFrameRate",
+        "title": "Frame rate (fps)", "createml": "targetFrameRate", "range": (1, 240), "unit": "frames per second",
+        "cli": "--frame-rate", "hint": "the rate the videos are sampled at",
         "help": "Frames per second the videos are read at. Keep the rate your app's camera will use; lower trains faster but misses quick moves."})
 
     ValidationData = ValidationData
     ModelAlgorithmType = ModelAlgorithmType
 
     def validate(self) -> None:
-        validate_hand_parameters(self, VideoAugmentationOptions, _DataSource)
-        check_positive_int("prediction_window_size", self.prediction_window_size, 1000)
-        rate = self.target_frame_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 1 <= rate <= 240:
-            raise ParameterError("target_frame_rate", rate, "a number of frames per second from 1 to 240")
+        validate_hand_parameters(self, _DataSource)
 
     def to_dict(self, root=None) -> dict:
         return {"validation": self.validation.to_dict(root), "batch_size": self.batch_size,

@@ -89,16 +89,18 @@ class _ModelParameters:
     """GCN training parameters: validation, batch size (32), maximum iterations (80), augmentations."""
 
     validation: ValidationData = field(default_factory=ValidationData.split, metadata={
-        "title": "Held-out data", "createml": "validation",
+        "title": "Held-out data", "createml": "validation", "cli": ("--validation", "--seed"),
         "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
     batch_size: int = field(default=32, metadata={
-        "title": "Examples per step", "createml": "batchSize",
+        "title": "Examples per step", "createml": "batchSize", "range": (1, 4096), "cli": "--batch-size",
+        "hint": "examples per training step",
         "help": "How many examples each training step looks at. Larger is smoother but uses more memory; the default suits most datasets."})
     maximum_iterations: int = field(default=80, metadata={
-        "title": "Training rounds", "createml": "maximumIterations",
+        "title": "Training rounds", "createml": "maximumIterations", "range": (1, 100_000), "role": "iterations",
+        "cli": "--iterations", "hint": "training iterations at most; on a finished session, trains further",
         "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
     augmentation_options: ImageAugmentationOptions = field(default=ImageAugmentationOptions(0), metadata={
-        "title": "Extra variations", "createml": "augmentationOptions",
+        "title": "Extra variations", "createml": "augmentationOptions", "cli": "--augment",
         "help": "Adds moved, turned, scaled or mirrored copies of each hand, so the model copes with hands held differently. Helps with few photos; each option makes training slower."})
     algorithm: ModelAlgorithmType = field(default=ModelAlgorithmType.GCN, metadata={
         "title": "Network", "createml": "algorithm", "choices": {"GCN": "hand-skeleton network (GCN)"},
@@ -108,7 +110,7 @@ class _ModelParameters:
     ModelAlgorithmType = ModelAlgorithmType
 
     def validate(self) -> None:
-        validate_hand_parameters(self, ImageAugmentationOptions, _DataSource)
+        validate_hand_parameters(self, _DataSource)
 
     def to_dict(self, root=None) -> dict:
         return {"validation": self.validation.to_dict(root), "batch_size": self.batch_size,

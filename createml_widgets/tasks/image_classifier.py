@@ -32,6 +32,7 @@ from ..nets.logistic import LogisticRegressionTrainer
 from ..nets.training import TensorData, Trainer
 from ._base import ClassifierTask, Plan, split_for_validation
 from .image_algorithm import ClassifierType, CustomFeatureExtractor, FeatureExtractorType, ModelAlgorithmType
+from .registry import validate_declared
 
 
 class _DataSource:
@@ -118,16 +119,17 @@ class _ModelParameters:
     scene_print revision 1 with a logistic regressor)."""
 
     validation: ValidationData = field(default_factory=ValidationData.split, metadata={
-        "title": "Held-out data", "createml": "validation",
+        "title": "Held-out data", "createml": "validation", "cli": ("--validation", "--seed"),
         "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
     max_iterations: int = field(default=25, metadata={
-        "title": "Training rounds", "createml": "maxIterations",
+        "title": "Training rounds", "createml": "maxIterations", "range": (1, 100_000), "role": "iterations",
+        "cli": "--iterations", "hint": "training iterations at most; on a finished session, trains further",
         "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
     augmentation: ImageAugmentationOptions = field(default=ImageAugmentationOptions(0), metadata={
-        "title": "Extra variations", "createml": "augmentationOptions",
+        "title": "Extra variations", "createml": "augmentationOptions", "cli": "--augment",
         "help": "Adds changed copies of each photo (cropped, rotated, blurred, darker or lighter, noisy, flipped) so the model copes with such photos. Helps with few photos; each option makes training slower."})
     algorithm: ModelAlgorithmType = field(default_factory=ModelAlgorithmType, metadata={
-        "title": "How it learns", "createml": "algorithm",
+        "title": "How it learns", "createml": "algorithm", "cli": ("--revision", "--mlp"),
         "help": "Image features from a network trained on millions of photos (scene print), then a small classifier on top. The simple classifier is fast and fine for most tasks; the neural network can do better with many photos. Revision 2 features are larger and slower."})
 
     ValidationData = ValidationData
@@ -147,11 +149,7 @@ class _ModelParameters:
         return self.augmentation
 
     def validate(self) -> None:
-        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int) or self.max_iterations < 1:
-            raise ParameterError("max_iterations", self.max_iterations, "a positive int (Create ML's default is 25)")
-        if not isinstance(self.augmentation, ImageAugmentationOptions):
-            raise ParameterError("augmentation", self.augmentation,
-                                 "ImageAugmentationOptions flags, e.g. ImageAugmentationOptions.CROP | .FLIP")
+        validate_declared(self)  # the fields' declared ranges and flags
         if not isinstance(self.validation, ValidationData):
             raise ParameterError("validation", self.validation, "a ValidationData (split, data_source, dictionary, none)")
         self.validation.validate(_DataSource)

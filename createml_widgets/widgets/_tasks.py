@@ -5,12 +5,12 @@ imported only when a widget asks for them, so the image path never depends on th
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import samples
+from ..tasks import registry
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,7 @@ class TaskInfo:
 
     def load(self) -> type:
         """The task class; ImportError with a clear message when its module is not available."""
-        try:
-            module = importlib.import_module(self.module)
-            return getattr(module, self.class_name)
-        except (ImportError, AttributeError) as err:
-            raise ImportError(f"{self.class_name} is not available in this installation ({err})") from err
+        return registry.TASKS[self.key].load()
 
     @property
     def available(self) -> bool:
@@ -44,37 +40,20 @@ class TaskInfo:
         return f"{self.media}s"
 
 
+# The widget-only facts; everything else is the library's declaration (tasks/registry.py).
+_WIDGET_FACTS = {"image": (10, samples.sign_language_digits), "hand_pose": (10, samples.sign_language_digits),
+                 "hand_action": (5, samples.hand_action_clips)}
 TASKS: dict[str, TaskInfo] = {
-    "image": TaskInfo("image", "Image Classifier", "MLImageClassifier", "createml_widgets.tasks.image_classifier",
-                      "image", 10, samples.sign_language_digits),
-    "hand_pose": TaskInfo("hand_pose", "Hand Pose Classifier", "MLHandPoseClassifier",
-                          "createml_widgets.tasks.hand_pose_classifier", "image", 10, samples.sign_language_digits),
-    "hand_action": TaskInfo("hand_action", "Hand Action Classifier", "MLHandActionClassifier",
-                            "createml_widgets.tasks.hand_action_classifier", "video", 5, samples.hand_action_clips),
+    key: TaskInfo(d.key, d.title, d.class_name, d.module, d.media, *_WIDGET_FACTS[key])
+    for key, d in registry.TASKS.items()
 }
-
-_ALIASES = {"image_classifier": "image", "images": "image", "handpose": "hand_pose", "hand_pose_classifier": "hand_pose",
-            "handaction": "hand_action", "hand_action_classifier": "hand_action"}
 
 
 def task_info(task) -> TaskInfo:
     """TaskInfo for a key ("image"), a task class (MLImageClassifier) or a trained model."""
     if isinstance(task, TaskInfo):
         return task
-    if isinstance(task, str):
-        key = _ALIASES.get(task.lower().replace("-", "_"), task.lower().replace("-", "_"))
-        if key in TASKS:
-            return TASKS[key]
-        for info in TASKS.values():
-            if info.class_name.lower() == task.lower():
-                return info
-        raise ValueError(f"unknown task {task!r}: use one of {sorted(TASKS)}")
-    cls = task if isinstance(task, type) else type(task)
-    for klass in cls.__mro__:
-        for info in TASKS.values():
-            if klass.__name__ == info.class_name:
-                return info
-    raise ValueError(f"{cls.__name__} is not one of the task classes ({', '.join(i.class_name for i in TASKS.values())})")
+    return TASKS[registry.declaration(task).key]
 
 
 def is_media_file(path: Path, media: str) -> bool:
