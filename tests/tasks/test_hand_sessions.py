@@ -76,12 +76,16 @@ def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path):
 
     restored = HA.restore_training_session(sp)  # as a new process would
     assert restored.phase == MLPhase.TRAINING and restored.iteration == stopped_at
-    resumed = []
+    resumed, phases = [], set()
+    extraction = dict(restored.summary["extraction"])  # what the first run extracted (or read from the cache)
     job2 = HA.resume(restored)
+    job2.on_progress(lambda p: phases.add(p.phase))
     job2.on_progress(lambda p: resumed.append(p.item_count) if p.phase == MLPhase.TRAINING else None)
     model = job2.result(timeout=300)
     assert resumed[0] == stopped_at + 1 and model._iterations == 40
-    assert job2.session.summary["extraction"]["extracted"] == 0  # keypoints were not extracted again
+    # Keypoints were not extracted again: no extraction phase, the first run's account unchanged.
+    assert MLPhase.EXTRACTING_FEATURES not in phases and MLPhase.TRAINING in phases
+    assert job2.session.summary["extraction"] == extraction
 
     last = [c for c in restored.checkpoints if c.phase == MLPhase.TRAINING][-1]
     assert last.iteration == 40
