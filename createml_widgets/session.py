@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._fileio import atomic_write
 from .errors import CreateMLError, ParameterError, SessionError
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,6 @@ class MLPhase(StrEnum):
     EVALUATING = "evaluating"
     INFERENCING = "inferencing"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 class Metric(StrEnum):
     """Keys of `MLProgress.metrics` and `MLCheckpoint.metrics`."""
@@ -65,9 +62,6 @@ class Metric(StrEnum):
     LOSS = "loss"
     VALIDATION_ACCURACY = "validation_accuracy"
     VALIDATION_LOSS = "validation_loss"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass
@@ -180,17 +174,8 @@ class JobCancelledError(CreateMLError, concurrent.futures.CancelledError):
 # Atomic file helpers: a kill -9 at any instant leaves either the old file or the new one.
 # ---------------------------------------------------------------------------------------------
 def atomic_write_bytes(path: Path, writer: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write what `writer` writes into an open binary file to `path`, durably and atomically."""
+    atomic_write(path, writer)
 
 
 @contextlib.contextmanager
@@ -279,7 +264,7 @@ def session_path(root: Path, name, what: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The files a session wrote (its manifest), the folder lock, and discarding a session
 # ---------------------------------------------------------------------------------------------
-_TEMP_NAME = re.compile(r"\.(?P<base>.+)\.[A-Za-z0-9_]{8}")  # what atomic_write_bytes's mkstemp names look like
+_TEMP_NAME = re.compile(r"\.(?P<base>.+)\.[A-Za-z0-9_]{8}")  # the temporary names of atomic_write (and of mkstemp before it)
 _LEGACY_NAMES = re.compile(r"(features/chunk-\d{5,}\.npz|checkpoints/training-\d{5,}\.pt)")
 # Every name a session writes in its folder (besides its list): a listed name of any other form is not the session's.
 _SESSION_NAMES = re.compile(rf"({re.escape(SESSION_FILE)}|{_LEGACY_NAMES.pattern})")

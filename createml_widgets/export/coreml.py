@@ -16,9 +16,7 @@ import functools
 import importlib
 import logging
 import os
-import shutil
 import threading
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from .._fileio import move_into_place, remove_quietly, temp_sibling
 
 __all__ = [
     "FORMATS", "SUFFIXES", "HAND_JOINT_NAMES", "VERSION_METADATA_KEY", "format_for_path", "image_classifier_model",
@@ -681,8 +681,8 @@ def _model_format(model) -> str:
     return "mlprogram" if spec.WhichOneof("Type") == "mlProgram" else "neuralnetwork"
 
 
-def _path_error(err: OSError, path: Path, what: str) -> OSError:
-    message = f"cannot write the Core ML model {str(path)!r}: {what} ({err.strerror or err})"
+def _path_error(err: OSError, path: Path, what: str, kind: str = "Core ML") -> OSError:
+    message = f"cannot write the {kind} model {str(path)!r}: {what} ({err.strerror or err})"
     if err.errno is not None:
         return type(err)(err.errno, message)
     return type(err)(message)
@@ -692,14 +692,6 @@ def _is_model_package(path: Path) -> bool:
     """Whether the folder `path` is a Core ML package (Manifest.json and its Data folder, nothing else)."""
     names = {entry.name for entry in path.iterdir()}
     return "Manifest.json" in names and names <= {"Manifest.json", "Data"}
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            path.unlink()
 
 
 def write_model(model, path) -> Path:
@@ -736,30 +728,18 @@ def write_model(model, path) -> Path:
         raise IsADirectoryError(21, f"cannot write the Core ML model {str(path)!r}: a folder of that name holds "
                                     "files that are not a Core ML package; nothing was changed — move it or "
                                     "write the model under another name")
-    token = uuid.uuid4().hex[:12]
-    temp = parent / f".{path.stem}.{token}.tmp{path.suffix}"
-    backup = parent / f".{path.stem}.{token}.old{path.suffix}"
+    temp = temp_sibling(path, "tmp")
     try:
         with _quiet_conversion():
             model.save(str(temp))
     except OSError as err:
-        _remove(temp)
+        remove_quietly(temp)
         raise _path_error(err, path, "the file cannot be created") from err
     except BaseException:
-        _remove(temp)
+        remove_quietly(temp)
         raise
     try:
-        if wanted == "neuralnetwork" or not (path.exists() or path.is_symlink()):
-            os.replace(temp, path)
-        else:  # a package is a folder: move the old one aside, move the new one in, drop the old
-            os.replace(path, backup)
-            try:
-                os.replace(temp, path)
-            except OSError:
-                os.replace(backup, path)
-                raise
-            _remove(backup)
+        move_into_place(temp, path)
     except OSError as err:
-        _remove(temp)
         raise _path_error(err, path, "the finished model cannot be moved into place") from err
     return path

@@ -13,11 +13,9 @@ description, licence and version, and the training information the Core ML file 
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._fileio import atomic_write
 from .coreml import (
     RESERVED_METADATA_PREFIX,
     VERSION_METADATA_KEY,
@@ -203,17 +202,13 @@ def write_onnx(model, path) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _path_error(err, path, f"its folder {str(parent)!r} cannot be created") from err
+        raise _path_error(err, path, f"its folder {str(parent)!r} cannot be created", "ONNX") from err
     if path.is_dir():
         raise IsADirectoryError(21, f"cannot write the ONNX model {str(path)!r}: a folder has that name")
-    temp = parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp.onnx"
     try:
-        temp.write_bytes(model.SerializeToString())
-        os.replace(temp, path)
+        atomic_write(path, model.SerializeToString())
     except OSError as err:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise _path_error(err, path, "the file cannot be written") from err
+        raise _path_error(err, path, "the file cannot be written", "ONNX") from err
     return path
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fileio import atomic_write
+
 log = logging.getLogger(__name__)
 _digests: dict[tuple, str] = {}
 _digest_lock = threading.Lock()
@@ -167,10 +169,7 @@ class FeatureCache:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, data, durable=False)  # a lost entry is only extracted again
 
     def clear(self) -> None:
         import shutil
