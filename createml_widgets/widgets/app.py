@@ -21,7 +21,7 @@ import ipywidgets as widgets
 import traitlets
 
 from ..session import MLTrainingSessionParameters
-from ._look import no_null_titles, style_while_enabled
+from ._look import message_html, no_null_titles, style_while_enabled
 from ._media import release_hand_detector
 from ._paths import hide_root, sanitize_filename
 from ._tasks import TASKS, task_info
@@ -569,8 +569,5 @@ class TrainerApp(widgets.VBox):
         threading.Thread(target=run, name="cmlw-export", daemon=True).start()
 
     def _say(self, text: str, level: str = "info") -> None:
-        color = {"error": "#c62828", "ok": "#1a7f37"}.get(level, "#6e6e73")
         picker = getattr(self, "picker", None)
-        text = hide_root(text, picker.root if picker is not None else None)  # no server paths on the page
-        self.train_message.value = (f"<span class='cmlw-train-{level}' style='color:{color}'>{html.escape(text)}</span>"
-                                    if text else "")
+        self.train_message.value = message_html("cmlw-train", text, level, picker.root if picker is not None else None)

@@ -23,7 +23,7 @@ from pathlib import Path
 import ipywidgets as widgets
 import traitlets
 
-from ._look import marker_html
+from ._look import marker_html, message_html
 from ._media import media_thumbnails
 from ._paths import (
     PathOutsideRootError,
@@ -644,10 +644,7 @@ class DataSourcePicker(widgets.VBox):
                 + "".join(rows) + "</table>")
 
     def _say(self, text: str, level: str = "info") -> None:
-        color = {"error": "#c62828", "info": "#1d1d1f", "ok": "#1a7f37"}.get(level, "#1d1d1f")
-        text = hide_root(text, self.root)
-        self.message.value = (f"<span class='cmlw-picker-{level}' style='color:{color}'>{html.escape(text)}</span>"
-                              if text else "")
+        self.message.value = message_html("cmlw-picker", text, level, self.root)
 
     # -- uploads -----------------------------------------------------------------------------
     def _accept(self) -> str:
