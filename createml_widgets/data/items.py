@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,11 +143,3 @@ def files_by_label_checked(mapping: dict, is_media: Callable[[Path], bool], what
             raise DataSourceError(f"files_by_label[{label!r}] must be a list of paths, not one path")
         out[str(label)] = [Path(p) for p in paths]
     return out
-
-
-def relative_or_absolute(path: Path, root: Path | None) -> str:
-    return str(path)
-
-
-def flatten(labeled: dict[str, Iterable[Path]]) -> list[tuple[Path, str]]:
-    return [(p, label) for label in labeled for p in labeled[label]]

@@ -75,11 +75,6 @@ RETRY_GEOMETRIES: tuple[tuple[int, float, float, bool], ...] = (
 )
 
 
-def empty_keypoints() -> np.ndarray:
-    """The (1, 3, 21) float32 zeros that stand for "no hand"."""
-    return np.zeros((1, 3, NUM_JOINTS), dtype=np.float32)
-
-
 @dataclass
 class HandObservation:
     """One detected hand.
@@ -788,10 +783,3 @@ def keypoints_array(observations: Sequence[HandObservation | None | Exception]) 
         if isinstance(obs, HandObservation):
             out[i] = obs.keypoints
     return out
-
-
-def sample_path(label: str, index: int = 0) -> Path:
-    """A photo from the bundled sign-language-digits sample (label '0'..'9')."""
-    root = Path(__file__).resolve().parent.parent / "samples" / "sign-language-digits" / str(label)
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    return files[index]

@@ -32,14 +32,6 @@ class TaskInfo:
             raise ImportError(f"{self.class_name} is not available in this installation ({err})") from err
 
     @property
-    def available(self) -> bool:
-        try:
-            self.load()
-        except ImportError:
-            return False
-        return True
-
-    @property
     def media_plural(self) -> str:
         return f"{self.media}s"
 
@@ -78,16 +70,11 @@ def task_info(task) -> TaskInfo:
 
 
 def is_media_file(path: Path, media: str) -> bool:
+    """Whether `path` is a file of the task's media ("image" or "video"), by its name."""
     if media == "video":
-        return path.suffix.lower() in video_extensions() and not path.name.startswith(".")
+        from ..features.video import is_video_file  # no MediaPipe: that loads with the first detector
+
+        return is_video_file(path)
     from ..features.image_io import is_image_file
 
     return is_image_file(path)
-
-
-def video_extensions() -> set[str]:
-    try:
-        from ..features.video import VIDEO_EXTENSIONS
-    except ImportError:  # the video module is optional for the image task
-        return {".mp4", ".mov", ".avi", ".webm", ".m4v", ".mkv"}
-    return set(VIDEO_EXTENSIONS)
