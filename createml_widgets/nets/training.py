@@ -1,7 +1,7 @@
 """The training loop's inner step, shared by every task: one `step()` is one Create ML iteration.
 
-An iteration is one pass over the training set, in mini-batches of `batch_size` (Adam), or one
-full-batch L-BFGS step for the logistic regressor. The state — network, optimizer and random
+An iteration is one pass over the training set, in mini-batches of `batch_size` (AdamW). (The image
+classifier's logistic regressor has its own L-BFGS trainer: nets/logistic.py.) The state — network, optimizer and random
 generator — round-trips through `torch.load(weights_only=True)`.
 
 Every random draw of a run (initial weights, batch order, augmentation, dropout) comes from the trainer's
@@ -139,26 +139,17 @@ class Trainer:
                  optimizer: str = "adam", learning_rate: float = 1e-3, weight_decay: float = 1e-4,
                  seed: int = 0, class_weights: torch.Tensor | None = None, threads: int | None = 1):
         self.net, self.train_data, self.validation = net, train, validation
-        # Small networks train fastest on one thread: more threads only add synchronisation
-        # (measured: GCN epoch 0.14 s on 1 thread vs 2.7 s on 2 threads on a busy 2-core machine).
+        # Small networks train fastest on one thread: more threads only add synchronisation (figures in
+        # benchmarks/README.md, "Threads of the small trainers").
         self.threads = threads
         self.batch_size = max(1, int(batch_size))
-        self.kind = optimizer
-        self.weight_decay = weight_decay
         self.class_weights = class_weights
         self.generator = torch.Generator().manual_seed(seed)
         seed_network(net, self.generator)  # initial weights and dropout from the trainer's own generator
         self._fit_batch_norm_momentum()
-        if optimizer == "lbfgs":
-            from .logistic import LBFGS_EVALUATIONS_PER_STEP, LBFGS_ITERATIONS_PER_STEP
-
-            self.optimizer = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS_PER_STEP,
-                                               max_eval=LBFGS_EVALUATIONS_PER_STEP, history_size=10,
-                                               line_search_fn="strong_wolfe")
-        elif optimizer == "adam":
-            self.optimizer = AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
-        else:
-            raise ValueError(f"unknown optimizer {optimizer!r}")
+        if optimizer != "adam":
+            raise ValueError(f"unknown optimizer {optimizer!r}: the training loop trains with 'adam' (AdamW)")
+        self.optimizer = AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
 
     def _fit_batch_norm_momentum(self) -> None:
         """Let batch norm's running statistics keep up on small data sets.
@@ -187,19 +178,6 @@ class Trainer:
 
     def _step(self) -> dict[str, float]:
         self.net.train()
-        if self.kind == "lbfgs":
-            x, y = self.train_data.all()
-
-            def closure():
-                self.optimizer.zero_grad()
-                loss = self._loss(self.net(x), y)
-                l2 = sum((p * p).sum() for n, p in self.net.named_parameters() if "bias" not in n)
-                loss = loss + 0.5 * self.weight_decay * l2
-                loss.backward()
-                return loss
-
-            self.optimizer.step(closure)
-            return self._metrics_on(self.train_data, prefix="")
         n = len(self.train_data)
         order = torch.randperm(n, generator=self.generator)
         total_loss, correct = 0.0, 0

@@ -361,7 +361,7 @@ class MLHandActionClassifier(ClassifierTask):
         streams = tuple(session.summary["net_streams"])
         net = HandActionGCN(len(plan.labels), streams=streams)
         # threads=None: torch's own count (every core). The temporal convolutions are large enough to
-        # share: a batch of 32 windows trains in 141 ms on 2 threads against 247 ms on 1.
+        # share (benchmarks/README.md, "Threads of the small trainers").
         return Trainer(net, data(plan.train, augment), data(plan.validation), batch_size=params.batch_size,
                        optimizer="adam", learning_rate=3e-3, weight_decay=1e-4, seed=session.split_seed or 0,
                        threads=None)
