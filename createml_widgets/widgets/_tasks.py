@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import samples
+from ..data.folders import is_media_file  # noqa: F401 - the widgets' name for it
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,3 @@ def task_info(task) -> TaskInfo:
             if klass.__name__ == info.class_name:
                 return info
     raise ValueError(f"{cls.__name__} is not one of the task classes ({', '.join(i.class_name for i in TASKS.values())})")
-
-
-def is_media_file(path: Path, media: str) -> bool:
-    """Whether `path` is a file of the task's media ("image" or "video"), by its name."""
-    if media == "video":
-        from ..features.video import is_video_file  # no MediaPipe: that loads with the first detector
-
-        return is_video_file(path)
-    from ..features.image_io import is_image_file
-
-    return is_image_file(path)
