@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .items import _visible
 from .roots import PathOutsideRootError, is_within, resolve_under_root
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ANNOTATION_SUFFIXES = (".csv", ".json")
 FILE_COLUMN_NAMES = ("image", "video", "file", "filename", "file_name", "path", "filepath", "image_path",
@@ -64,16 +68,20 @@ class FolderAnalysis:
 
     @property
     def ok(self) -> bool:
+        """Whether the folder can be trained on: a layout was found and nothing is an error."""
         return self.layout != "none" and not any(p.level == "error" for p in self.problems)
 
     @property
     def counts(self) -> dict[str, int]:
+        """The number of examples of each label."""
         return {label: len(paths) for label, paths in self.labels.items()}
 
     def error(self, message: str) -> None:
+        """Record a problem that keeps the folder from being used."""
         self.problems.append(Problem("error", message))
 
     def warn(self, message: str) -> None:
+        """Record a problem training can live with."""
         self.problems.append(Problem("warning", message))
 
 
@@ -122,7 +130,7 @@ def _annotation_files(folder: Path, root: Path) -> tuple[list[Path], list[Path]]
     return inside, outside
 
 
-def read_annotation(path: Path):
+def read_annotation(path: Path) -> pd.DataFrame:
     """An annotation file as a pandas DataFrame, read exactly as the library will read it for training
     (`data.annotations.read_annotation_file`: CSV with string cells, or a JSON array of objects / object
     of equal-length arrays), so the picker never calls ready a table the task cannot read."""
@@ -349,7 +357,7 @@ def analyze_folder(folder: Path, root: Path, media: str = "image", layout: str =
     return a
 
 
-def make_data_source(task_class: type, analysis: FolderAnalysis):
+def make_data_source(task_class: type, analysis: FolderAnalysis) -> Any:
     """The task's DataSource for an analysed folder (`analysis.ok` must be true)."""
     ds = task_class.DataSource
     folder = analysis.folder

@@ -17,28 +17,38 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from .._fileio import atomic_write
-from .coreml import (
-    RESERVED_METADATA_PREFIX,
-    VERSION_METADATA_KEY,
+from ._common import (
+    CLASS_LABEL_DESCRIPTION,
+    CLASS_PROBS_DESCRIPTION,
+    IMAGE_INPUT_DESCRIPTION,
+    LABEL_PROBS_DESCRIPTION,
     _CentreCropResize,
     _check_labels,
     _frozen_copy,
     _image_preprocessing,
     _is_action_net,
-    _metadata_fields,
+    _KeypointClassifier,
     _package_version,
     _path_error,
     creator_metadata,
+    metadata_entries,
     poses_description,
 )
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+
+    from ..metadata import MLModelMetadata
 
 __all__ = ["OPSET", "CLASS_LABELS_KEY", "image_classifier_onnx", "keypoint_classifier_onnx", "write_onnx"]
 
@@ -58,15 +68,6 @@ class _OnnxImage(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = self.crop(image * self.scale + self.bias)
         return torch.softmax(self.head(self.features(x)), dim=1)
-
-
-class _OnnxPoses(nn.Module):
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, poses: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(poses.unsqueeze(0)), dim=1)
 
 
 def _onnx():
@@ -115,26 +116,20 @@ def _add_label_output(model, labels: list[str], probs_name: str, label_name: str
 
 def _metadata_props(model, labels: list[str], metadata, training_info: Mapping | None,
                     creator_keys: Mapping[str, str], description: str) -> None:
-    fields = _metadata_fields(metadata)
+    standard, entries = metadata_entries(metadata, training_info, creator_keys)
     props: dict[str, str] = {CLASS_LABELS_KEY: json.dumps(labels, ensure_ascii=False)}
     for name, key in (("author", "author"), ("short_description", "shortDescription"), ("license", "license"),
                       ("version", "version")):
-        if fields.get(name) is not None:
-            props[key] = str(fields[name])
-    for source in (fields.get("additional") or {}, training_info or {}, creator_keys):
-        for key, value in source.items():
-            if str(key).startswith(RESERVED_METADATA_PREFIX):
-                raise ValueError(f"metadata key {key!r}: {RESERVED_METADATA_PREFIX}* keys are Create ML's own")
-            if value is not None:
-                props[str(key)] = str(value)
-    props[VERSION_METADATA_KEY] = _package_version()
+        if name in standard:
+            props[key] = standard[name]
+    props.update(entries)
     del model.metadata_props[:]
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name = "createml-widgets"
     model.producer_version = _package_version()
-    model.doc_string = str(fields.get("short_description") or "")
+    model.doc_string = standard.get("short_description", "")
     model.graph.doc_string = description
 
 
@@ -144,13 +139,12 @@ def _describe(model, descriptions: Mapping[str, str]) -> None:
             value.doc_string = descriptions[value.name]
 
 
-def image_classifier_onnx(backbone: nn.Module, head: nn.Module, class_labels, *, input_size: int,
-                          metadata=None, training_info: Mapping | None = None):
+def image_classifier_onnx(backbone: nn.Module, head: nn.Module, class_labels: Iterable[str], *, input_size: int,
+                          metadata: MLModelMetadata | Mapping | None = None,
+                          training_info: Mapping | None = None) -> onnx.ModelProto:
     """An onnx.ModelProto: `image` (1, 3, H, W) pixels 0..255, H, W >= input_size -> classLabel,
     classLabelProbs. Computes what the Core ML model of `coreml.image_classifier_model(...,
     input_size=input_size)` computes."""
-    from .coreml import CLASS_LABEL_DESCRIPTION, CLASS_PROBS_DESCRIPTION, IMAGE_INPUT_DESCRIPTION
-
     labels = _check_labels(class_labels)
     size = int(getattr(backbone, "input_size", 0) or 0)
     if size <= 0:
@@ -171,17 +165,16 @@ def image_classifier_onnx(backbone: nn.Module, head: nn.Module, class_labels, *,
     return model
 
 
-def keypoint_classifier_onnx(net: nn.Module, class_labels, window: int, *, frame_rate: float = 30.0,
-                             metadata=None, training_info: Mapping | None = None):
+def keypoint_classifier_onnx(net: nn.Module, class_labels: Iterable[str], window: int, *, frame_rate: float = 30.0,
+                             metadata: MLModelMetadata | Mapping | None = None,
+                             training_info: Mapping | None = None) -> onnx.ModelProto:
     """An onnx.ModelProto: `poses` (window, 3, 21) -> label, labelProbabilities."""
-    from .coreml import LABEL_PROBS_DESCRIPTION
-
     labels = _check_labels(class_labels)
     window = int(window)
     if window < 1:
         raise ValueError(f"the prediction window must be at least 1 frame, got {window}")
     action = _is_action_net(net, window)
-    wrapper = _OnnxPoses(_frozen_copy(net))
+    wrapper = _KeypointClassifier(_frozen_copy(net))
     example = torch.rand(window, 3, 21, generator=torch.Generator().manual_seed(0))
     model = _torch_graph(wrapper, example, "poses", "labelProbabilities", None)
     _add_label_output(model, labels, "labelProbabilities", "label")
@@ -193,7 +186,7 @@ def keypoint_classifier_onnx(net: nn.Module, class_labels, window: int, *, frame
     return model
 
 
-def write_onnx(model, path) -> Path:
+def write_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     """Write an onnx.ModelProto to `path` (.onnx) atomically: a temporary file, then a rename."""
     path = Path(os.fspath(path)).expanduser()
     if path.suffix.lower() != ".onnx":
@@ -212,7 +205,7 @@ def write_onnx(model, path) -> Path:
     return path
 
 
-def labels_of(model) -> list[str]:
+def labels_of(model: onnx.ModelProto) -> list[str]:
     """The class labels stored in an ONNX model's metadata (`classLabels`)."""
     for entry in model.metadata_props:
         if entry.key == CLASS_LABELS_KEY:
@@ -220,7 +213,7 @@ def labels_of(model) -> list[str]:
     raise ValueError("the ONNX model has no classLabels metadata")
 
 
-def probabilities(session, inputs: Mapping[str, np.ndarray], labels: list[str]) -> dict[str, float]:
+def probabilities(session: onnxruntime.InferenceSession, inputs: Mapping[str, np.ndarray], labels: list[str]) -> dict[str, float]:
     """{label: probability} from an onnxruntime InferenceSession of one of these models."""
     outputs = [o.name for o in session.get_outputs()]
     values = dict(zip(outputs, session.run(None, dict(inputs))))

@@ -53,6 +53,7 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def array_digest(array: np.ndarray) -> str:
+    """A digest of an array's bytes, dtype and shape (for features given in memory)."""
     a = np.ascontiguousarray(array)
     return hashlib.blake2b(a.tobytes() + str(a.shape).encode() + str(a.dtype).encode(), digest_size=16).hexdigest()
 
@@ -172,6 +173,7 @@ class FeatureCache:
         atomic_write(path, data, durable=False)  # a lost entry is only extracted again
 
     def clear(self) -> None:
+        """Remove every cached feature (the ONNX backbones stay)."""
         import shutil
 
         shutil.rmtree(self.root / "features", ignore_errors=True)
@@ -194,6 +196,7 @@ class CachingExtractor:
 
     @property
     def id(self) -> str:
+        """The inner extractor's id (what cache keys are made from)."""
         return self.inner.id
 
     def __enter__(self) -> CachingExtractor:
@@ -205,6 +208,7 @@ class CachingExtractor:
             self._entered = False
 
     def extract(self, items: list) -> list:
+        """Features of each item, in order: cached ones from the cache, the others extracted (and stored)."""
         results: list = [None] * len(items)
         misses = []
         for i, item in enumerate(items):

@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import NoHandDetectedError, UnreadableFileError
 from . import native_logs
-from .image_io import load_image, load_image_reduced
+from .image_io import load_image, load_image_reduced, source_name
 
 NUM_JOINTS = 21
 JOINT_NAMES = (
@@ -258,7 +258,7 @@ class HandKeypointDetector:
         """Like `detect` but raises NoHandDetectedError when there is no hand."""
         hand = self.detect(image)
         if hand is None:
-            raise NoHandDetectedError(name if name is not None else _describe(image))
+            raise NoHandDetectedError(name if name is not None else source_name(image))
         return hand
 
     def _process(self, graph, rgb: np.ndarray, mapping) -> list[HandObservation]:
@@ -332,14 +332,6 @@ def _retry_geometry(rgb: np.ndarray, short_side: int = RETRY_SHORT_SIDE, pad: fl
         return out
 
     return img, mapping
-
-
-def _describe(source) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, Image.Image):
-        return getattr(source, "filename", "") or "<PIL image>"
-    return f"<array {getattr(source, 'shape', '')}>"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -367,6 +367,7 @@ class LogisticRegressionTrainer:
         return self._ce(self._logits(self.A, c, b), self.y)
 
     def validation_metrics(self) -> dict[str, float]:
+        """Loss and accuracy on the validation set ({} without one)."""
         if self.VX is None or not len(self.vy):
             return {}
         with _torch_threads(self.threads):

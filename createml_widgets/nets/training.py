@@ -32,12 +32,14 @@ class TensorData:
         return len(self.y)
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator) -> Batch:
+        """The examples at `idx`, augmented with `generator` when an augmentation is set."""
         x = self.x[idx]
         if self.augment is not None:
             x = self.augment(x, generator)
         return x, self.y[idx]
 
     def all(self) -> Batch:
+        """Every example, unaugmented (for the loss and accuracy reports)."""
         return self.x, self.y
 
 
@@ -57,11 +59,13 @@ class AdamW:
         self.state: dict[int, dict[str, torch.Tensor]] = {}
 
     def zero_grad(self) -> None:
+        """Forget the gradients of the last step."""
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
+        """One AdamW update of every parameter with a gradient (torch.optim.AdamW's algorithm)."""
         group = self.param_groups[0]
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         for i, p in enumerate(self.params):
@@ -80,10 +84,12 @@ class AdamW:
             p.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - beta1 ** step))
 
     def state_dict(self) -> dict:
+        """The state in torch.optim.AdamW's format (it round-trips through torch.load(weights_only=True))."""
         return {"state": {i: {k: v.clone() for k, v in st.items()} for i, st in self.state.items()},
                 "param_groups": [dict(g, params=list(g["params"])) for g in self.param_groups]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()` (or from torch.optim.AdamW's)."""
         saved = state["param_groups"][0]
         self.param_groups[0].update({k: saved[k] for k in ("lr", "eps", "weight_decay") if k in saved})
         if "betas" in saved:
@@ -101,6 +107,7 @@ class GeneratorDropout(nn.Dropout):
         self.generator = generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` with the dropped elements zeroed and the rest scaled by 1 / (1 - p) while training; `x` otherwise."""
         if not self.training or self.p == 0.0:
             return x
         if self.p == 1.0:
@@ -168,6 +175,7 @@ class Trainer:
         return F.cross_entropy(logits, y, weight=self.class_weights)
 
     def step(self) -> dict[str, float]:
+        """One Create ML iteration: a pass over the training set; returns its loss and accuracy."""
         previous = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -204,15 +212,18 @@ class Trainer:
                 f"{prefix}accuracy": float((logits.argmax(1) == y).float().mean())}
 
     def validation_metrics(self) -> dict[str, float]:
+        """Loss and accuracy on the validation set ({} without one)."""
         if self.validation is None or len(self.validation) == 0:
             return {}
         return self._metrics_on(self.validation, prefix="validation_")
 
     def state_dict(self) -> dict:
+        """Network, optimiser and random generator: what a checkpoint holds."""
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`."""
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])

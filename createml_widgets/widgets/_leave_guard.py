@@ -43,6 +43,7 @@ class LeaveGuard(widgets.VBox):
         self.html.value = f"<img src='data:,' alt='' style='display:none' onerror=\"{js}\">"
 
     def on_page_left(self, callback) -> None:
+        """Call `callback()` when the page showing the app is closed or reloaded."""
         self.page_left_button.on_click(lambda _b: callback())
 
 

@@ -181,6 +181,7 @@ class DataSourcePicker(widgets.VBox):
         return True
 
     def go_up(self) -> None:
+        """Open the parent of the open folder (the data folder stays the top)."""
         if self.path:
             self.navigate(str(Path(self.path).parent) if "/" in self.path else "")
 
@@ -313,6 +314,7 @@ class DataSourcePicker(widgets.VBox):
 
     @property
     def uploads_dir(self) -> Path:
+        """The real path of the uploads folder inside the data folder."""
         return resolve_under_root(self.root, self.uploads_folder)
 
     def save_uploads(self, files, label: str = "") -> list[Path]:
