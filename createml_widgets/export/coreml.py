@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .._fileio import move_into_place, remove_quietly, temp_sibling
-from ._common import (  # noqa: F401 - these names were defined here: they stay importable from here
+from ._common import (
     CLASS_LABEL_DESCRIPTION,
     CLASS_PROBS_DESCRIPTION,
     FRAME_RATE_KEY,
@@ -35,7 +35,6 @@ from ._common import (  # noqa: F401 - these names were defined here: they stay 
     LABEL_PROBS_DESCRIPTION,
     PREVIEW_TYPE_KEY,
     PREVIEW_TYPES,
-    RESERVED_METADATA_PREFIX,
     VERSION_METADATA_KEY,
     WINDOW_SIZE_KEY,
     _CentreCropResize,
@@ -45,8 +44,6 @@ from ._common import (  # noqa: F401 - these names were defined here: they stay 
     _ImageClassifier,
     _is_action_net,
     _KeypointClassifier,
-    _metadata_fields,
-    _package_version,
     _path_error,
     creator_metadata,
     metadata_entries,

@@ -26,23 +26,7 @@ import torch
 from torch import nn
 
 from .._fileio import atomic_write
-from ._common import (
-    CLASS_LABEL_DESCRIPTION,
-    CLASS_PROBS_DESCRIPTION,
-    IMAGE_INPUT_DESCRIPTION,
-    LABEL_PROBS_DESCRIPTION,
-    _CentreCropResize,
-    _check_labels,
-    _frozen_copy,
-    _image_preprocessing,
-    _is_action_net,
-    _KeypointClassifier,
-    _package_version,
-    _path_error,
-    creator_metadata,
-    metadata_entries,
-    poses_description,
-)
+from . import _common as common
 
 if TYPE_CHECKING:
     import onnx
@@ -61,7 +45,7 @@ class _OnnxImage(nn.Module):
 
     def __init__(self, features: nn.Module, head: nn.Module, size: int, scale: float, bias: float):
         super().__init__()
-        self.crop = _CentreCropResize(size)
+        self.crop = common._CentreCropResize(size)
         self.features, self.head = features, head
         self.scale, self.bias = float(scale), float(bias)
 
@@ -116,7 +100,7 @@ def _add_label_output(model, labels: list[str], probs_name: str, label_name: str
 
 def _metadata_props(model, labels: list[str], metadata, training_info: Mapping | None,
                     creator_keys: Mapping[str, str], description: str) -> None:
-    standard, entries = metadata_entries(metadata, training_info, creator_keys)
+    standard, entries = common.metadata_entries(metadata, training_info, creator_keys)
     props: dict[str, str] = {CLASS_LABELS_KEY: json.dumps(labels, ensure_ascii=False)}
     for name, key in (("author", "author"), ("short_description", "shortDescription"), ("license", "license"),
                       ("version", "version")):
@@ -128,7 +112,7 @@ def _metadata_props(model, labels: list[str], metadata, training_info: Mapping |
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name = "createml-widgets"
-    model.producer_version = _package_version()
+    model.producer_version = common._package_version()
     model.doc_string = standard.get("short_description", "")
     model.graph.doc_string = description
 
@@ -145,22 +129,22 @@ def image_classifier_onnx(backbone: nn.Module, head: nn.Module, class_labels: It
     """An onnx.ModelProto: `image` (1, 3, H, W) pixels 0..255, H, W >= input_size -> classLabel,
     classLabelProbs. Computes what the Core ML model of `coreml.image_classifier_model(...,
     input_size=input_size)` computes."""
-    labels = _check_labels(class_labels)
+    labels = common._check_labels(class_labels)
     size = int(getattr(backbone, "input_size", 0) or 0)
     if size <= 0:
         raise TypeError(f"the feature extractor {type(backbone).__name__} needs an input_size attribute")
-    features, scale, bias = _image_preprocessing(backbone)
-    wrapper = _OnnxImage(features, _frozen_copy(head), size, scale, bias)
+    features, scale, bias = common._image_preprocessing(backbone)
+    wrapper = _OnnxImage(features, common._frozen_copy(head), size, scale, bias)
     declared = int(input_size)
     example = torch.rand(1, 3, declared, declared, generator=torch.Generator().manual_seed(0)) * 255.0
     model = _torch_graph(wrapper, example, "image", "classLabelProbs", {"image": {2: "height", 3: "width"}})
     _add_label_output(model, labels, "classLabelProbs", "classLabel")
     _describe(model, {
-        "image": f"{IMAGE_INPUT_DESCRIPTION}: RGB pixel values 0-255, shape (1, 3, height, width), "
+        "image": f"{common.IMAGE_INPUT_DESCRIPTION}: RGB pixel values 0-255, shape (1, 3, height, width), "
                  f"height and width {declared} or more (the centred square is used)",
-        "classLabel": CLASS_LABEL_DESCRIPTION, "classLabelProbs": CLASS_PROBS_DESCRIPTION + " (in classLabels order)",
+        "classLabel": common.CLASS_LABEL_DESCRIPTION, "classLabelProbs": common.CLASS_PROBS_DESCRIPTION + " (in classLabels order)",
     })
-    _metadata_props(model, labels, metadata, training_info, creator_metadata("image"),
+    _metadata_props(model, labels, metadata, training_info, common.creator_metadata("image"),
                     "Image classifier written by createml-widgets")
     return model
 
@@ -169,19 +153,19 @@ def keypoint_classifier_onnx(net: nn.Module, class_labels: Iterable[str], window
                              metadata: MLModelMetadata | Mapping | None = None,
                              training_info: Mapping | None = None) -> onnx.ModelProto:
     """An onnx.ModelProto: `poses` (window, 3, 21) -> label, labelProbabilities."""
-    labels = _check_labels(class_labels)
+    labels = common._check_labels(class_labels)
     window = int(window)
     if window < 1:
         raise ValueError(f"the prediction window must be at least 1 frame, got {window}")
-    action = _is_action_net(net, window)
-    wrapper = _KeypointClassifier(_frozen_copy(net))
+    action = common._is_action_net(net, window)
+    wrapper = common._KeypointClassifier(common._frozen_copy(net))
     example = torch.rand(window, 3, 21, generator=torch.Generator().manual_seed(0))
     model = _torch_graph(wrapper, example, "poses", "labelProbabilities", None)
     _add_label_output(model, labels, "labelProbabilities", "label")
     kind = "hand action" if action else "hand pose"
-    _describe(model, {"poses": poses_description(window, action), "label": f"Most likely {kind} category.",
-                      "labelProbabilities": LABEL_PROBS_DESCRIPTION + " (in classLabels order)"})
-    _metadata_props(model, labels, metadata, training_info, creator_metadata(kind, window, frame_rate),
+    _describe(model, {"poses": common.poses_description(window, action), "label": f"Most likely {kind} category.",
+                      "labelProbabilities": common.LABEL_PROBS_DESCRIPTION + " (in classLabels order)"})
+    _metadata_props(model, labels, metadata, training_info, common.creator_metadata(kind, window, frame_rate),
                     f"{kind.capitalize()} classifier written by createml-widgets")
     return model
 
@@ -195,13 +179,13 @@ def write_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _path_error(err, path, f"its folder {str(parent)!r} cannot be created", "ONNX") from err
+        raise common._path_error(err, path, f"its folder {str(parent)!r} cannot be created", "ONNX") from err
     if path.is_dir():
         raise IsADirectoryError(21, f"cannot write the ONNX model {str(path)!r}: a folder has that name")
     try:
         atomic_write(path, model.SerializeToString())
     except OSError as err:
-        raise _path_error(err, path, "the file cannot be written", "ONNX") from err
+        raise common._path_error(err, path, "the file cannot be written", "ONNX") from err
     return path
 
 

@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import gc
 import os
+from collections.abc import Callable
 
 import ipywidgets as widgets
 import traitlets
@@ -42,7 +43,7 @@ class LeaveGuard(widgets.VBox):
         js = _GUARD_JS.format(active="true" if self.active else "false")
         self.html.value = f"<img src='data:,' alt='' style='display:none' onerror=\"{js}\">"
 
-    def on_page_left(self, callback) -> None:
+    def on_page_left(self, callback: Callable[[], None]) -> None:
         """Call `callback()` when the page showing the app is closed or reloaded."""
         self.page_left_button.on_click(lambda _b: callback())
 
