@@ -316,27 +316,13 @@ def int8(ctx: Context) -> None:
 
 def _cv_accuracy(f32: np.ndarray, i8: np.ndarray, y: np.ndarray, folds: int = 5) -> tuple[float, float, float]:
     """5-fold accuracy of an L-BFGS logistic regressor on fp32 / int8 features, and fp32-head-on-int8."""
-    import torch
+    from .int8 import logistic_predictor as fit
 
     rng = np.random.default_rng(0)
     fold = np.empty(len(y), dtype=int)
     for c in np.unique(y):  # stratified
         idx = rng.permutation(np.flatnonzero(y == c))
         fold[idx] = np.arange(len(idx)) % folds
-
-    def fit(x, t):
-        w = torch.zeros(x.shape[1], int(y.max()) + 1, requires_grad=True)
-        b = torch.zeros(int(y.max()) + 1, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
-        xt, tt = torch.from_numpy(x), torch.from_numpy(t)
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(xt @ w + b, tt) + 1e-3 * (w * w).sum()
-            loss.backward()
-            return loss
-        opt.step(closure)
-        return lambda z: (torch.from_numpy(z) @ w + b).argmax(1).numpy()
 
     hits = np.zeros(3)
     for k in range(folds):

@@ -35,7 +35,8 @@ def _data():
     return pixels, y, calib
 
 
-def _logistic(x: np.ndarray, y: np.ndarray):
+def logistic_predictor(x: np.ndarray, y: np.ndarray):
+    """An L-BFGS logistic regressor (L2 1e-3) fitted on (x, y): a function from features to predicted labels."""
     import torch
 
     w = torch.zeros(x.shape[1], int(y.max()) + 1, requires_grad=True)
@@ -178,7 +179,7 @@ def run(ctx: Context) -> None:
     clean_path.write_bytes(fi.build_onnx(clean).SerializeToString())
     fp32 = fi.OrtRunner(fp32_path)
     f32 = np.concatenate([fp32(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
-    head = _logistic(f32[calib], y[calib])
+    head = logistic_predictor(f32[calib], y[calib])
     top32 = head(f32[~calib])
     fc = np.concatenate([fi.OrtRunner(clean_path)(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
     ctx.add("int8", "float32 with near-dead channels zeroed: cosine to float32 (min)",

@@ -10,6 +10,15 @@ import enum
 import html
 import io
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .metrics import MLClassifierMetrics
+    from .session import MLTrainingSession
+    from .tasks._base import ClassifierTask
 
 _STYLE = (
     "<style>.cmlw{font-family:-apple-system,BlinkMacSystemFont,'Segoe UI',Helvetica,Arial,sans-serif;"
@@ -24,7 +33,8 @@ _STYLE = (
 )
 
 
-def esc(x) -> str:
+def esc(x: Any) -> str:
+    """`str(x)` escaped for HTML."""
     return html.escape(str(x))
 
 
@@ -39,7 +49,8 @@ def _fmt(x, pct=False) -> str:
     return f"{x:.1%}" if pct else (f"{x:.3f}" if isinstance(x, float) else str(x))
 
 
-def confusion_table_html(metrics) -> str:
+def confusion_table_html(metrics: MLClassifierMetrics) -> str:
+    """The confusion matrix as an HTML table (rows: true label, columns: predicted)."""
     m = metrics.confusion_matrix
     if m.empty:
         return "<p>no examples</p>"
@@ -57,7 +68,8 @@ def confusion_table_html(metrics) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def precision_recall_html(metrics) -> str:
+def precision_recall_html(metrics: MLClassifierMetrics) -> str:
+    """Precision and recall of each label as an HTML table."""
     pr = metrics.precision_recall
     head = "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in pr.columns) + "</tr>"
     rows = "".join(
@@ -67,7 +79,8 @@ def precision_recall_html(metrics) -> str:
     return f"<table>{head}{rows}</table>"
 
 
-def skipped_html(skipped, title="Skipped files") -> str:
+def skipped_html(skipped: Sequence[dict], title: str = "Skipped files") -> str:
+    """A foldable list of the files left out and why ("" for none)."""
     if not skipped:
         return ""
     rows = "".join(f"<tr><td class='k'>{esc(s.get('path'))}</td><td style='text-align:left'>{esc(s.get('reason'))}</td></tr>"
@@ -77,7 +90,8 @@ def skipped_html(skipped, title="Skipped files") -> str:
             f"<table>{rows}</table>{more}</details>")
 
 
-def metrics_body(metrics, open_=True) -> str:
+def metrics_body(metrics: MLClassifierMetrics, open_: bool = True) -> str:
+    """The accuracy, the confusion matrix and per-label precision and recall of one evaluation, as HTML."""
     if not metrics.is_valid:
         return f"<p class='warn'>Metrics unavailable: {esc(metrics.error)}</p>" + skipped_html(metrics.skipped)
     return (f"<p>Accuracy <b>{metrics.accuracy:.1%}</b> · error {metrics.classification_error:.1%} · "
@@ -87,7 +101,8 @@ def metrics_body(metrics, open_=True) -> str:
             + skipped_html(metrics.skipped))
 
 
-def metrics_html(metrics) -> str:
+def metrics_html(metrics: MLClassifierMetrics) -> str:
+    """`metrics_body` in the package's style: what an MLClassifierMetrics shows in a notebook."""
     return f"{_STYLE}<div class='cmlw'><div class='title'>MLClassifierMetrics</div>{metrics_body(metrics)}</div>"
 
 
@@ -104,7 +119,8 @@ def _parameter_rows(params) -> list[tuple[str, str]]:
     return rows
 
 
-def image_to_data_uri(image, max_side: int = 160) -> str:
+def image_to_data_uri(image: Image.Image, max_side: int = 160) -> str:
+    """`image` shrunk to at most `max_side` pixels, as a PNG data: URI for an <img>."""
     img = image.copy()
     img.thumbnail((max_side, max_side))
     buf = io.BytesIO()
@@ -112,7 +128,17 @@ def image_to_data_uri(image, max_side: int = 160) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def history_svg(history, width: int = 360, height: int = 120) -> str:
+def figure_gallery_html(title: str, figures: Sequence[tuple[str, Image.Image]], width: int) -> str:
+    """A foldable row of pictures with captions: `figures` is [(caption, PIL image)]; "" for none."""
+    cells = [f"<figure style='display:inline-block;margin:4px;text-align:center'>"
+             f"<img src='{image_to_data_uri(picture, width)}' width='{width}'/>"
+             f"<figcaption>{esc(caption)}</figcaption></figure>" for caption, picture in figures]
+    if not cells:
+        return ""
+    return f"<details open><summary>{esc(title)}</summary>{''.join(cells)}</details>"
+
+
+def history_svg(history: Sequence[dict], width: int = 360, height: int = 120) -> str:
     """The training curves (loss, and accuracy in %) as an inline SVG: no script, so a saved notebook
     and GitHub show it."""
     rows = [h for h in history or [] if "iteration" in h]
@@ -148,7 +174,7 @@ def history_svg(history, width: int = 360, height: int = 120) -> str:
             f"<div style='font-size:11px'>{legend}</div>")
 
 
-def mistakes_html(metrics, limit: int = 8, size: int = 72) -> str:
+def mistakes_html(metrics: MLClassifierMetrics, limit: int = 8, size: int = 72) -> str:
     """The examples the model got wrong, as small pictures captioned "true → predicted (confidence)"."""
     if metrics is None or not metrics.is_valid:
         return ""
@@ -176,7 +202,8 @@ def mistakes_html(metrics, limit: int = 8, size: int = 72) -> str:
     return "<div>" + "".join(figs) + "</div>" + more
 
 
-def task_html(model) -> str:
+def task_html(model: ClassifierTask) -> str:
+    """A trained model's notebook view: data, parameters, metrics, curves, mistakes and its task's pictures."""
     s = model._summary
     labels = s.get("labels", {})
     data_rows = [("source", s.get("source", "")), ("labels", len(labels)),
@@ -227,7 +254,8 @@ def _not_in(entries, shown) -> list[dict]:
     return [x for x in entries if (str(x.get("path")), str(x.get("reason"))) not in listed]
 
 
-def task_text(model) -> str:
+def task_text(model: ClassifierTask) -> str:
+    """A trained model's plain-text summary (its repr in a terminal)."""
     s = model._summary
     tm, vm = model.training_metrics, model.validation_metrics
     lines = [f"{type(model).__name__}",
@@ -250,7 +278,8 @@ def task_text(model) -> str:
     return "\n".join(lines)
 
 
-def session_html(session) -> str:
+def session_html(session: MLTrainingSession) -> str:
+    """A training session's notebook view: its phase, progress and checkpoints."""
     cps = "".join(f"<tr><td class='k'>{esc(c.phase.value)}</td><td>{c.iteration}</td><td>{esc(c.date.strftime('%H:%M:%S'))}</td>"
                   f"<td style='text-align:left'>{esc(', '.join(f'{k}={v:.3f}' for k, v in c.metrics.items()))}</td></tr>"
                   for c in session.checkpoints[-20:])

@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ._fileio import atomic_write
 from .errors import CreateMLError, ParameterError, SessionError
 from .session_store import (  # noqa: F401 - names of this module before the split (session_store.py)
     _LEGACY_NAMES,
@@ -68,9 +68,6 @@ class MLPhase(StrEnum):
     EVALUATING = "evaluating"
     INFERENCING = "inferencing"
 
-    def __str__(self) -> str:
-        return self.value
-
     @property
     def title(self) -> str:
         """The phase in words, as progress shows it ("Extracting features")."""
@@ -85,9 +82,6 @@ class Metric(StrEnum):
     LOSS = "loss"
     VALIDATION_ACCURACY = "validation_accuracy"
     VALIDATION_LOSS = "validation_loss"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass
@@ -200,17 +194,8 @@ class JobCancelledError(CreateMLError, concurrent.futures.CancelledError):
 # Atomic file helpers: a kill -9 at any instant leaves either the old file or the new one.
 # ---------------------------------------------------------------------------------------------
 def atomic_write_bytes(path: Path, writer: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write what `writer` writes into an open binary file to `path`, durably and atomically."""
+    atomic_write(path, writer)
 
 
 def atomic_write_json(path: Path, data: dict) -> None:

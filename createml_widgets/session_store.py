@@ -128,7 +128,7 @@ def session_path(root: Path, name, what: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The files a session wrote (its manifest), the folder lock, and discarding a session
 # ---------------------------------------------------------------------------------------------
-_TEMP_NAME = re.compile(r"\.(?P<base>.+)\.[A-Za-z0-9_]{8}")  # what atomic_write_bytes's mkstemp names look like
+_TEMP_NAME = re.compile(r"\.(?P<base>.+)\.[A-Za-z0-9_]{8}")  # the temporary names of atomic_write (and of mkstemp before it)
 _LEGACY_NAMES = re.compile(r"(features/chunk-\d{5,}\.npz|checkpoints/training-\d{5,}\.pt)")
 # Every name a session writes in its folder (besides its list): a listed name of any other form is not the session's.
 _SESSION_NAMES = re.compile(rf"({re.escape(SESSION_FILE)}|{_LEGACY_NAMES.pattern})")

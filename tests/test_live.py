@@ -27,20 +27,20 @@ def _copy_photos(dest, per_label):
     return dest
 
 
+def _trained(task, root, **parameters):
+    """`task` trained on the label folders in `root`, nothing held out."""
+    return task(task.DataSource.labeled_directories(root),
+                task.ModelParameters(validation=task.ValidationData.none(), **parameters))
+
+
 @pytest.fixture(scope="module")
 def pose_model(tmp_path_factory):
-    root = _copy_photos(tmp_path_factory.mktemp("poses"), 12)
-    HP = MLHandPoseClassifier
-    return HP(HP.DataSource.labeled_directories(root),
-              HP.ModelParameters(maximum_iterations=30, validation=HP.ValidationData.none()))
+    return _trained(MLHandPoseClassifier, _copy_photos(tmp_path_factory.mktemp("poses"), 12), maximum_iterations=30)
 
 
 @pytest.fixture(scope="module")
 def image_model(tmp_path_factory):
-    root = _copy_photos(tmp_path_factory.mktemp("images"), 6)
-    IC = MLImageClassifier
-    return IC(IC.DataSource.labeled_directories(root),
-              IC.ModelParameters(max_iterations=10, validation=IC.ValidationData.none()))
+    return _trained(MLImageClassifier, _copy_photos(tmp_path_factory.mktemp("images"), 6), max_iterations=10)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +50,7 @@ def action_model(tmp_path_factory):
         (root / label).mkdir()
         for clip in sorted((CLIPS / label).glob("*.mp4"))[:3]:
             shutil.copy(clip, root / label / clip.name)
-    HA = MLHandActionClassifier
-    return HA(HA.DataSource.labeled_directories(root),
-              HA.ModelParameters(maximum_iterations=10, prediction_window_size=30,
-                                 validation=HA.ValidationData.none()))
+    return _trained(MLHandActionClassifier, root, maximum_iterations=10, prediction_window_size=30)
 
 
 def _photos(per_label=4, start=12):

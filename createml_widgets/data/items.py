@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ class Item:
     extra: dict = field(default_factory=dict)
 
     def resolve_key(self, extractor_id: str) -> Item:
+        """Set `key` from the file's (or array's) content, the time range, `extractor_id` and the variant; returns self."""
         if self.payload is not None:
             digest = array_digest(self.payload)
         else:
@@ -47,6 +48,7 @@ class Item:
 
     @property
     def name(self) -> str:
+        """The example as people read it: the path (or session id), with the time range of a clip."""
         base = str(self.source) if self.payload is None else str(self.extra.get("session_id", self.source))
         if self.start is not None or self.end is not None:
             base += f" [{self.start if self.start is not None else 0}s–{'' if self.end is None else self.end}s]"
@@ -140,6 +142,7 @@ def _existing_dir(root) -> Path:
 
 
 def files_by_label_checked(mapping: dict, is_media: Callable[[Path], bool], what: str) -> dict[str, list[Path]]:
+    """`mapping` ({label: [paths]}) checked and with Path values; DataSourceError naming what is wrong."""
     if not isinstance(mapping, dict):
         raise DataSourceError(f"files_by_label expects a dict {{label: [paths]}}, got {type(mapping).__name__}")
     out: dict[str, list[Path]] = {}
@@ -148,11 +151,3 @@ def files_by_label_checked(mapping: dict, is_media: Callable[[Path], bool], what
             raise DataSourceError(f"files_by_label[{label!r}] must be a list of paths, not one path")
         out[str(label)] = [Path(p) for p in paths]
     return out
-
-
-def relative_or_absolute(path: Path, root: Path | None) -> str:
-    return str(path)
-
-
-def flatten(labeled: dict[str, Iterable[Path]]) -> list[tuple[Path, str]]:
-    return [(p, label) for label in labeled for p in labeled[label]]

@@ -13,33 +13,26 @@ description, licence and version, and the training information the Core ML file 
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from .coreml import (
-    RESERVED_METADATA_PREFIX,
-    VERSION_METADATA_KEY,
-    _CentreCropResize,
-    _check_labels,
-    _frozen_copy,
-    _image_preprocessing,
-    _is_action_net,
-    _metadata_fields,
-    _package_version,
-    _path_error,
-    creator_metadata,
-    poses_description,
-)
+from .._fileio import atomic_write
+from . import _common as common
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+
+    from ..metadata import MLModelMetadata
 
 __all__ = ["OPSET", "CLASS_LABELS_KEY", "image_classifier_onnx", "keypoint_classifier_onnx", "write_onnx"]
 
@@ -52,22 +45,13 @@ class _OnnxImage(nn.Module):
 
     def __init__(self, features: nn.Module, head: nn.Module, size: int, scale: float, bias: float):
         super().__init__()
-        self.crop = _CentreCropResize(size)
+        self.crop = common._CentreCropResize(size)
         self.features, self.head = features, head
         self.scale, self.bias = float(scale), float(bias)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = self.crop(image * self.scale + self.bias)
         return torch.softmax(self.head(self.features(x)), dim=1)
-
-
-class _OnnxPoses(nn.Module):
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, poses: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(poses.unsqueeze(0)), dim=1)
 
 
 def _onnx():
@@ -116,26 +100,20 @@ def _add_label_output(model, labels: list[str], probs_name: str, label_name: str
 
 def _metadata_props(model, labels: list[str], metadata, training_info: Mapping | None,
                     creator_keys: Mapping[str, str], description: str) -> None:
-    fields = _metadata_fields(metadata)
+    standard, entries = common.metadata_entries(metadata, training_info, creator_keys)
     props: dict[str, str] = {CLASS_LABELS_KEY: json.dumps(labels, ensure_ascii=False)}
     for name, key in (("author", "author"), ("short_description", "shortDescription"), ("license", "license"),
                       ("version", "version")):
-        if fields.get(name) is not None:
-            props[key] = str(fields[name])
-    for source in (fields.get("additional") or {}, training_info or {}, creator_keys):
-        for key, value in source.items():
-            if str(key).startswith(RESERVED_METADATA_PREFIX):
-                raise ValueError(f"metadata key {key!r}: {RESERVED_METADATA_PREFIX}* keys are Create ML's own")
-            if value is not None:
-                props[str(key)] = str(value)
-    props[VERSION_METADATA_KEY] = _package_version()
+        if name in standard:
+            props[key] = standard[name]
+    props.update(entries)
     del model.metadata_props[:]
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name = "createml-widgets"
-    model.producer_version = _package_version()
-    model.doc_string = str(fields.get("short_description") or "")
+    model.producer_version = common._package_version()
+    model.doc_string = standard.get("short_description", "")
     model.graph.doc_string = description
 
 
@@ -145,56 +123,54 @@ def _describe(model, descriptions: Mapping[str, str]) -> None:
             value.doc_string = descriptions[value.name]
 
 
-def image_classifier_onnx(backbone: nn.Module, head: nn.Module, class_labels, *, input_size: int,
-                          metadata=None, training_info: Mapping | None = None):
+def image_classifier_onnx(backbone: nn.Module, head: nn.Module, class_labels: Iterable[str], *, input_size: int,
+                          metadata: MLModelMetadata | Mapping | None = None,
+                          training_info: Mapping | None = None) -> onnx.ModelProto:
     """An onnx.ModelProto: `image` (1, 3, H, W) pixels 0..255, H, W >= input_size -> classLabel,
     classLabelProbs. Computes what the Core ML model of `coreml.image_classifier_model(...,
     input_size=input_size)` computes."""
-    from .coreml import CLASS_LABEL_DESCRIPTION, CLASS_PROBS_DESCRIPTION, IMAGE_INPUT_DESCRIPTION
-
-    labels = _check_labels(class_labels)
+    labels = common._check_labels(class_labels)
     size = int(getattr(backbone, "input_size", 0) or 0)
     if size <= 0:
         raise TypeError(f"the feature extractor {type(backbone).__name__} needs an input_size attribute")
-    features, scale, bias = _image_preprocessing(backbone)
-    wrapper = _OnnxImage(features, _frozen_copy(head), size, scale, bias)
+    features, scale, bias = common._image_preprocessing(backbone)
+    wrapper = _OnnxImage(features, common._frozen_copy(head), size, scale, bias)
     declared = int(input_size)
     example = torch.rand(1, 3, declared, declared, generator=torch.Generator().manual_seed(0)) * 255.0
     model = _torch_graph(wrapper, example, "image", "classLabelProbs", {"image": {2: "height", 3: "width"}})
     _add_label_output(model, labels, "classLabelProbs", "classLabel")
     _describe(model, {
-        "image": f"{IMAGE_INPUT_DESCRIPTION}: RGB pixel values 0-255, shape (1, 3, height, width), "
+        "image": f"{common.IMAGE_INPUT_DESCRIPTION}: RGB pixel values 0-255, shape (1, 3, height, width), "
                  f"height and width {declared} or more (the centred square is used)",
-        "classLabel": CLASS_LABEL_DESCRIPTION, "classLabelProbs": CLASS_PROBS_DESCRIPTION + " (in classLabels order)",
+        "classLabel": common.CLASS_LABEL_DESCRIPTION, "classLabelProbs": common.CLASS_PROBS_DESCRIPTION + " (in classLabels order)",
     })
-    _metadata_props(model, labels, metadata, training_info, creator_metadata("image"),
+    _metadata_props(model, labels, metadata, training_info, common.creator_metadata("image"),
                     "Image classifier written by createml-widgets")
     return model
 
 
-def keypoint_classifier_onnx(net: nn.Module, class_labels, window: int, *, frame_rate: float = 30.0,
-                             metadata=None, training_info: Mapping | None = None):
+def keypoint_classifier_onnx(net: nn.Module, class_labels: Iterable[str], window: int, *, frame_rate: float = 30.0,
+                             metadata: MLModelMetadata | Mapping | None = None,
+                             training_info: Mapping | None = None) -> onnx.ModelProto:
     """An onnx.ModelProto: `poses` (window, 3, 21) -> label, labelProbabilities."""
-    from .coreml import LABEL_PROBS_DESCRIPTION
-
-    labels = _check_labels(class_labels)
+    labels = common._check_labels(class_labels)
     window = int(window)
     if window < 1:
         raise ValueError(f"the prediction window must be at least 1 frame, got {window}")
-    action = _is_action_net(net, window)
-    wrapper = _OnnxPoses(_frozen_copy(net))
+    action = common._is_action_net(net, window)
+    wrapper = common._KeypointClassifier(common._frozen_copy(net))
     example = torch.rand(window, 3, 21, generator=torch.Generator().manual_seed(0))
     model = _torch_graph(wrapper, example, "poses", "labelProbabilities", None)
     _add_label_output(model, labels, "labelProbabilities", "label")
     kind = "hand action" if action else "hand pose"
-    _describe(model, {"poses": poses_description(window, action), "label": f"Most likely {kind} category.",
-                      "labelProbabilities": LABEL_PROBS_DESCRIPTION + " (in classLabels order)"})
-    _metadata_props(model, labels, metadata, training_info, creator_metadata(kind, window, frame_rate),
+    _describe(model, {"poses": common.poses_description(window, action), "label": f"Most likely {kind} category.",
+                      "labelProbabilities": common.LABEL_PROBS_DESCRIPTION + " (in classLabels order)"})
+    _metadata_props(model, labels, metadata, training_info, common.creator_metadata(kind, window, frame_rate),
                     f"{kind.capitalize()} classifier written by createml-widgets")
     return model
 
 
-def write_onnx(model, path) -> Path:
+def write_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     """Write an onnx.ModelProto to `path` (.onnx) atomically: a temporary file, then a rename."""
     path = Path(os.fspath(path)).expanduser()
     if path.suffix.lower() != ".onnx":
@@ -203,21 +179,17 @@ def write_onnx(model, path) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _path_error(err, path, f"its folder {str(parent)!r} cannot be created") from err
+        raise common._path_error(err, path, f"its folder {str(parent)!r} cannot be created", "ONNX") from err
     if path.is_dir():
         raise IsADirectoryError(21, f"cannot write the ONNX model {str(path)!r}: a folder has that name")
-    temp = parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp.onnx"
     try:
-        temp.write_bytes(model.SerializeToString())
-        os.replace(temp, path)
+        atomic_write(path, model.SerializeToString())
     except OSError as err:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise _path_error(err, path, "the file cannot be written") from err
+        raise common._path_error(err, path, "the file cannot be written", "ONNX") from err
     return path
 
 
-def labels_of(model) -> list[str]:
+def labels_of(model: onnx.ModelProto) -> list[str]:
     """The class labels stored in an ONNX model's metadata (`classLabels`)."""
     for entry in model.metadata_props:
         if entry.key == CLASS_LABELS_KEY:
@@ -225,7 +197,7 @@ def labels_of(model) -> list[str]:
     raise ValueError("the ONNX model has no classLabels metadata")
 
 
-def probabilities(session, inputs: Mapping[str, np.ndarray], labels: list[str]) -> dict[str, float]:
+def probabilities(session: onnxruntime.InferenceSession, inputs: Mapping[str, np.ndarray], labels: list[str]) -> dict[str, float]:
     """{label: probability} from an onnxruntime InferenceSession of one of these models."""
     outputs = [o.name for o in session.get_outputs()]
     values = dict(zip(outputs, session.run(None, dict(inputs))))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fileio import atomic_write
+
 log = logging.getLogger(__name__)
 _digests: dict[tuple, str] = {}
 _digest_lock = threading.Lock()
@@ -51,6 +53,7 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def array_digest(array: np.ndarray) -> str:
+    """A digest of an array's bytes, dtype and shape (for features given in memory)."""
     a = np.ascontiguousarray(array)
     return hashlib.blake2b(a.tobytes() + str(a.shape).encode() + str(a.dtype).encode(), digest_size=16).hexdigest()
 
@@ -167,12 +170,10 @@ class FeatureCache:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, data, durable=False)  # a lost entry is only extracted again
 
     def clear(self) -> None:
+        """Remove every cached feature (the ONNX backbones stay)."""
         import shutil
 
         shutil.rmtree(self.root / "features", ignore_errors=True)
@@ -195,6 +196,7 @@ class CachingExtractor:
 
     @property
     def id(self) -> str:
+        """The inner extractor's id (what cache keys are made from)."""
         return self.inner.id
 
     def __enter__(self) -> CachingExtractor:
@@ -206,6 +208,7 @@ class CachingExtractor:
             self._entered = False
 
     def extract(self, items: list) -> list:
+        """Features of each item, in order: cached ones from the cache, the others extracted (and stored)."""
         results: list = [None] * len(items)
         misses = []
         for i, item in enumerate(items):

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._fileio import atomic_write
+
 log = logging.getLogger(__name__)
 
 BACKEND_ENV = "CREATEML_WIDGETS_INFERENCE_BACKEND"
@@ -266,11 +268,7 @@ def cached_onnx(net: FoldedNet, root: str | os.PathLike | None = None, rebuild: 
         return path
     data = build_onnx(net).SerializeToString()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, data, durable=False)
     except OSError as err:  # read-only cache: keep the graph in a private temp file instead
         import tempfile
 

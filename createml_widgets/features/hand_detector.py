@@ -48,11 +48,6 @@ RETRY_GEOMETRIES: tuple[tuple[int, float, float, bool], ...] = (
 )
 
 
-def empty_keypoints() -> np.ndarray:
-    """The (1, 3, 21) float32 zeros that stand for "no hand"."""
-    return np.zeros((1, 3, NUM_JOINTS), dtype=np.float32)
-
-
 @dataclass
 class HandObservation:
     """One detected hand.
@@ -236,7 +231,7 @@ class HandKeypointDetector:
         """Like `detect` but raises NoHandDetectedError when there is no hand."""
         hand = self.detect(image)
         if hand is None:
-            raise NoHandDetectedError(name if name is not None else _describe(image))
+            raise NoHandDetectedError(name if name is not None else source_name(image))
         return hand
 
     def _process(self, graph, rgb: np.ndarray, mapping) -> list[HandObservation]:
@@ -310,9 +305,6 @@ def _retry_geometry(rgb: np.ndarray, short_side: int = RETRY_SHORT_SIDE, pad: fl
         return out
 
     return img, mapping
-
-
-_describe = source_name  # what an error names an input by
 
 
 def keypoints_array(observations: Sequence[HandObservation | None | Exception]) -> np.ndarray:

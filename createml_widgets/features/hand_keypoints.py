@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from .hand_detector import (  # noqa: F401 - reached here by tests, benchmarks
     DETECTION_SIDE,
@@ -45,9 +44,7 @@ from .hand_detector import (  # noqa: F401 - reached here by tests, benchmarks
     HandKeypointDetector,
     HandObservation,
     _as_rgb_array,
-    _describe,
     _retry_geometry,
-    empty_keypoints,
     keypoints_array,
     prepare_worker,
 )
@@ -88,16 +85,9 @@ def _detect_one(detector: HandKeypointDetector, source):
     return detector.detect(source)
 
 
-def sample_path(label: str, index: int = 0) -> Path:
-    """A photo from the bundled sign-language-digits sample (label '0'..'9')."""
-    root = Path(__file__).resolve().parent.parent / "samples" / "sign-language-digits" / str(label)
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    return files[index]
-
-
 __all__ = [
     "DETECTION_SIDE", "EXTRACTOR_ID", "FORKSERVER_PRELOAD", "JOINT_NAMES", "NUM_JOINTS", "RETRY_GEOMETRIES",
     "RETRY_PAD_FRACTION", "RETRY_SHORT_SIDE", "WORKERS_ENV", "WORKER_PROCESS_PREFIX", "HandKeypointDetector",
-    "HandObservation", "draw_hand", "empty_keypoints", "extract_image_keypoints",
-    "keypoints_array", "parallel_map", "prepare_worker", "resolve_workers", "sample_path",
+    "HandObservation", "draw_hand", "extract_image_keypoints",
+    "keypoints_array", "parallel_map", "prepare_worker", "resolve_workers",
 ]

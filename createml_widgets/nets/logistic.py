@@ -102,8 +102,8 @@ def _strong_wolfe(obj, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    """Run torch on `n` threads here. Small products are fastest on one: on a busy 2-core machine two
-    threads made 20 L-BFGS steps on 200 photos take 3.5 s instead of 0.1-0.2 s."""
+    """Run torch on `n` threads here. Small products are fastest on one (benchmarks/README.md,
+    "Threads of the small trainers")."""
     previous = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -120,11 +120,22 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # One Create ML iteration of the logistic regressor is one solver iteration, as in Turi Create (whose
-# max_iterations counts passes of the solver over the data), not an inner loop of 20: on the sample
-# photos 25 such iterations reach the same validation accuracy (0.70 / 0.70 / 0.80 on three 30 % splits,
-# against 0.70 / 0.75 / 0.78 with 20 inner iterations each) in a twentieth of the optimiser's time.
+# max_iterations counts passes of the solver over the data), not an inner loop of 20: the same validation
+# accuracy in a twentieth of the optimiser's time (benchmarks/README.md, "One solver iteration per
+# Create ML iteration").
 LBFGS_ITERATIONS_PER_STEP = 1
 LBFGS_EVALUATIONS_PER_STEP = 5
+
+
+def _lbfgs_memory(st: dict, vector) -> dict:
+    """The optimiser's counters and memory from `st` (a trainer's or a saved state), vectors through `vector`."""
+    scalar = lambda key: None if st.get(key) is None else float(st[key])  # noqa: E731
+    return {"n_iter": int(st.get("n_iter", 0)), "func_evals": int(st.get("func_evals", 0)),
+            "d": vector(st.get("d")), "t": scalar("t"), "H_diag": scalar("H_diag"),
+            "prev_flat_grad": vector(st.get("prev_flat_grad")), "prev_loss": scalar("prev_loss"),
+            "old_dirs": [vector(v) for v in st.get("old_dirs") or []],
+            "old_stps": [vector(v) for v in st.get("old_stps") or []],
+            "ro": [float(v) for v in st.get("ro") or []]}
 
 
 class LogisticRegressionTrainer:
@@ -132,8 +143,8 @@ class LogisticRegressionTrainer:
 
     The objective (mean cross-entropy + weight_decay/2 * |W|^2, bias not penalised) and the
     optimiser (torch.optim.LBFGS's algorithm and settings: lr 1, one iteration and up to 5 evaluations per
-    step, history 10, strong-Wolfe line search) are those the generic `nets.training.Trainer` uses,
-    computed without autograd and without torch.optim, whose first use imports torch._dynamo (1-2 s).
+    step, history 10, strong-Wolfe line search; tests/nets/test_logistic.py checks it against torch's),
+    computed without autograd and without torch.optim, whose first use imports torch._dynamo.
 
     With fewer examples N than feature dimensions D it works in an exactly equivalent smaller space:
     X = A Q^T with Q (D x N) orthonormal, so the loss sees W only through C = W Q; the part of W
@@ -356,6 +367,7 @@ class LogisticRegressionTrainer:
         return self._ce(self._logits(self.A, c, b), self.y)
 
     def validation_metrics(self) -> dict[str, float]:
+        """Loss and accuracy on the validation set ({} without one)."""
         if self.VX is None or not len(self.vy):
             return {}
         with _torch_threads(self.threads):
@@ -388,62 +400,38 @@ class LogisticRegressionTrainer:
         """A snapshot (nothing in it changes later) that round-trips through torch.load(weights_only=True)."""
         with _torch_threads(self.threads):
             w, b = self._full_weight(self.theta)
-        st = self._opt
         vec = lambda v: None if v is None else torch.from_numpy(np.array(v, dtype=np.float64))  # noqa: E731
-        opt = {"format": STATE_FORMAT, "theta": vec(self.theta), "n_iter": int(st["n_iter"]),
-               "func_evals": int(st["func_evals"]),
+        opt = {"format": STATE_FORMAT, "theta": vec(self.theta),
                "basis": None if self.Q is None else torch.from_numpy(self.Q),  # never modified: shared, not copied
                "perp": None if self.U is None else torch.from_numpy(self.U),
-               "d": vec(st.get("d")), "t": None if st.get("t") is None else float(st["t"]),
-               "H_diag": None if st.get("H_diag") is None else float(st["H_diag"]),
-               "prev_flat_grad": vec(st.get("prev_flat_grad")),
-               "prev_loss": None if st.get("prev_loss") is None else float(st["prev_loss"]),
-               "old_dirs": [vec(v) for v in st.get("old_dirs") or []],
-               "old_stps": [vec(v) for v in st.get("old_stps") or []],
-               "ro": [float(v) for v in st.get("ro") or []]}
+               **_lbfgs_memory(self._opt, vec)}
         return {"net": {"fc.weight": torch.from_numpy(w.astype(np.float32)),
                         "fc.bias": torch.from_numpy(np.asarray(b, dtype=np.float32))},
                 "optimizer": opt}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from `state_dict()`, or from a checkpoint of the torch.optim.LBFGS Trainer."""
+        """Continue from `state_dict()` (SessionError for a state of another format)."""
         with _torch_threads(self.threads):
             self._load(state)
 
     def _load(self, state: dict) -> None:
         w = state["net"]["fc.weight"].double().numpy()
-        b = state["net"]["fc.bias"].double().numpy()
         opt = state.get("optimizer") or {}
         arr = lambda v: None if v is None else np.asarray(v.numpy() if hasattr(v, "numpy") else v,  # noqa: E731
                                                           dtype=np.float64)
-        if opt.get("format") == STATE_FORMAT:
-            basis, perp = arr(opt.get("basis")), arr(opt.get("perp"))
-            if (basis is None) != (self.Q is None) or (basis is not None and basis.shape != self.Q.shape):
-                raise SessionError("this checkpoint was made on other training features; it cannot be resumed")
-            if basis is not None and not np.array_equal(basis, self.Q):
-                self._set_basis(basis, w)
-            self.U = perp
-            if self.Q is not None:
-                self._vu = None if perp is None or self.VX is None else _mm(self.VX, perp.T)
-            red = arr
-            theta = arr(opt["theta"])
-            st = opt
-        else:  # the generic Trainer's torch.optim.LBFGS state: full-space vectors, projected here
-            if self.Q is not None:
-                self._set_basis(self.Q, w)
-            red = lambda v: None if v is None else self._reduce(arr(v))  # noqa: E731
-            theta = self._reduce(np.concatenate([w.ravel(), b]))
-            states = (opt.get("state") or {})
-            st = next(iter(states.values()), {}) if states else {}
-        self.theta = theta
-        self._opt = {"n_iter": int(st.get("n_iter", 0)), "func_evals": int(st.get("func_evals", 0)),
-                     "d": red(st.get("d")), "t": None if st.get("t") is None else float(st["t"]),
-                     "H_diag": None if st.get("H_diag") is None else float(st["H_diag"]),
-                     "prev_flat_grad": red(st.get("prev_flat_grad")),
-                     "prev_loss": None if st.get("prev_loss") is None else float(st["prev_loss"]),
-                     "old_dirs": [red(v) for v in st.get("old_dirs") or []],
-                     "old_stps": [red(v) for v in st.get("old_stps") or []],
-                     "ro": [float(v) for v in st.get("ro") or []]}
+        if opt.get("format") != STATE_FORMAT:
+            raise SessionError(f"this checkpoint's logistic regressor state is not of the format {STATE_FORMAT!r} "
+                               f"(it has {opt.get('format')!r}); it cannot be resumed: train again")
+        basis, perp = arr(opt.get("basis")), arr(opt.get("perp"))
+        if (basis is None) != (self.Q is None) or (basis is not None and basis.shape != self.Q.shape):
+            raise SessionError("this checkpoint was made on other training features; it cannot be resumed")
+        if basis is not None and not np.array_equal(basis, self.Q):
+            self._set_basis(basis, w)
+        self.U = perp
+        if self.Q is not None:
+            self._vu = None if perp is None or self.VX is None else _mm(self.VX, perp.T)
+        self.theta = arr(opt["theta"])
+        self._opt = _lbfgs_memory(opt, arr)
         self._fg = None
         self._net_dirty = True
 

@@ -1,7 +1,7 @@
 """The training loop's inner step, shared by every task: one `step()` is one Create ML iteration.
 
-An iteration is one pass over the training set, in mini-batches of `batch_size` (Adam), or one
-full-batch L-BFGS step for the logistic regressor. The state — network, optimizer and random
+An iteration is one pass over the training set, in mini-batches of `batch_size` (AdamW). (The image
+classifier's logistic regressor has its own L-BFGS trainer: nets/logistic.py.) The state — network, optimizer and random
 generator — round-trips through `torch.load(weights_only=True)`.
 
 Every random draw of a run (initial weights, batch order, augmentation, dropout) comes from the trainer's
@@ -32,12 +32,14 @@ class TensorData:
         return len(self.y)
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator) -> Batch:
+        """The examples at `idx`, augmented with `generator` when an augmentation is set."""
         x = self.x[idx]
         if self.augment is not None:
             x = self.augment(x, generator)
         return x, self.y[idx]
 
     def all(self) -> Batch:
+        """Every example, unaugmented (for the loss and accuracy reports)."""
         return self.x, self.y
 
 
@@ -57,11 +59,13 @@ class AdamW:
         self.state: dict[int, dict[str, torch.Tensor]] = {}
 
     def zero_grad(self) -> None:
+        """Forget the gradients of the last step."""
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
+        """One AdamW update of every parameter with a gradient (torch.optim.AdamW's algorithm)."""
         group = self.param_groups[0]
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         for i, p in enumerate(self.params):
@@ -80,10 +84,12 @@ class AdamW:
             p.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - beta1 ** step))
 
     def state_dict(self) -> dict:
+        """The state in torch.optim.AdamW's format (it round-trips through torch.load(weights_only=True))."""
         return {"state": {i: {k: v.clone() for k, v in st.items()} for i, st in self.state.items()},
                 "param_groups": [dict(g, params=list(g["params"])) for g in self.param_groups]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()` (or from torch.optim.AdamW's)."""
         saved = state["param_groups"][0]
         self.param_groups[0].update({k: saved[k] for k in ("lr", "eps", "weight_decay") if k in saved})
         if "betas" in saved:
@@ -101,6 +107,7 @@ class GeneratorDropout(nn.Dropout):
         self.generator = generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` with the dropped elements zeroed and the rest scaled by 1 / (1 - p) while training; `x` otherwise."""
         if not self.training or self.p == 0.0:
             return x
         if self.p == 1.0:
@@ -139,26 +146,17 @@ class Trainer:
                  optimizer: str = "adam", learning_rate: float = 1e-3, weight_decay: float = 1e-4,
                  seed: int = 0, class_weights: torch.Tensor | None = None, threads: int | None = 1):
         self.net, self.train_data, self.validation = net, train, validation
-        # Small networks train fastest on one thread: more threads only add synchronisation
-        # (measured: GCN epoch 0.14 s on 1 thread vs 2.7 s on 2 threads on a busy 2-core machine).
+        # Small networks train fastest on one thread: more threads only add synchronisation (figures in
+        # benchmarks/README.md, "Threads of the small trainers").
         self.threads = threads
         self.batch_size = max(1, int(batch_size))
-        self.kind = optimizer
-        self.weight_decay = weight_decay
         self.class_weights = class_weights
         self.generator = torch.Generator().manual_seed(seed)
         seed_network(net, self.generator)  # initial weights and dropout from the trainer's own generator
         self._fit_batch_norm_momentum()
-        if optimizer == "lbfgs":
-            from .logistic import LBFGS_EVALUATIONS_PER_STEP, LBFGS_ITERATIONS_PER_STEP
-
-            self.optimizer = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS_PER_STEP,
-                                               max_eval=LBFGS_EVALUATIONS_PER_STEP, history_size=10,
-                                               line_search_fn="strong_wolfe")
-        elif optimizer == "adam":
-            self.optimizer = AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
-        else:
-            raise ValueError(f"unknown optimizer {optimizer!r}")
+        if optimizer != "adam":
+            raise ValueError(f"unknown optimizer {optimizer!r}: the training loop trains with 'adam' (AdamW)")
+        self.optimizer = AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
 
     def _fit_batch_norm_momentum(self) -> None:
         """Let batch norm's running statistics keep up on small data sets.
@@ -177,6 +175,7 @@ class Trainer:
         return F.cross_entropy(logits, y, weight=self.class_weights)
 
     def step(self) -> dict[str, float]:
+        """One Create ML iteration: a pass over the training set; returns its loss and accuracy."""
         previous = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -187,19 +186,6 @@ class Trainer:
 
     def _step(self) -> dict[str, float]:
         self.net.train()
-        if self.kind == "lbfgs":
-            x, y = self.train_data.all()
-
-            def closure():
-                self.optimizer.zero_grad()
-                loss = self._loss(self.net(x), y)
-                l2 = sum((p * p).sum() for n, p in self.net.named_parameters() if "bias" not in n)
-                loss = loss + 0.5 * self.weight_decay * l2
-                loss.backward()
-                return loss
-
-            self.optimizer.step(closure)
-            return self._metrics_on(self.train_data, prefix="")
         n = len(self.train_data)
         order = torch.randperm(n, generator=self.generator)
         total_loss, correct = 0.0, 0
@@ -226,15 +212,18 @@ class Trainer:
                 f"{prefix}accuracy": float((logits.argmax(1) == y).float().mean())}
 
     def validation_metrics(self) -> dict[str, float]:
+        """Loss and accuracy on the validation set ({} without one)."""
         if self.validation is None or len(self.validation) == 0:
             return {}
         return self._metrics_on(self.validation, prefix="validation_")
 
     def state_dict(self) -> dict:
+        """Network, optimiser and random generator: what a checkpoint holds."""
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`."""
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])

@@ -5,7 +5,13 @@ import enum
 
 import numpy as np
 
-from ..errors import NoHandDetectedError, ParameterError
+from ..data.items import check_labeled
+from ..errors import DataSourceError, NoHandDetectedError, ParameterError
+from ..features.cache import CachingExtractor
+from ._base import Plan, split_for_validation
+
+# The cache's variant name of keypoints given in a data frame (no file to detect them in).
+KEYPOINTS_GIVEN = "keypoints-given"
 
 
 class ModelAlgorithmType(enum.Enum):
@@ -32,6 +38,7 @@ def validate_hand_parameters(params, data_source_type: type) -> None:
 
 
 def mediapipe_id() -> str:
+    """What names the hand keypoint extraction in the feature cache: the detector, MediaPipe's version, the retries."""
     from ..features import hand_keypoints as hk
 
     try:
@@ -55,6 +62,7 @@ class KeypointExtractor:
         pass
 
     def extract(self, items: list) -> list:
+        """Keypoints of each item, in order: given ones reshaped to (T, 3, 21), files detected; an exception in the slot of a file that failed."""
         results: list = [None] * len(items)
         files = []
         for i, item in enumerate(items):
@@ -80,6 +88,7 @@ class HandPoseExtractor(KeypointExtractor):
 
     @property
     def id(self) -> str:
+        """The cache id of photo keypoints (MediaPipe in still-image mode)."""
         return mediapipe_id() + ":static"
 
     def __exit__(self, *exc) -> None:
@@ -119,3 +128,45 @@ def hand_fraction(sequence: np.ndarray) -> float:
     if len(sequence) == 0:
         return 0.0
     return float((np.abs(sequence).reshape(len(sequence), -1).sum(1) > 0).mean())
+
+
+def keypoint_plan(session, examples_and_skipped: tuple[list, list], extractor, max_iterations: int,
+                  batch: int) -> Plan:
+    """The plan both hand tasks share: group examples by label, split, resolve item keys."""
+    params = session.model_parameters
+    examples, skipped = examples_and_skipped
+    labeled: dict[str, list] = {}
+    for ex in examples:
+        labeled.setdefault(ex.label, []).append(ex)
+    if not labeled and skipped:  # say why, not just "no images found"
+        media = session.training_data._media
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        raise DataSourceError(f"no {media}s to train on in {session.training_data.description}: every entry was left "
+                              f"out ({reasons}{more}); give it {media} files to train on")
+    check_labeled(labeled, session.training_data.description, session.training_data._media)
+
+    def resolve(source):
+        out: dict[str, list] = {}
+        for ex in source._examples()[0]:
+            out.setdefault(ex.label, []).append(ex)
+        return out
+
+    train, val = split_for_validation(session, labeled, params.validation, type(session.training_data), resolve)
+    ext_id = extractor.id
+    train_items = [ex.item(ext_id, KEYPOINTS_GIVEN) for label in train for ex in train[label]]
+    val_items = [ex.item(ext_id, KEYPOINTS_GIVEN) for label in val for ex in val[label]]
+    session.summary.update({"labels": {k: len(v) for k, v in labeled.items()}, "training_examples": len(train_items),
+                            "validation_examples": len(val_items), "skipped_files": skipped,
+                            "source": session.training_data.description})
+    return Plan(sorted(labeled), train_items, val_items, CachingExtractor(extractor), max_iterations,
+                extraction_batch_size=batch, skipped=skipped)
+
+
+def require_each_label(items, features, labels, what: str) -> None:
+    """DataSourceError naming a label none of whose `what`s (photos, videos) has a hand, and its files."""
+    have = {i.label for i in items if i.key in features.features}
+    for label in labels:
+        if label not in have:
+            bad = [f"{i.name}: {features.failed.get(i.key, '?')}" for i in items if i.label == label]
+            raise DataSourceError(f"label {label!r} has no {what} with a detected hand; its files: " + "; ".join(bad[:10]))

@@ -21,10 +21,11 @@ from ._hand import (
     KeypointExtractor,
     ModelAlgorithmType,
     hand_fraction,
+    keypoint_plan,
     mediapipe_id,
+    require_each_label,
     validate_hand_parameters,
 )
-from .hand_pose_classifier import keypoint_plan, require_each_label
 
 # Clips where fewer frames than this have a hand are reported in the summary.
 LOW_HAND_FRACTION = 0.5
@@ -366,7 +367,7 @@ class MLHandActionClassifier(ClassifierTask):
         streams = tuple(session.summary["net_streams"])
         net = HandActionGCN(len(plan.labels), streams=streams)
         # threads=None: torch's own count (every core). The temporal convolutions are large enough to
-        # share: a batch of 32 windows trains in 141 ms on 2 threads against 247 ms on 1.
+        # share (benchmarks/README.md, "Threads of the small trainers").
         return Trainer(net, data(plan.train, augment), data(plan.validation), batch_size=params.batch_size,
                        optimizer="adam", learning_rate=3e-3, weight_decay=1e-4, seed=session.split_seed or 0,
                        threads=None)
@@ -469,16 +470,10 @@ class MLHandActionClassifier(ClassifierTask):
                                             "com.github.createml_widgets.target_frame_rate": f"{self._frame_rate:g}"})
 
     def _extra_html(self) -> str:
-        from ..display import esc, image_to_data_uri
+        from ..display import figure_gallery_html
 
-        cells = []
-        for label, seq in list(self._trajectories.items())[:12]:
-            cells.append(f"<figure style='display:inline-block;margin:4px;text-align:center'>"
-                         f"<img src='{image_to_data_uri(trajectory_picture(seq), 140)}' width='140'/>"
-                         f"<figcaption>{esc(label)}</figcaption></figure>")
-        if not cells:
-            return ""
-        return f"<details open><summary>Keypoint trajectories (one clip per class)</summary>{''.join(cells)}</details>"
+        figures = [(label, trajectory_picture(seq)) for label, seq in list(self._trajectories.items())[:12]]
+        return figure_gallery_html("Keypoint trajectories (one clip per class)", figures, 140)
 
 
 def trajectory_picture(sequence: np.ndarray, size: int = 200):

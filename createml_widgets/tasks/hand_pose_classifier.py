@@ -8,19 +8,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.items import check_labeled
 from ..data.keypoint_sources import KeypointDataSource
 from ..data.validation import ValidationData
-from ..errors import DataSourceError, NoHandDetectedError
+from ..errors import NoHandDetectedError
 from ..features.cache import CachingExtractor
 from ..features.image_io import is_image_file, source_name
 from ..features.keypoint_augment import augment_keypoints
 from ..nets import HandPoseGCN
 from ..nets.training import TensorData, Trainer
-from ._base import ClassifierTask, Plan, split_for_validation
-from ._hand import HandPoseExtractor, ModelAlgorithmType, validate_hand_parameters
-
-KEYPOINTS_GIVEN = "keypoints-given"
+from ._base import ClassifierTask, Plan
+from ._hand import (  # noqa: F401 - keypoint_plan and require_each_label were defined here
+    KEYPOINTS_GIVEN,
+    HandPoseExtractor,
+    ModelAlgorithmType,
+    keypoint_plan,
+    require_each_label,
+    validate_hand_parameters,
+)
 
 
 class _DataSource(KeypointDataSource):
@@ -124,38 +128,6 @@ class _ModelParameters:
                    ModelAlgorithmType(d["algorithm"]))
 
 
-def keypoint_plan(session, examples_and_skipped, extractor, max_iterations: int, batch: int) -> Plan:
-    """The plan both hand tasks share: group examples by label, split, resolve item keys."""
-    params = session.model_parameters
-    examples, skipped = examples_and_skipped
-    labeled: dict[str, list] = {}
-    for ex in examples:
-        labeled.setdefault(ex.label, []).append(ex)
-    if not labeled and skipped:  # say why, not just "no images found"
-        media = session.training_data._media
-        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
-        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        raise DataSourceError(f"no {media}s to train on in {session.training_data.description}: every entry was left "
-                              f"out ({reasons}{more}); give it {media} files to train on")
-    check_labeled(labeled, session.training_data.description, session.training_data._media)
-
-    def resolve(source):
-        out: dict[str, list] = {}
-        for ex in source._examples()[0]:
-            out.setdefault(ex.label, []).append(ex)
-        return out
-
-    train, val = split_for_validation(session, labeled, params.validation, type(session.training_data), resolve)
-    ext_id = extractor.id
-    train_items = [ex.item(ext_id, KEYPOINTS_GIVEN) for label in train for ex in train[label]]
-    val_items = [ex.item(ext_id, KEYPOINTS_GIVEN) for label in val for ex in val[label]]
-    session.summary.update({"labels": {k: len(v) for k, v in labeled.items()}, "training_examples": len(train_items),
-                            "validation_examples": len(val_items), "skipped_files": skipped,
-                            "source": session.training_data.description})
-    return Plan(sorted(labeled), train_items, val_items, CachingExtractor(extractor), max_iterations,
-                extraction_batch_size=batch, skipped=skipped)
-
-
 def keypoint_tensors(items, features, labels) -> tuple[torch.Tensor, torch.Tensor]:
     index = {label: i for i, label in enumerate(labels)}
     rows = [(features.features[i.key], index[i.label]) for i in items if i.key in features.features]
@@ -163,16 +135,6 @@ def keypoint_tensors(items, features, labels) -> tuple[torch.Tensor, torch.Tenso
         return torch.zeros(0, 1, 3, 21), torch.zeros(0, dtype=torch.long)
     x = torch.from_numpy(np.stack([r[0].reshape(1, 3, 21) for r in rows]).astype(np.float32))
     return x, torch.tensor([r[1] for r in rows], dtype=torch.long)
-
-
-def require_each_label(items, features, labels, what: str) -> None:
-    have = {i.label for i in items if i.key in features.features}
-    for label in labels:
-        if label not in have:
-            bad = [f"{i.name}: {features.failed.get(i.key, '?')}" for i in items if i.label == label]
-            from ..errors import DataSourceError
-
-            raise DataSourceError(f"label {label!r} has no {what} with a detected hand; its files: " + "; ".join(bad[:10]))
 
 
 class MLHandPoseClassifier(ClassifierTask):
@@ -287,19 +249,14 @@ class MLHandPoseClassifier(ClassifierTask):
                                         training_info=self._training_info())
 
     def _extra_html(self) -> str:
-        from ..display import esc, image_to_data_uri
+        from ..display import figure_gallery_html
         from ..features.hand_keypoints import draw_hand
         from ..features.image_io import load_image
 
-        cells = []
+        figures = []
         for label, path, kp in self._display_examples[:12]:
             try:
-                picture = draw_hand(load_image(path), kp)
+                figures.append((label, draw_hand(load_image(path), kp)))
             except Exception:  # noqa: BLE001 - a moved file must not break the view
                 continue
-            cells.append(f"<figure style='display:inline-block;margin:4px;text-align:center'>"
-                         f"<img src='{image_to_data_uri(picture, 120)}' width='120'/>"
-                         f"<figcaption>{esc(label)}</figcaption></figure>")
-        if not cells:
-            return ""
-        return f"<details open><summary>Hand keypoints (examples)</summary>{''.join(cells)}</details>"
+        return figure_gallery_html("Hand keypoints (examples)", figures, 120)

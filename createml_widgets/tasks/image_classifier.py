@@ -26,7 +26,7 @@ from ..features.image_embedding import (
     model_input_size,
     preprocess,
 )
-from ..features.image_io import is_image_file, load_image, source_name
+from ..features.image_io import is_image_file, load_image
 from ..nets import MLPHead
 from ..nets.logistic import LogisticRegressionTrainer
 from ..nets.training import TensorData, Trainer
@@ -306,11 +306,6 @@ class MLImageClassifier(ClassifierTask):
         return image_classifier_onnx(backbone, self._net, self._labels, input_size=model_input_size(fe.input_size),
                                      metadata=metadata, training_info=self._training_info())
 
-    @staticmethod
-    def _input_name(source) -> str:
-        return source_name(source)
-
-
 def _exists_or_skip(path: Path, skipped: list[dict], label: str | None = None) -> bool:
     if os.path.isfile(path):
         return True
@@ -352,5 +347,4 @@ def _tensors(items, features, labels, summary: dict | None = None) -> tuple[torc
     return x, y
 
 
-MLImageClassifier.ModelParameters.ValidationData = ValidationData
 __all__ = ["MLImageClassifier", "MLSplitStrategy"]

@@ -3,7 +3,23 @@ from __future__ import annotations
 
 import html
 
+from ._paths import hide_root
+
+# The one palette of the widgets' markers and status messages, by level.
 MARKER_COLORS = {"error": "#c62828", "warning": "#b25000", "ok": "#1a7f37", "info": "#6e6e73"}
+
+
+def message_html(css_prefix: str, text: str, level: str = "info", root=None) -> str:
+    """A status line in the palette's colour of `level`, with the class `<css_prefix>-<level>` ("" for no text).
+
+    The absolute path of `root` (the data folder) is left out of the text: a dashboard may be served to
+    others, who need not learn where the data lies on the server.
+    """
+    text = hide_root(text, root)
+    if not text:
+        return ""
+    color = MARKER_COLORS.get(level, MARKER_COLORS["info"])
+    return f"<span class='{css_prefix}-{html.escape(level)}' style='color:{color}'>{html.escape(text)}</span>"
 
 
 def marker_html(level: str, text: str | None = None) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from .. import samples
+from ..data.roots import NAME_MAX, PathOutsideRootError, is_within, resolve_under_root  # noqa: F401 - re-exported
 
 DATA_ROOT_ENV = "CREATEML_WIDGETS_DATA_ROOT"
 
@@ -27,53 +28,6 @@ def default_data_root() -> Path:
         raise NotADirectoryError(f"{DATA_ROOT_ENV}={value!r} is not a folder; set it to the folder that holds "
                                  "your training data, or unset it to use the bundled samples")
     return root
-
-
-class PathOutsideRootError(PermissionError):
-    """A path a user asked for is not inside the dashboard's root folder."""
-
-    def __init__(self, requested, root: Path, reason: str = "it is outside the data folder"):
-        self.requested, self.root = requested, root
-        super().__init__(f"cannot open {str(requested)!r}: {reason}")
-
-
-def resolve_under_root(root: Path, relative: str | os.PathLike = "") -> Path:
-    """The real path of `relative` inside `root`; raises PathOutsideRootError for anything else.
-
-    Refused: absolute paths (POSIX or Windows, drive letters included), any `..` component, NUL
-    bytes, and anything whose real path (symlinks resolved) is not `root` or below it.
-    """
-    root = Path(root).resolve()
-    text = os.fspath(relative)
-    if "\x00" in text:
-        raise PathOutsideRootError(text, root, "the name contains a NUL character")
-    text = text.replace("\\", "/")
-    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).drive:
-        raise PathOutsideRootError(text, root, "absolute paths are not allowed; give a path inside the data folder")
-    parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
-    if ".." in parts:
-        raise PathOutsideRootError(text, root, "'..' is not allowed")
-    long = next((p for p in parts if len(os.fsencode(p)) > NAME_MAX), None)
-    if long is not None:  # the OS would answer ENAMETOOLONG from is_dir(), exists(), open() ...
-        shown = text if len(text) <= 60 else text[:40] + "…"
-        raise PathOutsideRootError(shown, root, f"a name in it is {len(os.fsencode(long))} bytes long; file and "
-                                   f"folder names can be at most {NAME_MAX} bytes")
-    try:
-        candidate = root.joinpath(*parts).resolve()
-    except (OSError, RuntimeError):  # RuntimeError: a link loop (Python 3.11)
-        raise PathOutsideRootError(text, root, "it is a link that loops back on itself") from None
-    if not is_within(candidate, root):
-        raise PathOutsideRootError(text, root, "it leads outside the data folder (a link pointing elsewhere)")
-    return candidate
-
-
-def is_within(path: Path, root: Path) -> bool:
-    """Whether the real path of `path` is `root` or inside it (`root` must be resolved)."""
-    try:
-        real = Path(path).resolve()
-    except (OSError, RuntimeError):  # a symlink loop
-        return False
-    return real == root or real.is_relative_to(root)
 
 
 def mkdir_under_root(path: Path, root: Path) -> Path:
@@ -128,7 +82,6 @@ def relative_to_root(path: Path, root: Path) -> str:
     return "" if rel == "." else rel
 
 
-NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS, Windows)
 _UNSAFE = re.compile(r"[^\w.\- ()+,@]+", re.UNICODE)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import samples
+from ..data.folders import is_media_file  # noqa: F401 - the widgets' name for it
 from ..tasks import registry
 
 
@@ -26,14 +27,6 @@ class TaskInfo:
     def load(self) -> type:
         """The task class; ImportError with a clear message when its module is not available."""
         return registry.TASKS[self.key].load()
-
-    @property
-    def available(self) -> bool:
-        try:
-            self.load()
-        except ImportError:
-            return False
-        return True
 
     @property
     def media_plural(self) -> str:
@@ -54,19 +47,3 @@ def task_info(task) -> TaskInfo:
     if isinstance(task, TaskInfo):
         return task
     return TASKS[registry.declaration(task).key]
-
-
-def is_media_file(path: Path, media: str) -> bool:
-    if media == "video":
-        return path.suffix.lower() in video_extensions() and not path.name.startswith(".")
-    from ..features.image_io import is_image_file
-
-    return is_image_file(path)
-
-
-def video_extensions() -> set[str]:
-    try:
-        from ..features.video import VIDEO_EXTENSIONS
-    except ImportError:  # the video module is optional for the image task
-        return {".mp4", ".mov", ".avi", ".webm", ".m4v", ".mkv"}
-    return set(VIDEO_EXTENSIONS)

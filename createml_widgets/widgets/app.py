@@ -5,15 +5,10 @@ It composes the five widgets and calls the library; it holds no training logic o
 """
 from __future__ import annotations
 
-import base64
 import contextlib
-import ctypes
-import gc
 import html
 import importlib.util
 import logging
-import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -21,9 +16,17 @@ import ipywidgets as widgets
 import traitlets
 
 from ..session import MLTrainingSessionParameters
-from ._look import no_null_titles, style_while_enabled
+from ._export_step import (  # noqa: F401 - the export menus' names stay importable from here
+    EXPORT_FORMATS,
+    EXPORT_PRECISION_HELP,
+    EXPORT_PRECISIONS,
+    MAX_DOWNLOAD_BYTES,
+    ExportStep,
+)
+from ._leave_guard import LeaveGuard, return_freed_memory, served_by_voila
+from ._look import message_html, no_null_titles, style_while_enabled
 from ._media import release_hand_detector
-from ._paths import hide_root, sanitize_filename
+from ._paths import hide_root
 from ._tasks import TASKS, task_info
 from .camera import Camera, LivePreview
 from .confusion_matrix import ConfusionMatrix
@@ -34,23 +37,7 @@ from .training_progress import TrainingProgress
 
 log = logging.getLogger(__name__)
 
-# Export step: file suffix -> (menu label, what the file is for)
-EXPORT_FORMATS = {
-    ".mlmodel": ("Core ML (.mlmodel)",
-                 "Core ML model for iPhone, iPad and Mac apps: drop it into Xcode; the same inputs, outputs and "
-                 "metadata as a Create ML model (iOS 13 / macOS 10.15 and later)."),
-    ".onnx": ("ONNX (.onnx)",
-              "ONNX model for Android, web and Windows apps: run it with ONNX Runtime; the same input names and "
-              "shapes, a label and a probabilities output, class labels in its metadata."),
-}
-EXPORT_PRECISIONS = {"float16": "16-bit floats", "int8": "8-bit (smallest)", "float32": "32-bit floats"}
-EXPORT_PRECISION_HELP = {
-    "float32": "32-bit floats, the training precision (largest file).",
-    "float16": "16-bit floats: half the size; same answers as 32-bit on the sample data.",
-    "int8": "8-bit quantised: a quarter of the size; answers can differ slightly from 32-bit.",
-}
 STYLE = (Path(__file__).with_name("style.css"))
-MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 
 
 def _style_html() -> str:
@@ -78,53 +65,8 @@ VIEW_ATTRS = ("info", "picker", "form", "train_button", "train_message", "progre
               "holdout_box", "preview", "camera", "live", "data_tabs", "preview_tabs", "export_name", "export_button",
               "download", "sections")
 HOLDOUT_RATIO = 0.2  # what "Hold out 20% and train again" sets
-# Run by the browser when the guard's HTML is drawn (an image that cannot load calls onerror; ipywidgets'
-# HTML runs no <script>): keeps window.__cmlwTraining current, and once per page asks before leaving
-# while it is true, and clicks the hidden "page left" button when the page is really gone.
-_GUARD_JS = ("window.__cmlwTraining={active};if(!window.__cmlwGuard){{window.__cmlwGuard=1;"
-             "window.addEventListener('beforeunload',function(e){{if(window.__cmlwTraining){{e.preventDefault();"
-             "e.returnValue='';return '';}}}});window.addEventListener('pagehide',function(){{"
-             "var b=document.querySelector('button.cmlw-page-left');if(b)b.click();}});}}")
-
-
-class LeaveGuard(widgets.VBox):
-    """Invisible: the browser asks before leaving the page while `active` (training runs), and
-    `on_page_left` callbacks run when the page is closed or reloaded."""
-
-    active = traitlets.Bool(False)
-
-    def __init__(self):
-        self.html = widgets.HTML()
-        self.page_left_button = widgets.Button(description="page left", tooltip="",
-                                               layout=widgets.Layout(display="none"))
-        self.page_left_button.add_class("cmlw-page-left")
-        super().__init__(children=[self.html, self.page_left_button], layout=widgets.Layout(height="0px"))
-        self.add_class("cmlw-leave-guard")
-        self._draw()
-
-    @traitlets.observe("active")
-    def _draw(self, _change=None) -> None:
-        js = _GUARD_JS.format(active="true" if self.active else "false")
-        self.html.value = f"<img src='data:,' alt='' style='display:none' onerror=\"{js}\">"
-
-    def on_page_left(self, callback) -> None:
-        self.page_left_button.on_click(lambda _b: callback())
-
-
 def _leave_guard():
     return LeaveGuard()
-
-
-def _served_by_voila() -> bool:
-    return "VOILA_REQUEST_URL" in os.environ or os.environ.get("SERVER_SOFTWARE", "").startswith("voila")
-
-
-def _return_freed_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the system (glibc), so a task switched away
-    from stops counting against the session's memory."""
-    gc.collect()
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _section(step: int, title: str, *children: widgets.Widget, css: str = "") -> widgets.VBox:
@@ -155,7 +97,7 @@ def _lazy_tabs(titles: tuple[str, ...], first: widgets.Widget, make_second, css:
     return tabs
 
 
-class TrainerApp(widgets.VBox):
+class TrainerApp(ExportStep, widgets.VBox):
     """Train, evaluate, try and export a Create ML model from a dashboard.
 
     >>> TrainerApp()                                  # doctest: +SKIP  (image classifier, bundled sample)
@@ -248,7 +190,7 @@ class TrainerApp(widgets.VBox):
         if self.task not in ("hand_pose", "hand_action"):
             with contextlib.suppress(Exception):
                 release_hand_detector()  # the thumbnails' skeletons
-        _return_freed_memory()
+        return_freed_memory()
 
     def _set_title(self) -> None:
         info = self.info
@@ -298,28 +240,7 @@ class TrainerApp(widgets.VBox):
                                         layout=widgets.Layout(display="none"))
         self.holdout_box.add_class("cmlw-holdout")
         self.preview = PredictionPreview(root=self.picker.root, task=info.key)
-        self.export_name = widgets.Text(value=f"{info.class_name.removeprefix('ML')}.mlmodel",
-                                        description="File name", layout=widgets.Layout(width="340px"))
-        self.export_name.add_class("cmlw-export-name")
-        self.export_button = widgets.Button(description="Export Core ML model", icon="download", disabled=True,
-                                            layout=widgets.Layout(width="auto"))  # the default width cuts the label
-        self.export_button.add_class("cmlw-export-button")
-        self.export_button.on_click(lambda _b: self._export_clicked())
-        self.export_format = widgets.Dropdown(options=[(label, suffix) for suffix, (label, _) in EXPORT_FORMATS.items()],
-                                              value=".mlmodel", description="Format",
-                                              layout=widgets.Layout(width="340px"))
-        self.export_format.add_class("cmlw-export-format")
-        self.export_precision = widgets.Dropdown(options=[(label, key) for key, label in EXPORT_PRECISIONS.items()],
-                                                 value=info.load().default_precision, description="Weights",
-                                                 layout=widgets.Layout(width="340px"))
-        self.export_precision.add_class("cmlw-export-precision")
-        self.export_help = widgets.HTML()
-        self.export_help.add_class("cmlw-export-help")
-        self.export_format.observe(lambda _c: self._export_format_changed(), "value")
-        self.export_precision.observe(lambda _c: self._export_format_changed(), "value")
-        self._export_format_changed()
-        self.download = widgets.HTML()
-        self.download.add_class("cmlw-download-link")
+        export_step = self._build_export(info)
         self.camera = None  # made when its tab is opened (open_camera)
         self.live = None  # made when the Live tab is opened (open_live)
         self.data_tabs = _lazy_tabs(("Folders & uploads", "Camera"), self.picker, self.open_camera, "cmlw-data-tabs")
@@ -333,11 +254,7 @@ class TrainerApp(widgets.VBox):
             _section(4, "Evaluation", self.holdout_box, self.confusion, self.model_summary,
                      css="cmlw-section-evaluation"),
             _section(5, "Preview", self.preview_tabs, css="cmlw-section-preview"),
-            _section(6, "Export", widgets.HBox([self.export_format, self.export_precision],
-                                               layout=widgets.Layout(flex_flow="row wrap")), self.export_help,
-                     widgets.HBox([self.export_name, self.export_button],
-                                  layout=widgets.Layout(flex_flow="row wrap")), self.download,
-                     css="cmlw-section-export"),
+            _section(6, "Export", *export_step, css="cmlw-section-export"),
         ]
         self.body.children = self.sections
         no_null_titles(self)
@@ -444,7 +361,7 @@ class TrainerApp(widgets.VBox):
         and lives on until culled (a reload starts another kernel meanwhile): stop training and free
         everything now, so the two kernels fit the session's memory together. In Jupyter nothing is
         done (the notebook's kernel outlives its tab and redraws the app when reopened)."""
-        if not _served_by_voila():
+        if not served_by_voila():
             return
         log.info("the page was left: stopping training and freeing the app's memory")
         with self._lock:
@@ -461,7 +378,7 @@ class TrainerApp(widgets.VBox):
         with self._lock:
             for attr in VIEW_ATTRS:  # the notebook's output history still holds the app itself
                 setattr(self, attr, None)
-        _return_freed_memory()
+        return_freed_memory()
 
     def _update_leave_guard(self) -> None:
         if self.leave_guard is None:
@@ -514,63 +431,6 @@ class TrainerApp(widgets.VBox):
             f"well it does on new ones. Hold some out to find out.</div>")
         self.holdout_box.layout.display = None
 
-    # -- export --------------------------------------------------------------------------------
-    def _export_format_changed(self) -> None:
-        suffix = self.export_format.value
-        self.export_precision.disabled = suffix != ".mlmodel"
-        name = self.export_name.value.strip()
-        stem = name.rsplit(".", 1)[0] if name.lower().endswith(tuple(EXPORT_FORMATS)) else name
-        if stem:
-            self.export_name.value = f"{stem}{suffix}"
-        what = EXPORT_FORMATS[suffix][1]
-        if suffix == ".mlmodel":
-            what += f" Weights: {EXPORT_PRECISION_HELP[self.export_precision.value]}"
-        self.export_help.value = f"<div class='cmlw-export-what' style='color:#6e6e73'>{html.escape(what)}</div>"
-
-    def export(self, directory=None) -> Path:
-        """Write the model in the chosen format (`model.write`; Core ML .mlmodel with the chosen weight
-        precision, or ONNX) and offer it as a download link; returns the file."""
-        if self.model is None:
-            raise RuntimeError("train a model before exporting it")
-        suffix = self.export_format.value
-        name = sanitize_filename(self.export_name.value.strip() or f"Classifier{suffix}")
-        if not name.lower().endswith(suffix):
-            name = f"{name.rsplit('.', 1)[0] if '.' in name else name}{suffix}"
-        folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="cmlw-export-"))
-        precision = self.export_precision.value if suffix == ".mlmodel" else None
-        path = self.model.write(folder / name, precision=precision)
-        _return_freed_memory()  # the conversion's working memory
-        self.export_path = Path(path)
-        size = self.export_path.stat().st_size
-        if size > MAX_DOWNLOAD_BYTES:
-            self.download.value = (f"<span>Written to <code>{html.escape(str(path))}</code> "
-                                   f"({size / 1e6:.1f} MB, too large to offer as a download here)</span>")
-            return self.export_path
-        data = base64.b64encode(self.export_path.read_bytes()).decode("ascii")
-        self.download.value = (f"<a class='cmlw-download' download='{html.escape(name)}' "
-                               f"href='data:application/octet-stream;base64,{data}'>⬇ Download {html.escape(name)}"
-                               f"</a> <span style='color:#6e6e73'>{size / 1e6:.1f} MB</span>")
-        return self.export_path
-
-    def _export_clicked(self) -> None:
-        self.export_button.disabled = True
-        what = "ONNX" if self.export_format.value == ".onnx" else "Core ML"
-        self.download.value = f"<span class='cmlw-exporting'>Writing the {what} model…</span>"
-
-        def run():
-            try:
-                self.export()
-            except Exception as err:  # noqa: BLE001 - shown in the app
-                self.download.value = (f"<span class='cmlw-error' style='color:#c62828'>Export failed: "
-                                       f"{html.escape(f'{type(err).__name__}: {err}')}</span>")
-            finally:
-                self.export_button.disabled = self.model is None
-
-        threading.Thread(target=run, name="cmlw-export", daemon=True).start()
-
     def _say(self, text: str, level: str = "info") -> None:
-        color = {"error": "#c62828", "ok": "#1a7f37"}.get(level, "#6e6e73")
         picker = getattr(self, "picker", None)
-        text = hide_root(text, picker.root if picker is not None else None)  # no server paths on the page
-        self.train_message.value = (f"<span class='cmlw-train-{level}' style='color:{color}'>{html.escape(text)}</span>"
-                                    if text else "")
+        self.train_message.value = message_html("cmlw-train", text, level, picker.root if picker is not None else None)

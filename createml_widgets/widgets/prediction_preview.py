@@ -18,12 +18,11 @@ import traitlets
 
 from ..display import image_to_data_uri
 from ..errors import NoHandDetectedError
-from ._look import style_while_enabled
+from ._look import message_html, style_while_enabled
 from ._media import bars_html, load_picture, with_hand
 from ._paths import (
     PathOutsideRootError,
     default_data_root,
-    hide_root,
     is_within,
     relative_to_root,
     resolve_under_root,
@@ -396,10 +395,7 @@ class PredictionPreview(widgets.VBox):
             self._thread.join(timeout)
 
     def _say(self, text: str, level: str = "info") -> None:
-        color = {"error": "#c62828", "warning": "#b25000"}.get(level, "#6e6e73")
-        text = hide_root(text, self.root)  # a dashboard may be served to others: no server paths
-        self.message.value = (f"<span class='cmlw-preview-{level}' style='color:{color}'>{html.escape(text)}</span>"
-                              if text else "")
+        self.message.value = message_html("cmlw-preview", text, level, self.root)
 
 
 def _name(source) -> str:

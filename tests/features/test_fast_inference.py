@@ -100,10 +100,27 @@ def test_unknown_backend_is_rejected(monkeypatch):
         fi.requested_backend()
 
 
-def test_backend_does_not_change_the_cache_id():
+def test_features_cached_by_one_backend_are_the_ones_another_computes(tmp_path, photos, eager_features):
+    """The cache's id leaves the backend out because every backend computes the same features: features
+    a fast backend cached answer an eager extractor (which then never loads its network) and equal what it
+    computes itself; the id still tells apart what does change the features (the revision)."""
+    from createml_widgets.features.cache import CachingExtractor, FeatureCache
+
     fe = FeatureExtractorType.scene_print(1)
-    ids = {ImageEmbeddingExtractor(fe, backend=b).id for b in ("auto", "onnxruntime", "torch", "eager")}
-    assert len(ids) == 1
+    cache = FeatureCache(tmp_path / "shared")
+    fast = ImageEmbeddingExtractor(fe, backend="onnxruntime" if HAS_ORT else "torch")
+    eager = ImageEmbeddingExtractor(fe, backend="eager")
+    assert fast.id == eager.id
+    assert ImageEmbeddingExtractor(FeatureExtractorType.scene_print(2), backend="eager").id != eager.id
+    items = lambda ex: [Item(p, "x").resolve_key(ex.id) for p in photos[:4]]  # noqa: E731
+    with CachingExtractor(fast, cache) as caching:
+        stored = caching.extract(items(fast))
+    assert caching.misses == 4 and fast.runner.backend != "eager"
+    with CachingExtractor(eager, cache) as caching:
+        answered = caching.extract(items(eager))
+    assert caching.hits == 4 and caching.misses == 0 and eager.runner is None  # the network never loaded
+    np.testing.assert_array_equal(np.stack(answered), np.stack(stored))
+    _assert_equivalent(np.stack(answered), eager_features[:4])  # what the eager backend computes itself
 
 
 def test_unfoldable_backbone_falls_back_to_eager(photos):

@@ -1,6 +1,7 @@
 """The training loop's own AdamW is torch.optim.AdamW, step for step, checkpoints included."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from createml_widgets.nets import HandPoseGCN
@@ -40,3 +41,11 @@ def test_adamw_matches_torch_step_for_step_and_resumes_from_its_state():
     for p, q in zip(resumed.parameters(), theirs.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
     assert not torch.allclose(next(resumed.parameters()), next(ours.parameters()))  # they did train on
+
+
+def test_the_training_loop_names_the_optimizer_it_does_not_have():
+    from createml_widgets.nets.training import TensorData, Trainer
+
+    data = TensorData(torch.rand(4, 1, 3, 21), torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'.*adam"):
+        Trainer(HandPoseGCN(3), data, optimizer="lbfgs")

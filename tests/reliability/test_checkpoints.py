@@ -98,15 +98,20 @@ def test_a_truncated_or_damaged_session_json_is_a_session_error_naming_it(small_
         _restore(session_dir)
 
 
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(small_digits, tmp_path):
-    session_dir = tmp_path / "s"
+def _cancelled_at(small_digits, session_dir: Path, iteration: int) -> None:
+    """A 20-iteration MLP session, checkpointed every 2 iterations, cancelled once `iteration` is reported."""
     data = MLImageClassifier.DataSource.labeled_directories(small_digits)
     sp = MLTrainingSessionParameters(session_dir, report_interval=1, checkpoint_interval=2)
     session = MLImageClassifier.make_training_session(data, _mlp(20), sp)
     job = MLImageClassifier.resume(session)
-    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= 6 else None)
+    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= iteration else None)
     with pytest.raises(JobCancelledError):
         job.result(timeout=300)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(small_digits, tmp_path):
+    session_dir = tmp_path / "s"
+    _cancelled_at(small_digits, session_dir, 6)
     cps = _training(_restore(session_dir))
     latest, previous = cps[-1], cps[-2]
     latest.url.write_bytes(latest.url.read_bytes()[: latest.url.stat().st_size // 3])  # a truncated write
@@ -122,13 +127,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(small_d
 
 def test_with_no_readable_checkpoint_training_starts_over_with_a_warning(small_digits, tmp_path):
     session_dir = tmp_path / "s"
-    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
-    sp = MLTrainingSessionParameters(session_dir, report_interval=1, checkpoint_interval=2)
-    session = MLImageClassifier.make_training_session(data, _mlp(20), sp)
-    job = MLImageClassifier.resume(session)
-    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= 3 else None)
-    with pytest.raises(JobCancelledError):
-        job.result(timeout=300)
+    _cancelled_at(small_digits, session_dir, 3)
     for cp in _training(_restore(session_dir)):
         cp.url.write_bytes(b"PK\x03\x04 not really")
     restored = _restore(session_dir, report_interval=1, checkpoint_interval=2)
