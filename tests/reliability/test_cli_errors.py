@@ -111,10 +111,15 @@ def test_a_second_train_on_a_busy_session_folder_is_refused_in_one_line(tmp_path
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError):
-                if json.loads((session / "session.json").read_text()).get("phase") == "training":
+                # session.json is written once the first run holds the folder's lock (it is next written
+                # at a checkpoint, so its phase still reads as extracting while the first run trains)
+                if json.loads((session / "session.json").read_text()).get("phase") in ("extractingFeatures",
+                                                                                        "training"):
                     break
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.1)
+        else:
+            pytest.fail("the first run never wrote its session.json")
         rc, _, err = train(data, out, "--iterations", "100000", "--mlp", "32", "--checkpoint-interval", "100000",
                            "--validation", "none")
         one_error_line(rc, err, "another training run is using the session folder", session)
