@@ -23,8 +23,13 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# The library's tests run in TEST_WORKERS processes (pytest-xdist, a test file per process at a time: its
+# module fixtures stay in one process); the browser tests then run alone, as a user's page would, since
+# their timings (frames per second, latency, kernel memory) are read under no other load.
+TEST_WORKERS ?= 2
 test: install chromium
-	$(PY) -m pytest -q -ra --durations=25
+	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile -m "not browser"
+	$(PY) -m pytest -q -ra --durations=10 -m browser
 
 # Kernels of pages that were closed or reloaded are shut down after KERNEL_IDLE_S seconds without a page
 # (Voilà's own shutdown-on-leave request is refused for want of an _xsrf cookie, voila issue #1458): a
