@@ -322,6 +322,8 @@ class MLHandActionClassifier(ClassifierTask):
     ValidationData = ValidationData
     Prediction = Prediction
     _what = "video"
+    # 8-bit weights: every sample clip's window gives float32's top answer (benchmarks/export_precision.py)
+    default_precision = "int8"
     _no_detection_counts_as_wrong = True
 
     @classmethod
