@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import field
 
 import numpy as np
 
@@ -21,6 +22,39 @@ class ModelAlgorithmType(enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+# -- the ModelParameters fields both hand tasks declare alike (each task adds its own) ----------------------------
+def validation_field():
+    """`validation`: Create ML's automatic split by default."""
+    from ..data.validation import ValidationData
+
+    return field(default_factory=ValidationData.split, metadata={
+        "title": "Held-out data", "createml": "validation", "cli": ("--validation", "--seed"),
+        "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
+
+
+def batch_size_field():
+    """`batch_size`: 32 by default."""
+    return field(default=32, metadata={
+        "title": "Examples per step", "createml": "batchSize", "range": (1, 4096), "cli": "--batch-size",
+        "hint": "examples per training step",
+        "help": "How many examples each training step looks at. Larger is smoother but uses more memory; the default suits most datasets."})
+
+
+def maximum_iterations_field():
+    """`maximum_iterations`: 80 by default (the session's iteration bound is raised to it)."""
+    return field(default=80, metadata={
+        "title": "Training rounds", "createml": "maximumIterations", "range": (1, 100_000), "role": "iterations",
+        "cli": "--iterations", "hint": "training iterations at most; on a finished session, trains further",
+        "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
+
+
+def algorithm_field(what: str):
+    """`algorithm`: the GCN, Create ML's only choice for hand `what` ("poses", "actions")."""
+    return field(default=ModelAlgorithmType.GCN, metadata={
+        "title": "Network", "createml": "algorithm", "choices": {"GCN": "hand-skeleton network (GCN)"},
+        "help": f"The kind of network: a graph network over the 21 joints of the hand skeleton, Create ML's only choice for hand {what}."})
 
 
 def validate_hand_parameters(params, data_source_type: type) -> None:

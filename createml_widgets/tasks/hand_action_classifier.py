@@ -20,11 +20,15 @@ from ._base import ClassifierTask, Plan
 from ._hand import (
     KeypointExtractor,
     ModelAlgorithmType,
+    algorithm_field,
+    batch_size_field,
     hand_fraction,
     keypoint_plan,
+    maximum_iterations_field,
     mediapipe_id,
     require_each_label,
     validate_hand_parameters,
+    validation_field,
 )
 
 # Clips where fewer frames than this have a hand are reported in the summary.
@@ -130,17 +134,9 @@ class _ModelParameters:
     """Training parameters: validation, batch size (32), maximum iterations (80), prediction window (60
     frames), augmentations, algorithm (GCN) and the target frame rate (30 fps)."""
 
-    validation: ValidationData = field(default_factory=ValidationData.split, metadata={
-        "title": "Held-out data", "createml": "validation", "cli": ("--validation", "--seed"),
-        "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
-    batch_size: int = field(default=32, metadata={
-        "title": "Examples per step", "createml": "batchSize", "range": (1, 4096), "cli": "--batch-size",
-        "hint": "examples per training step",
-        "help": "How many examples each training step looks at. Larger is smoother but uses more memory; the default suits most datasets."})
-    maximum_iterations: int = field(default=80, metadata={
-        "title": "Training rounds", "createml": "maximumIterations", "range": (1, 100_000), "role": "iterations",
-        "cli": "--iterations", "hint": "training iterations at most; on a finished session, trains further",
-        "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
+    validation: ValidationData = validation_field()
+    batch_size: int = batch_size_field()
+    maximum_iterations: int = maximum_iterations_field()
     prediction_window_size: int = field(default=60, metadata={
         "title": "Frames per prediction", "createml": "predictionWindowSize", "range": (1, 1000), "unit": "frames",
         "cli": "--window", "hint": "frames the model looks at for one prediction, 60 = 2 s at 30 fps",
@@ -148,9 +144,7 @@ class _ModelParameters:
     augmentation_options: VideoAugmentationOptions = field(default=VideoAugmentationOptions(0), metadata={
         "title": "Extra variations", "createml": "augmentationOptions", "cli": "--augment",
         "help": "Adds changed copies of each clip (frames dropped or filled in, mirrored, turned, scaled, moved) so the model copes with such videos. Helps with few clips; each option makes training slower."})
-    algorithm: ModelAlgorithmType = field(default=ModelAlgorithmType.GCN, metadata={
-        "title": "Network", "createml": "algorithm", "choices": {"GCN": "hand-skeleton network (GCN)"},
-        "help": "The kind of network: a graph network over the 21 joints of the hand skeleton, Create ML's only choice for hand actions."})
+    algorithm: ModelAlgorithmType = algorithm_field("actions")
     target_frame_rate: float = field(default=30.0, metadata={
         "title": "Frame rate (fps)", "createml": "targetFrameRate", "range": (1, 240), "unit": "frames per second",
         "cli": "--frame-rate", "hint": "the rate the videos are sampled at",

@@ -17,13 +17,17 @@ from ..features.keypoint_augment import augment_keypoints
 from ..nets import HandPoseGCN
 from ..nets.training import TensorData, Trainer
 from ._base import ClassifierTask, Plan
-from ._hand import (  # noqa: F401 - keypoint_plan and require_each_label were defined here
+from ._hand import (
     KEYPOINTS_GIVEN,
     HandPoseExtractor,
     ModelAlgorithmType,
+    algorithm_field,
+    batch_size_field,
     keypoint_plan,
+    maximum_iterations_field,
     require_each_label,
     validate_hand_parameters,
+    validation_field,  # noqa: F401 - keypoint_plan and require_each_label were defined here
 )
 
 
@@ -92,23 +96,13 @@ class ImageAugmentationOptions(enum.Flag):
 class _ModelParameters:
     """GCN training parameters: validation, batch size (32), maximum iterations (80), augmentations."""
 
-    validation: ValidationData = field(default_factory=ValidationData.split, metadata={
-        "title": "Held-out data", "createml": "validation", "cli": ("--validation", "--seed"),
-        "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
-    batch_size: int = field(default=32, metadata={
-        "title": "Examples per step", "createml": "batchSize", "range": (1, 4096), "cli": "--batch-size",
-        "hint": "examples per training step",
-        "help": "How many examples each training step looks at. Larger is smoother but uses more memory; the default suits most datasets."})
-    maximum_iterations: int = field(default=80, metadata={
-        "title": "Training rounds", "createml": "maximumIterations", "range": (1, 100_000), "role": "iterations",
-        "cli": "--iterations", "hint": "training iterations at most; on a finished session, trains further",
-        "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
+    validation: ValidationData = validation_field()
+    batch_size: int = batch_size_field()
+    maximum_iterations: int = maximum_iterations_field()
     augmentation_options: ImageAugmentationOptions = field(default=ImageAugmentationOptions(0), metadata={
         "title": "Extra variations", "createml": "augmentationOptions", "cli": "--augment",
         "help": "Adds moved, turned, scaled or mirrored copies of each hand, so the model copes with hands held differently. Helps with few photos; each option makes training slower."})
-    algorithm: ModelAlgorithmType = field(default=ModelAlgorithmType.GCN, metadata={
-        "title": "Network", "createml": "algorithm", "choices": {"GCN": "hand-skeleton network (GCN)"},
-        "help": "The kind of network: a graph network over the 21 joints of the hand skeleton, Create ML's only choice for hand poses."})
+    algorithm: ModelAlgorithmType = algorithm_field("poses")
 
     ValidationData = ValidationData
     ModelAlgorithmType = ModelAlgorithmType
