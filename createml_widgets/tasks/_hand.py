@@ -9,7 +9,8 @@ import numpy as np
 from ..data.items import check_labeled
 from ..errors import DataSourceError, NoHandDetectedError, ParameterError
 from ..features.cache import CachingExtractor
-from ._base import Plan, split_for_validation
+from ._base import ClassifierTask, Plan, split_for_validation
+from ._fields import training_rounds_field, validation_field  # noqa: F401 - validation_field: the hand tasks' too
 
 # The cache's variant name of keypoints given in a data frame (no file to detect them in).
 KEYPOINTS_GIVEN = "keypoints-given"
@@ -25,15 +26,6 @@ class ModelAlgorithmType(enum.Enum):
 
 
 # -- the ModelParameters fields both hand tasks declare alike (each task adds its own) ----------------------------
-def validation_field():
-    """`validation`: Create ML's automatic split by default."""
-    from ..data.validation import ValidationData
-
-    return field(default_factory=ValidationData.split, metadata={
-        "title": "Held-out data", "createml": "validation", "cli": ("--validation", "--seed"),
-        "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
-
-
 def batch_size_field():
     """`batch_size`: 32 by default."""
     return field(default=32, metadata={
@@ -44,10 +36,7 @@ def batch_size_field():
 
 def maximum_iterations_field():
     """`maximum_iterations`: 80 by default (the session's iteration bound is raised to it)."""
-    return field(default=80, metadata={
-        "title": "Training rounds", "createml": "maximumIterations", "range": (1, 100_000), "role": "iterations",
-        "cli": "--iterations", "hint": "training iterations at most; on a finished session, trains further",
-        "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
+    return training_rounds_field(80, "maximumIterations")
 
 
 def algorithm_field(what: str):
@@ -204,3 +193,27 @@ def require_each_label(items, features, labels, what: str) -> None:
         if label not in have:
             bad = [f"{i.name}: {features.failed.get(i.key, '?')}" for i in items if i.label == label]
             raise DataSourceError(f"label {label!r} has no {what} with a detected hand; its files: " + "; ".join(bad[:10]))
+
+
+class HandTask(ClassifierTask):
+    """What MLHandPoseClassifier and MLHandActionClassifier share: one algorithm (the GCN), a plan of hand
+    keypoints (`_keypoint_extractor(params)` and `_extraction_batch` say which and how many at a time),
+    8-bit weights by default (each task's choice is measured in benchmarks/export_precision.py), and an
+    example without a hand counting as a wrong answer."""
+
+    ModelAlgorithmType = ModelAlgorithmType
+    default_precision = "int8"
+    _no_detection_counts_as_wrong = True
+    _extraction_batch = 8
+
+    @classmethod
+    def _keypoint_extractor(cls, params):
+        raise NotImplementedError
+
+    @classmethod
+    def _plan(cls, session) -> Plan:
+        params = session.model_parameters
+        params.validate()
+        return keypoint_plan(session, session.training_data._examples(), cls._keypoint_extractor(params),
+                             params.maximum_iterations, batch=cls._extraction_batch)
+

@@ -16,14 +16,14 @@ from ..features.keypoint_augment import augment_keypoints
 from ..features.video import is_video_file
 from ..nets import HandActionGCN
 from ..nets.training import Trainer
-from ._base import ClassifierTask, Plan
+from ._base import Plan
 from ._hand import (
+    HandTask,
     KeypointExtractor,
     ModelAlgorithmType,
     algorithm_field,
     batch_size_field,
     hand_fraction,
-    keypoint_plan,
     maximum_iterations_field,
     mediapipe_id,
     require_each_label,
@@ -301,7 +301,7 @@ class WindowData:
         return x, torch.tensor(self.labels, dtype=torch.long)
 
 
-class MLHandActionClassifier(ClassifierTask):
+class MLHandActionClassifier(HandTask):
     """A hand action classifier trained on videos (Create ML's MLHandActionClassifier).
 
     Each video becomes a sequence of hand keypoints at `target_frame_rate`; the model classifies
@@ -312,20 +312,13 @@ class MLHandActionClassifier(ClassifierTask):
     DataSource = _DataSource
     ModelParameters = _ModelParameters
     VideoAugmentationOptions = VideoAugmentationOptions
-    ModelAlgorithmType = ModelAlgorithmType
     ValidationData = ValidationData
     Prediction = Prediction
-    _what = "video"
-    # 8-bit weights: every sample clip's window gives float32's top answer (benchmarks/export_precision.py)
-    default_precision = "int8"
-    _no_detection_counts_as_wrong = True
+    _what = "video"  # (8-bit weights: every sample clip's window keeps float32's answer)
 
     @classmethod
-    def _plan(cls, session) -> Plan:
-        params: _ModelParameters = session.model_parameters
-        params.validate()
-        return keypoint_plan(session, session.training_data._examples(),
-                             HandActionExtractor(params.target_frame_rate), params.maximum_iterations, batch=8)
+    def _keypoint_extractor(cls, params) -> HandActionExtractor:
+        return HandActionExtractor(params.target_frame_rate)
 
     @classmethod
     def _make_trainer(cls, session, plan: Plan) -> Trainer:

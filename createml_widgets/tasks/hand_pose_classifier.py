@@ -16,10 +16,11 @@ from ..features.image_io import is_image_file, source_name
 from ..features.keypoint_augment import augment_keypoints
 from ..nets import HandPoseGCN
 from ..nets.training import TensorData, Trainer
-from ._base import ClassifierTask, Plan
-from ._hand import (
+from ._base import Plan
+from ._hand import (  # noqa: F401 - keypoint_plan and require_each_label were defined here
     KEYPOINTS_GIVEN,
     HandPoseExtractor,
+    HandTask,
     ModelAlgorithmType,
     algorithm_field,
     batch_size_field,
@@ -27,7 +28,7 @@ from ._hand import (
     maximum_iterations_field,
     require_each_label,
     validate_hand_parameters,
-    validation_field,  # noqa: F401 - keypoint_plan and require_each_label were defined here
+    validation_field,
 )
 
 
@@ -131,7 +132,7 @@ def keypoint_tensors(items, features, labels) -> tuple[torch.Tensor, torch.Tenso
     return x, torch.tensor([r[1] for r in rows], dtype=torch.long)
 
 
-class MLHandPoseClassifier(ClassifierTask):
+class MLHandPoseClassifier(HandTask):
     """A hand pose classifier trained on photos of hands (Create ML's MLHandPoseClassifier).
 
     Keypoints come from MediaPipe Hands in Apple Vision's layout, so the exported Core ML model takes
@@ -141,19 +142,13 @@ class MLHandPoseClassifier(ClassifierTask):
     DataSource = _DataSource
     ModelParameters = _ModelParameters
     ImageAugmentationOptions = ImageAugmentationOptions
-    ModelAlgorithmType = ModelAlgorithmType
     ValidationData = ValidationData
     _what = "image"
-    # 8-bit weights: 200/200 sample photos give float32's top answer (benchmarks/export_precision.py)
-    default_precision = "int8"
-    _no_detection_counts_as_wrong = True
+    _extraction_batch = 128  # (8-bit weights: 200/200 sample photos keep float32's answer)
 
     @classmethod
-    def _plan(cls, session) -> Plan:
-        params: _ModelParameters = session.model_parameters
-        params.validate()
-        return keypoint_plan(session, session.training_data._examples(), HandPoseExtractor(),
-                             params.maximum_iterations, batch=128)
+    def _keypoint_extractor(cls, params) -> HandPoseExtractor:
+        return HandPoseExtractor()
 
     @classmethod
     def _make_trainer(cls, session, plan: Plan) -> Trainer:

@@ -31,6 +31,7 @@ from ..nets import MLPHead
 from ..nets.logistic import LogisticRegressionTrainer
 from ..nets.training import TensorData, Trainer
 from ._base import ClassifierTask, Plan, split_for_validation
+from ._fields import training_rounds_field, validation_field
 from .image_algorithm import ClassifierType, CustomFeatureExtractor, FeatureExtractorType, ModelAlgorithmType
 from .registry import validate_declared
 
@@ -118,13 +119,8 @@ class _ModelParameters:
     """Training parameters (Create ML defaults: automatic split, 25 iterations, no augmentation,
     scene_print revision 1 with a logistic regressor)."""
 
-    validation: ValidationData = field(default_factory=ValidationData.split, metadata={
-        "title": "Held-out data", "createml": "validation", "cli": ("--validation", "--seed"),
-        "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
-    max_iterations: int = field(default=25, metadata={
-        "title": "Training rounds", "createml": "maxIterations", "range": (1, 100_000), "role": "iterations",
-        "cli": "--iterations", "hint": "training iterations at most; on a finished session, trains further",
-        "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
+    validation: ValidationData = validation_field()
+    max_iterations: int = training_rounds_field(25, "maxIterations")
     augmentation: ImageAugmentationOptions = field(default=ImageAugmentationOptions(0), metadata={
         "title": "Extra variations", "createml": "augmentationOptions", "cli": "--augment",
         "help": "Adds changed copies of each photo (cropped, rotated, blurred, darker or lighter, noisy, flipped) so the model copes with such photos. Helps with few photos; each option makes training slower."})

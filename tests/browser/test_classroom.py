@@ -75,9 +75,6 @@ def _switch(page, title: str, own_field: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-@pytest.mark.xfail(reason="issue 17, open: the whole session (three tasks and a reload) still peaks above 2 GB "
-                          "(2,137 MB measured, 2,007 MB after hand action training) and switching back to a "
-                          "task logs widget 'Error setting state' messages", strict=False)
 def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811 - the fixture
     port = _free_port()
     command = dashboard_command(port)
@@ -191,7 +188,7 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
             page.fill(".cmlw-param-max_iterations input", "3000")
             page.wait_for_timeout(400)
             page.click(".cmlw-train-button")
-            page.wait_for_selector(".cmlw-training-progress .cmlw-state-running", timeout=2 * MINUTE)
+            page.wait_for_selector(".cmlw-training-progress .cmlw-state-running", state="attached", timeout=2 * MINUTE)
 
             def on_dialog(dialog):
                 dialogs.append(dialog.type)
@@ -203,6 +200,13 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
             page.wait_for_selector(".cmlw-picker-ready", timeout=3 * MINUTE)
             results["reload_s"] = round(time.monotonic() - t, 1)
             assert dialogs == ["beforeunload"], f"leaving a training page did not ask first: {dialogs}"
+            # Voila's own shutdown beacon of the page left is refused (403: it posts without the _xsrf cookie
+            # the server never set, voila issue #1458; `make dashboard` culls that kernel instead, tested in
+            # test_dashboard.py): that refusal, and the console's note of it, are the only problems allowed.
+            beacon = [p for p in ui.problems if p.startswith("HTTP 403 for ") and "/voila/api/shutdown/" in p]
+            if beacon:
+                note = "console error: Failed to load resource: the server responded with a status of 403 (Forbidden)"
+                ui.problems = [p for p in ui.problems if p not in beacon and p != note]
             ui.check("reloading")
             all_kernels = kernels | server.memory.kernels()
             server.memory.sample()
