@@ -18,11 +18,11 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from ._fileio import atomic_write
 from .errors import SessionError
 
 log = logging.getLogger(__name__)
@@ -31,18 +31,6 @@ SESSION_FILE = "session.json"
 # The list of files the session wrote in its folder: discarding a session removes these and nothing else.
 MANIFEST_FILE = "session-files.json"
 MANIFEST_KIND = "createml_widgets session files"
-
-
-def _atomic_write_bytes(path: Path, writer: Callable[[Any], None]) -> None:
-    from .session import atomic_write_bytes  # the package's one atomic write
-
-    atomic_write_bytes(path, writer)
-
-
-def _atomic_write_json(path: Path, data: dict) -> None:
-    from .session import atomic_write_json
-
-    atomic_write_json(path, data)
 
 
 @contextlib.contextmanager
@@ -70,7 +58,7 @@ def tensors_bytes(state: dict) -> bytes:
 def save_tensors(path: Path, state: dict) -> str:
     """Write `state` atomically; returns the file's SHA-256."""
     data = tensors_bytes(state)
-    _atomic_write_bytes(path, lambda f: f.write(data))
+    atomic_write(path, data)
     return sha256_of(data)
 
 
@@ -204,9 +192,9 @@ class SessionFiles:
         return cls(root, files)
 
     def save(self) -> None:
-        _atomic_write_json(self.root / MANIFEST_FILE, {"kind": MANIFEST_KIND, "format": 1,
-                                                      "created_directory": self.created_directory,
-                                                      "files": sorted(self.files)})
+        manifest = {"kind": MANIFEST_KIND, "format": 1, "created_directory": self.created_directory,
+                    "files": sorted(self.files)}
+        atomic_write(self.root / MANIFEST_FILE, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
 
     def record(self, name: str) -> None:
         """Note `name` (relative to the folder) before it is first written; refuses to overwrite another's file."""
@@ -376,7 +364,7 @@ class FeatureStore:
         if self._writer is not None:
             self.digests[name] = self._writer(name, data)
         else:
-            _atomic_write_bytes(self.directory / name, lambda f: f.write(data))
+            atomic_write(self.directory / name, data)
             self.digests[name] = sha256_of(data)
         self.chunks.append(name)
         self._pending = {}
