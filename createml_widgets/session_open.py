@@ -67,7 +67,11 @@ def session_differences(task: type, stored: dict, data, parameters, root: Path) 
         old_params = dict(stored.get("parameters", {}))
         new_params = _jsonable(parameters.to_dict(root))
         iterations = iterations_field(task.ModelParameters)
+        # a parameter added since the session was written reads as its default there (ModelParameters.from_dict)
+        defaults = _jsonable(type(parameters)().to_dict(root))
         for key in sorted(set(old_params) | set(new_params)):
+            if key not in old_params and new_params.get(key) == defaults.get(key):
+                continue
             if key != iterations and old_params.get(key) != new_params.get(key):
                 diffs.append(f"its {key} is {json.dumps(old_params.get(key))}, not {json.dumps(new_params.get(key))}")
     return diffs

@@ -1,4 +1,4 @@
-"""What the two hand tasks share: parameters validation, the keypoint extractor, skeleton pictures."""
+"""What the two hand tasks share: their common parameter fields, the keypoint extractor, skeleton pictures."""
 from __future__ import annotations
 
 import enum
@@ -7,7 +7,7 @@ from dataclasses import field
 import numpy as np
 
 from ..data.items import check_labeled
-from ..errors import DataSourceError, NoHandDetectedError, ParameterError
+from ..errors import DataSourceError, NoHandDetectedError
 from ..features.cache import CachingExtractor
 from ._base import ClassifierTask, Plan, split_for_validation
 from ._fields import training_rounds_field, validation_field  # noqa: F401 - validation_field: the hand tasks' too
@@ -44,20 +44,6 @@ def algorithm_field(what: str):
     return field(default=ModelAlgorithmType.GCN, metadata={
         "title": "Network", "createml": "algorithm", "choices": {"GCN": "hand-skeleton network (GCN)"},
         "help": f"The kind of network: a graph network over the 21 joints of the hand skeleton, Create ML's only choice for hand {what}."})
-
-
-def validate_hand_parameters(params, data_source_type: type) -> None:
-    """The checks both hand tasks' ModelParameters share: the declared ranges and flags of their fields
-    (registry.validate_declared), the algorithm and the validation data."""
-    from ..data.validation import ValidationData
-    from .registry import validate_declared
-
-    validate_declared(params)
-    if params.algorithm is not ModelAlgorithmType.GCN:
-        raise ParameterError("algorithm", params.algorithm, "ModelAlgorithmType.GCN")
-    if not isinstance(params.validation, ValidationData):
-        raise ParameterError("validation", params.validation, "a ValidationData (split, data_source, none)")
-    params.validation.validate(data_source_type)
 
 
 def mediapipe_id() -> str:

@@ -17,6 +17,7 @@ from ..features.video import is_video_file
 from ..nets import HandActionGCN
 from ..nets.training import Trainer
 from ._base import Plan
+from ._fields import DeclaredParameters
 from ._hand import (
     HandTask,
     KeypointExtractor,
@@ -27,7 +28,6 @@ from ._hand import (
     maximum_iterations_field,
     mediapipe_id,
     require_each_label,
-    validate_hand_parameters,
     validation_field,
 )
 
@@ -130,7 +130,7 @@ class VideoAugmentationOptions(enum.Flag):
 
 
 @dataclass
-class _ModelParameters:
+class _ModelParameters(DeclaredParameters):
     """Training parameters: validation, batch size (32), maximum iterations (80), prediction window (60
     frames), augmentations, algorithm (GCN) and the target frame rate (30 fps)."""
 
@@ -150,24 +150,9 @@ class _ModelParameters:
         "cli": "--frame-rate", "hint": "the rate the videos are sampled at",
         "help": "Frames per second the videos are read at. Keep the rate your app's camera will use; lower trains faster but misses quick moves."})
 
+    _data_source = _DataSource
     ValidationData = ValidationData
     ModelAlgorithmType = ModelAlgorithmType
-
-    def validate(self) -> None:
-        validate_hand_parameters(self, _DataSource)
-
-    def to_dict(self, root=None) -> dict:
-        return {"validation": self.validation.to_dict(root), "batch_size": self.batch_size,
-                "maximum_iterations": self.maximum_iterations, "prediction_window_size": self.prediction_window_size,
-                "augmentation_options": self.augmentation_options.value, "algorithm": self.algorithm.value,
-                "target_frame_rate": self.target_frame_rate}
-
-    @classmethod
-    def from_dict(cls, d: dict, root=None) -> _ModelParameters:
-        return cls(ValidationData.from_dict(d["validation"], _DataSource, root), d["batch_size"],
-                   d["maximum_iterations"], d["prediction_window_size"],
-                   VideoAugmentationOptions(d["augmentation_options"]), ModelAlgorithmType(d["algorithm"]),
-                   d["target_frame_rate"])
 
 
 @dataclass

@@ -17,6 +17,7 @@ from ..features.keypoint_augment import augment_keypoints
 from ..nets import HandPoseGCN
 from ..nets.training import TensorData, Trainer
 from ._base import Plan
+from ._fields import DeclaredParameters
 from ._hand import (  # noqa: F401 - keypoint_plan and require_each_label were defined here
     KEYPOINTS_GIVEN,
     HandPoseExtractor,
@@ -27,7 +28,6 @@ from ._hand import (  # noqa: F401 - keypoint_plan and require_each_label were d
     keypoint_plan,
     maximum_iterations_field,
     require_each_label,
-    validate_hand_parameters,
     validation_field,
 )
 
@@ -94,7 +94,7 @@ class ImageAugmentationOptions(enum.Flag):
 
 
 @dataclass
-class _ModelParameters:
+class _ModelParameters(DeclaredParameters):
     """GCN training parameters: validation, batch size (32), maximum iterations (80), augmentations."""
 
     validation: ValidationData = validation_field()
@@ -105,22 +105,9 @@ class _ModelParameters:
         "help": "Adds moved, turned, scaled or mirrored copies of each hand, so the model copes with hands held differently. Helps with few photos; each option makes training slower."})
     algorithm: ModelAlgorithmType = algorithm_field("poses")
 
+    _data_source = _DataSource
     ValidationData = ValidationData
     ModelAlgorithmType = ModelAlgorithmType
-
-    def validate(self) -> None:
-        validate_hand_parameters(self, _DataSource)
-
-    def to_dict(self, root=None) -> dict:
-        return {"validation": self.validation.to_dict(root), "batch_size": self.batch_size,
-                "maximum_iterations": self.maximum_iterations, "augmentation_options": self.augmentation_options.value,
-                "algorithm": self.algorithm.value}
-
-    @classmethod
-    def from_dict(cls, d: dict, root=None) -> _ModelParameters:
-        return cls(ValidationData.from_dict(d["validation"], _DataSource, root), d["batch_size"],
-                   d["maximum_iterations"], ImageAugmentationOptions(d["augmentation_options"]),
-                   ModelAlgorithmType(d["algorithm"]))
 
 
 def keypoint_tensors(items, features, labels) -> tuple[torch.Tensor, torch.Tensor]:

@@ -220,6 +220,22 @@ class ModelAlgorithmType:
         return cls(feature_extractor or FeatureExtractorType.scene_print(1),
                    classifier or ClassifierType.logistic_regressor())
 
+    def validate(self) -> None:
+        """ParameterError when the feature extractor or the classifier is not one Create ML offers."""
+        self.feature_extractor.validate()
+        self.classifier.validate()
+
+    def to_dict(self, root: Path | None = None) -> dict:
+        """Its two parts as a session writes them (`feature_extractor`, `classifier`)."""
+        return {"feature_extractor": self.feature_extractor.to_dict(root),
+                "classifier": {"kind": self.classifier.kind, "layer_sizes": list(self.classifier.layer_sizes)}}
+
+    @classmethod
+    def from_dict(cls, d: dict, root: Path | None = None) -> ModelAlgorithmType:
+        """The algorithm `to_dict` wrote."""
+        return cls(FeatureExtractorType.from_dict(d["feature_extractor"]),
+                   ClassifierType(d["classifier"]["kind"], tuple(d["classifier"]["layer_sizes"])))
+
     def __str__(self) -> str:
         return f"transferLearning({self.feature_extractor}, {self.classifier})"
 

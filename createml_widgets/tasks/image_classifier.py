@@ -18,7 +18,7 @@ from ..data.items import (
 )
 from ..data.split import MLSplitStrategy, stratified_split
 from ..data.validation import ValidationData
-from ..errors import DataSourceError, ParameterError
+from ..errors import DataSourceError
 from ..features.cache import CachingExtractor
 from ..features.image_embedding import (
     ImageEmbeddingExtractor,
@@ -31,9 +31,8 @@ from ..nets import MLPHead
 from ..nets.logistic import LogisticRegressionTrainer
 from ..nets.training import TensorData, Trainer
 from ._base import ClassifierTask, Plan, split_for_validation
-from ._fields import training_rounds_field, validation_field
+from ._fields import DeclaredParameters, training_rounds_field, validation_field
 from .image_algorithm import ClassifierType, CustomFeatureExtractor, FeatureExtractorType, ModelAlgorithmType
-from .registry import validate_declared
 
 
 class _DataSource:
@@ -115,7 +114,7 @@ class ImageAugmentationOptions(enum.Flag):
 
 
 @dataclass
-class _ModelParameters:
+class _ModelParameters(DeclaredParameters):
     """Training parameters (Create ML defaults: automatic split, 25 iterations, no augmentation,
     scene_print revision 1 with a logistic regressor)."""
 
@@ -125,9 +124,11 @@ class _ModelParameters:
         "title": "Extra variations", "createml": "augmentationOptions", "cli": "--augment",
         "help": "Adds changed copies of each photo (cropped, rotated, blurred, darker or lighter, noisy, flipped) so the model copes with such photos. Helps with few photos; each option makes training slower."})
     algorithm: ModelAlgorithmType = field(default_factory=ModelAlgorithmType, metadata={
-        "title": "How it learns", "createml": "algorithm", "cli": ("--revision", "--mlp"),
+        "title": "How it learns", "createml": "algorithm", "cli": ("--revision", "--mlp"), "inline": True,
+        "expects": "ModelAlgorithmType.transfer_learning(...)",
         "help": "Image features from a network trained on millions of photos (scene print), then a small classifier on top. The simple classifier is fast and fine for most tasks; the neural network can do better with many photos. Revision 2 features are larger and slower."})
 
+    _data_source = _DataSource
     ValidationData = ValidationData
     ClassifierType = ClassifierType
     ModelAlgorithmType = ModelAlgorithmType
@@ -143,30 +144,6 @@ class _ModelParameters:
     @property
     def augmentation_options(self) -> ImageAugmentationOptions:
         return self.augmentation
-
-    def validate(self) -> None:
-        validate_declared(self)  # the fields' declared ranges and flags
-        if not isinstance(self.validation, ValidationData):
-            raise ParameterError("validation", self.validation, "a ValidationData (split, data_source, dictionary, none)")
-        self.validation.validate(_DataSource)
-        if not isinstance(self.algorithm, ModelAlgorithmType):
-            raise ParameterError("algorithm", self.algorithm, "ModelAlgorithmType.transfer_learning(...)")
-        self.algorithm.feature_extractor.validate()
-        self.algorithm.classifier.validate()
-
-    def to_dict(self, root=None) -> dict:
-        return {"validation": self.validation.to_dict(root), "max_iterations": self.max_iterations,
-                "augmentation": self.augmentation.value,
-                "feature_extractor": self.feature_extractor.to_dict(root),
-                "classifier": {"kind": self.classifier.kind, "layer_sizes": list(self.classifier.layer_sizes)}}
-
-    @classmethod
-    def from_dict(cls, d: dict, root=None) -> _ModelParameters:
-        return cls(validation=ValidationData.from_dict(d["validation"], _DataSource, root),
-                   max_iterations=d["max_iterations"], augmentation=ImageAugmentationOptions(d["augmentation"]),
-                   algorithm=ModelAlgorithmType(FeatureExtractorType.from_dict(d["feature_extractor"]),
-                                                ClassifierType(d["classifier"]["kind"],
-                                                               tuple(d["classifier"]["layer_sizes"]))))
 
 
 def _augmentation_names(options: ImageAugmentationOptions) -> list[str]:

@@ -117,6 +117,11 @@ def check_declared(f: dataclasses.Field, value) -> str | None:
         flags = type(default)
         members = list(flags)
         return f"{flags.__qualname__} flags, e.g. {flags.__qualname__}.{members[0].name} | .{members[-1].name}"
+    elif isinstance(default, enum.Enum) and not isinstance(value, type(default)):
+        kind = type(default)
+        return " or ".join(f"{kind.__qualname__}.{m.name}" for m in kind)
+    elif "expects" in f.metadata and not isinstance(value, type(default)):
+        return f.metadata["expects"]
     return None
 
 

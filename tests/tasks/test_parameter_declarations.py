@@ -11,6 +11,7 @@ import pytest
 
 from createml_widgets import MLHandActionClassifier, MLHandPoseClassifier, MLImageClassifier, cli
 from createml_widgets.errors import ParameterError
+from createml_widgets.session_open import session_differences
 from createml_widgets.tasks import registry
 from createml_widgets.widgets import ParameterForm
 
@@ -85,6 +86,42 @@ def test_a_field_added_with_a_declaration_reaches_validate_the_form_and_the_cli(
     args = cli.build_parser().parse_args(["train", "handpose", "d", "--out", "m.mlmodel", "--smoothing", "3"])
     with pytest.raises(cli.CommandLineError, match=r"--smoothing 3\.0: smoothing=3\.0 is not allowed"):
         cli._parameters("handpose", MLHandPoseClassifier, args)
+    # ... and the session's parameters: written, read back, and an older session (written before the field
+    # existed) reads as its default and is not taken for one started differently
+    d = WithSmoothing(smoothing=0.25).to_dict()
+    assert d["smoothing"] == 0.25 and WithSmoothing.from_dict(d) == WithSmoothing(smoothing=0.25)
+    older = {k: v for k, v in d.items() if k != "smoothing"}
+    assert WithSmoothing.from_dict(older).smoothing == 0.5
+    stored = {"parameters": older}
+    assert session_differences(MLHandPoseClassifier, stored, None, WithSmoothing(), None) == []
+    assert session_differences(MLHandPoseClassifier, stored, None, WithSmoothing(smoothing=0.25), None) == [
+        "its smoothing is null, not 0.25"]
+
+
+@pytest.mark.parametrize("task", [MLImageClassifier, MLHandPoseClassifier, MLHandActionClassifier])
+def test_parameters_round_trip_through_the_session_format(task):
+    """to_dict/from_dict are read off the declared fields alone; every kind of value survives a JSON round trip."""
+    import json
+
+    from createml_widgets.data.validation import ValidationData
+
+    changed = {}
+    for f in registry.declared_fields(task.ModelParameters):
+        default = registry.field_default(f)
+        if "range" in f.metadata:
+            changed[f.name] = type(default)(f.metadata["range"][0])
+        elif isinstance(default, enum.Flag):
+            changed[f.name] = list(type(default))[-1]
+    changed["validation"] = ValidationData.none()
+    if task is MLImageClassifier:
+        changed["algorithm"] = task.ModelParameters.ModelAlgorithmType.transfer_learning(
+            task.ModelParameters.ModelAlgorithmType().feature_extractor.scene_print(2),
+            task.ModelParameters.ClassifierType.multilayer_perceptron([64, 32]))
+    params = task.ModelParameters(**changed)
+    params.validate()
+    written = json.loads(json.dumps(params.to_dict()))
+    assert task.ModelParameters.from_dict(written) == params
+    assert task.ModelParameters.from_dict(written) != task.ModelParameters()
 
 
 def test_help_imports_no_mediapipe():
