@@ -73,35 +73,30 @@ def train(task: str, data, out, *options):
     return run_cli("train", task, data, "--out", out, *options)
 
 
-@pytest.fixture(scope="module")
-def image_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli-image")
-    data = copy_digits(root / "digits")
-    out = root / "Digits.mlmodel"
-    rc, stdout, stderr = train("image", data, out, "--iterations", 3, "--validation", "none")
+def _trained(tmp_path_factory, task: str, make_data, out_name: str, *options) -> SimpleNamespace:
+    """`train TASK` run once for a module: its data, model file, session folder and output."""
+    root = tmp_path_factory.mktemp(f"cli-{task}")
+    data = make_data(root)
+    out = root / out_name
+    rc, stdout, stderr = train(task, data, out, "--iterations", 3, *options, "--validation", "none")
     assert rc == 0, stderr
     return SimpleNamespace(data=data, out=out, session=out.with_suffix(".session"), stdout=stdout, stderr=stderr)
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    return _trained(tmp_path_factory, "image", lambda root: copy_digits(root / "digits"), "Digits.mlmodel")
 
 
 @pytest.fixture(scope="module")
 def handpose_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli-handpose")
-    data = copy_digits(root / "digits")
-    out = root / "Poses.mlpackage"
-    rc, stdout, stderr = train("handpose", data, out, "--iterations", 3, "--validation", "none")
-    assert rc == 0, stderr
-    return SimpleNamespace(data=data, out=out, session=out.with_suffix(".session"), stdout=stdout, stderr=stderr)
+    return _trained(tmp_path_factory, "handpose", lambda root: copy_digits(root / "digits"), "Poses.mlpackage")
 
 
 @pytest.fixture(scope="module")
 def handaction_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli-handaction")
-    data = copy_clips(root / "clips", per_label=2)
-    out = root / "Actions.mlmodel"
-    rc, stdout, stderr = train("handaction", data, out, "--iterations", 3, "--window", 10, "--frame-rate", 10,
-                               "--validation", "none")
-    assert rc == 0, stderr
-    return SimpleNamespace(data=data, out=out, session=out.with_suffix(".session"), stdout=stdout, stderr=stderr)
+    return _trained(tmp_path_factory, "handaction", lambda root: copy_clips(root / "clips", per_label=2),
+                    "Actions.mlmodel", "--window", 10, "--frame-rate", 10)
 
 
 # -- train, evaluate, predict ---------------------------------------------------------------------------
