@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 import typing
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,6 +24,16 @@ def training_rounds_field(default: int, createml: str):
         "title": "Training rounds", "createml": createml, "range": (1, 100_000), "role": "iterations",
         "cli": "--iterations", "hint": "training iterations at most; on a finished session, trains further",
         "help": "How many passes training makes at most. More can raise accuracy until it levels off; fewer trains faster. Raise it if the accuracy curve is still climbing at the end."})
+
+
+def declared_parameters(cls: type) -> type:
+    """`@dataclass` for a task's ModelParameters, whose docstring then ends with each field's declaration in words
+    (`registry.parameters_reference`): the parameter's documentation is its field, as its checks are."""
+    from .registry import parameters_reference
+
+    cls = dataclass(cls)
+    cls.__doc__ = f"{(cls.__doc__ or '').rstrip()}\n\n{parameters_reference(cls)}\n"
+    return cls
 
 
 class DeclaredParameters:

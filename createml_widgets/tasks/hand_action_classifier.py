@@ -17,7 +17,7 @@ from ..features.video import is_video_file
 from ..nets import HandActionGCN
 from ..nets.training import Trainer
 from ._base import Plan
-from ._fields import DeclaredParameters
+from ._fields import DeclaredParameters, declared_parameters
 from ._hand import (
     HandTask,
     KeypointExtractor,
@@ -129,7 +129,7 @@ class VideoAugmentationOptions(enum.Flag):
     TRANSLATE = 32
 
 
-@dataclass
+@declared_parameters
 class _ModelParameters(DeclaredParameters):
     """Training parameters: validation, batch size (32), maximum iterations (80), prediction window (60
     frames), augmentations, algorithm (GCN) and the target frame rate (30 fps)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ..features.keypoint_augment import augment_keypoints
 from ..nets import HandPoseGCN
 from ..nets.training import TensorData, Trainer
 from ._base import Plan
-from ._fields import DeclaredParameters
+from ._fields import DeclaredParameters, declared_parameters
 from ._hand import (  # noqa: F401 - keypoint_plan and require_each_label were defined here
     KEYPOINTS_GIVEN,
     HandPoseExtractor,
@@ -93,7 +93,7 @@ class ImageAugmentationOptions(enum.Flag):
     TRANSLATE = 8
 
 
-@dataclass
+@declared_parameters
 class _ModelParameters(DeclaredParameters):
     """GCN training parameters: validation, batch size (32), maximum iterations (80), augmentations."""
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from ..nets import MLPHead
 from ..nets.logistic import LogisticRegressionTrainer
 from ..nets.training import TensorData, Trainer
 from ._base import ClassifierTask, Plan, split_for_validation
-from ._fields import DeclaredParameters, training_rounds_field, validation_field
+from ._fields import DeclaredParameters, declared_parameters, training_rounds_field, validation_field
 from .image_algorithm import ClassifierType, CustomFeatureExtractor, FeatureExtractorType, ModelAlgorithmType
 
 
@@ -113,7 +113,7 @@ class ImageAugmentationOptions(enum.Flag):
     FLIP = 32
 
 
-@dataclass
+@declared_parameters
 class _ModelParameters(DeclaredParameters):
     """Training parameters (Create ML defaults: automatic split, 25 iterations, no augmentation,
     scene_print revision 1 with a logistic regressor)."""

@@ -8,10 +8,11 @@ its `ModelParameters` dataclass, whose fields carry what a person may set (`fiel
     "range"    (lowest, highest) allowed           "unit"      what the number counts ("frames", "fps")
     "cli"      the command-line option             "role"      "iterations": the count training runs to
     "choices"  {member name: plain words} for an enum's dropdown
+    "expects"  what a value of another type is told to be    "inline"  written into the parameters' own dict
 
-`validate_declared(params)` checks every field with a "range" (an int, or a number for float fields) and
-every enum.Flag field; the parameter form builds its controls and the command line its `train TASK`
-options from the same fields. This module imports only the standard library: `--help` stays quick.
+`validate_declared(params)` checks every field with a "range" (an int, or a number for float fields), every
+enum field and every field that "expects" a type; the parameter form builds its controls, the command line its
+`train TASK` options and `parameters_reference` the ModelParameters' docstring (`help()`) from the same fields. This module imports only the standard library: `--help` stays quick.
 """
 from __future__ import annotations
 
@@ -134,3 +135,20 @@ def validate_declared(params) -> None:
         problem = check_declared(f, value)
         if problem is not None:
             raise ParameterError(f.name, value, problem)
+
+
+def parameters_reference(params_type) -> str:
+    """Each declared field of a ModelParameters in words (name, Create ML's name, default, what is allowed, help):
+    the text `help(Task.ModelParameters)` ends with."""
+    lines = ["Parameters (Create ML's name in brackets; a field each):", ""]
+    for f in declared_fields(params_type):
+        default = field_default(f)
+        shown = default.value if isinstance(default, enum.Enum) and not isinstance(default, enum.Flag) else default
+        head = f"{f.name}" + (f" ({f.metadata['createml']})" if "createml" in f.metadata else "") + f" = {shown}"
+        title = f.metadata.get("title", "")
+        allowed = allowed_text(f) if "range" in f.metadata else None
+        lines.append(f"    {head}: {title}" + (f", {allowed}" if allowed else "") + (f" [{' '.join(f.metadata['cli'])}]"
+                     if isinstance(f.metadata.get("cli"), tuple) else f" [{f.metadata['cli']}]" if "cli" in f.metadata else ""))
+        if "help" in f.metadata:
+            lines.append(f"        {f.metadata['help']}")
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ from createml_widgets import MLHandActionClassifier, MLHandPoseClassifier, MLIma
 from createml_widgets.errors import ParameterError
 from createml_widgets.session_open import session_differences
 from createml_widgets.tasks import registry
+from createml_widgets.tasks._fields import declared_parameters
 from createml_widgets.widgets import ParameterForm
 
 CLASSES = {"image": MLImageClassifier, "hand_pose": MLHandPoseClassifier, "hand_action": MLHandActionClassifier}
@@ -65,13 +66,16 @@ def test_each_declared_range_reaches_validate_the_form_and_the_cli(key):
 def test_a_field_added_with_a_declaration_reaches_validate_the_form_and_the_cli(monkeypatch):
     base = MLHandPoseClassifier.ModelParameters
 
-    @dataclasses.dataclass
+    @declared_parameters
     class WithSmoothing(base):
         smoothing: float = dataclasses.field(default=0.5, metadata={
             "title": "Smoothing", "range": (0.0, 1.0), "unit": "of a step", "cli": "--smoothing",
             "hint": "how much each step keeps of the last"})
 
     monkeypatch.setattr(MLHandPoseClassifier, "ModelParameters", WithSmoothing)
+    # the documentation: help(ModelParameters) ends with each field's declaration in words
+    assert "smoothing = 0.5: Smoothing, a number from 0 to 1 (of a step) [--smoothing]" in WithSmoothing.__doc__
+    assert "maximum_iterations (maximumIterations) = 80: Training rounds" in WithSmoothing.__doc__
     with pytest.raises(ParameterError, match=r"smoothing=1\.5 is not allowed: a number from 0 to 1 \(of a step\)"):
         WithSmoothing(smoothing=1.5).validate()
     form = ParameterForm("hand_pose")
