@@ -18,6 +18,23 @@ DIGITS = SAMPLES / "sign-language-digits"
 
 
 @pytest.fixture(scope="session")
+def cancel_at():
+    """`cancel_at(task, session, n)`: resumes `session` and cancels the job once training reports iteration `n`
+    (JobCancelledError expected); returns the iteration the session stopped at."""
+    from createml_widgets import JobCancelledError, MLPhase
+
+    def run(task, session, n: int) -> int:
+        job = task.resume(session)
+        job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= n else None)
+        with pytest.raises(JobCancelledError):
+            job.result(timeout=300)
+        assert job.is_canceled
+        return session.iteration
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def digits_dir() -> Path:
     """The 200 bundled sign-language digit photos, one folder per label."""
     return DIGITS

@@ -81,16 +81,12 @@ def test_async_job_reports_phases_progress_checkpoints_and_result(small_digits, 
     assert job.done() and not job.is_canceled and job.start_date is not None
 
 
-def test_cancel_then_resume_finishes_without_restarting(small_digits, tmp_path):
+def test_cancel_then_resume_finishes_without_restarting(small_digits, tmp_path, cancel_at):
     data = MLImageClassifier.DataSource.labeled_directories(small_digits)
     sp = MLTrainingSessionParameters(tmp_path / "s", report_interval=1, checkpoint_interval=1000)
     session = MLImageClassifier.make_training_session(data, _params(400), sp)
-    job = MLImageClassifier.resume(session)
-    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= 3 else None)
-    with pytest.raises(JobCancelledError):
-        job.result(timeout=300)
-    stopped_at = session.iteration
-    assert 3 <= stopped_at < 400 and job.is_canceled
+    stopped_at = cancel_at(MLImageClassifier, session, 3)
+    assert 3 <= stopped_at < 400
     assert session.latest_training_checkpoint().iteration == stopped_at  # cancel keeps the work
 
     restored = MLImageClassifier.restore_training_session(sp)
@@ -205,7 +201,7 @@ def _logistic(iterations):
         validation=ValidationData.split(MLSplitStrategy.fixed(0.25, seed=0)), max_iterations=iterations)
 
 
-def test_default_logistic_regressor_checkpoints_resume_and_from_checkpoint(small_digits, tmp_path):
+def test_default_logistic_regressor_checkpoints_resume_and_from_checkpoint(small_digits, tmp_path, cancel_at):
     data = MLImageClassifier.DataSource.labeled_directories(small_digits)
     probes = [str(p) for label in ("0", "1", "5") for p in sorted((small_digits / label).iterdir())[:2]]
     reference = MLImageClassifier.train(data, _logistic(12), MLTrainingSessionParameters(tmp_path / "ref"))
@@ -213,11 +209,7 @@ def test_default_logistic_regressor_checkpoints_resume_and_from_checkpoint(small
 
     sp = MLTrainingSessionParameters(tmp_path / "s", report_interval=1, checkpoint_interval=4)
     session = MLImageClassifier.make_training_session(data, _logistic(12), sp)
-    job = MLImageClassifier.resume(session)
-    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= 5 else None)
-    with pytest.raises(JobCancelledError):
-        job.result(timeout=300)
-    stopped = session.iteration
+    stopped = cancel_at(MLImageClassifier, session, 5)
     assert 5 <= stopped < 12
     restored = MLImageClassifier.restore_training_session(sp)
     assert restored.phase == MLPhase.TRAINING and restored.iteration == stopped

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from createml_widgets import (
-    JobCancelledError,
     MLImageClassifier,
     MLPhase,
     MLSplitStrategy,
@@ -98,20 +97,17 @@ def test_a_truncated_or_damaged_session_json_is_a_session_error_naming_it(small_
         _restore(session_dir)
 
 
-def _cancelled_at(small_digits, session_dir: Path, iteration: int) -> None:
+def _cancelled_at(cancel_at, small_digits, session_dir: Path, iteration: int) -> None:
     """A 20-iteration MLP session, checkpointed every 2 iterations, cancelled once `iteration` is reported."""
     data = MLImageClassifier.DataSource.labeled_directories(small_digits)
     sp = MLTrainingSessionParameters(session_dir, report_interval=1, checkpoint_interval=2)
     session = MLImageClassifier.make_training_session(data, _mlp(20), sp)
-    job = MLImageClassifier.resume(session)
-    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= iteration else None)
-    with pytest.raises(JobCancelledError):
-        job.result(timeout=300)
+    cancel_at(MLImageClassifier, session, iteration)
 
 
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(small_digits, tmp_path):
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(small_digits, tmp_path, cancel_at):
     session_dir = tmp_path / "s"
-    _cancelled_at(small_digits, session_dir, 6)
+    _cancelled_at(cancel_at, small_digits, session_dir, 6)
     cps = _training(_restore(session_dir))
     latest, previous = cps[-1], cps[-2]
     latest.url.write_bytes(latest.url.read_bytes()[: latest.url.stat().st_size // 3])  # a truncated write
@@ -125,9 +121,9 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(small_d
     assert seen[0] == previous.iteration + 1 and model._iterations == 20
 
 
-def test_with_no_readable_checkpoint_training_starts_over_with_a_warning(small_digits, tmp_path):
+def test_with_no_readable_checkpoint_training_starts_over_with_a_warning(small_digits, tmp_path, cancel_at):
     session_dir = tmp_path / "s"
-    _cancelled_at(small_digits, session_dir, 3)
+    _cancelled_at(cancel_at, small_digits, session_dir, 3)
     for cp in _training(_restore(session_dir)):
         cp.url.write_bytes(b"PK\x03\x04 not really")
     restored = _restore(session_dir, report_interval=1, checkpoint_interval=2)
@@ -151,7 +147,7 @@ def _assert_same(a: dict, b: dict) -> None:
     assert torch.equal(a["generator"], b["generator"])
 
 
-def test_the_mlp_head_trains_the_same_twice_and_resumed_equals_uninterrupted(small_digits, tmp_path):
+def test_the_mlp_head_trains_the_same_twice_and_resumed_equals_uninterrupted(small_digits, tmp_path, cancel_at):
     torch.manual_seed(12345)  # whatever the global generator holds must not matter
     _train(small_digits, tmp_path / "a", 12, report_interval=1, checkpoint_interval=1)
     torch.rand(1000)
@@ -162,10 +158,7 @@ def test_the_mlp_head_trains_the_same_twice_and_resumed_equals_uninterrupted(sma
     data = MLImageClassifier.DataSource.labeled_directories(small_digits)
     sp = MLTrainingSessionParameters(tmp_path / "c", report_interval=1, checkpoint_interval=1)
     session = MLImageClassifier.make_training_session(data, _mlp(12), sp)
-    job = MLImageClassifier.resume(session)
-    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= 5 else None)
-    with pytest.raises(JobCancelledError):
-        job.result(timeout=300)
+    cancel_at(MLImageClassifier, session, 5)
     torch.rand(777)  # the resumed run sees another global generator state
     MLImageClassifier.resume(_restore(tmp_path / "c", report_interval=1, checkpoint_interval=1)).result(timeout=300)
     _assert_same(uninterrupted, _final_state(tmp_path / "c"))

@@ -13,7 +13,6 @@ from createml_widgets import (
     MLTrainingSessionParameters,
     ValidationData,
 )
-from createml_widgets.session import JobCancelledError
 
 HP, HA = MLHandPoseClassifier, MLHandActionClassifier
 
@@ -62,16 +61,12 @@ def test_second_hand_action_training_reads_keypoints_from_the_cache(few_clips, o
     assert other_rate.session.summary["extraction"]["extracted"] == 4  # another frame rate: other keypoints
 
 
-def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path):
+def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path, cancel_at):
     data = HA.DataSource.labeled_directories(few_clips)
     params = HA.ModelParameters(prediction_window_size=30, maximum_iterations=40, validation=ValidationData.none())
     sp = MLTrainingSessionParameters(tmp_path / "s", report_interval=1, checkpoint_interval=5)
     session = HA.make_training_session(data, params, sp)
-    job = HA.resume(session)
-    job.on_progress(lambda p: job.cancel() if p.phase == MLPhase.TRAINING and p.item_count >= 7 else None)
-    with pytest.raises(JobCancelledError):
-        job.result(timeout=300)
-    stopped_at = session.iteration
+    stopped_at = cancel_at(HA, session, 7)
     assert 7 <= stopped_at < 40
 
     restored = HA.restore_training_session(sp)  # as a new process would
