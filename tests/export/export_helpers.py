@@ -51,3 +51,7 @@ def keypoints(window: int, seed: int) -> np.ndarray:
     xy = centre + rng.normal(0.0, 0.08, size=(window, 2, 21))
     conf = rng.uniform(0.0, 1.0, size=(window, 1, 21))
     return np.clip(np.concatenate([xy, conf], axis=1), 0.0, 1.0).astype(np.float32)
+
+# the two Core ML formats the exports write, and the file suffix of each
+SUFFIX = {"neuralnetwork": ".mlmodel", "mlprogram": ".mlpackage"}
+FORMATS = list(SUFFIX)

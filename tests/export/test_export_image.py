@@ -5,7 +5,7 @@ import coremltools as ct
 import numpy as np
 import pytest
 import torch
-from export_helpers import LABELS, METADATA, TRAINING_INFO, photo, to_tensor
+from export_helpers import FORMATS, LABELS, METADATA, SUFFIX, TRAINING_INFO, photo, to_tensor
 from torch import nn
 
 from createml_widgets.export import (
@@ -16,9 +16,6 @@ from createml_widgets.export import (
     write_model,
 )
 from createml_widgets.nets import MLPHead
-
-SUFFIX = {"neuralnetwork": ".mlmodel", "mlprogram": ".mlpackage"}
-FORMATS = ["neuralnetwork", "mlprogram"]
 
 
 def torch_probs(backbone, head, image) -> np.ndarray:

@@ -5,7 +5,7 @@ import coremltools as ct
 import numpy as np
 import pytest
 import torch
-from export_helpers import ACTION_LABELS, ACTION_WINDOW, METADATA, POSE_LABELS, keypoints
+from export_helpers import ACTION_LABELS, ACTION_WINDOW, FORMATS, METADATA, POSE_LABELS, SUFFIX, keypoints
 
 from createml_widgets.export import (
     HAND_JOINT_NAMES,
@@ -17,8 +17,6 @@ from createml_widgets.export import (
 )
 from createml_widgets.nets import HandPoseGCN
 
-SUFFIX = {"neuralnetwork": ".mlmodel", "mlprogram": ".mlpackage"}
-FORMATS = ["neuralnetwork", "mlprogram"]
 FLOAT32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
 
 

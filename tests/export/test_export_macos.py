@@ -6,7 +6,17 @@ import sys
 import numpy as np
 import pytest
 import torch
-from export_helpers import ACTION_LABELS, ACTION_WINDOW, LABELS, POSE_LABELS, keypoints, photo, to_tensor
+from export_helpers import (
+    ACTION_LABELS,
+    ACTION_WINDOW,
+    FORMATS,
+    LABELS,
+    POSE_LABELS,
+    SUFFIX,
+    keypoints,
+    photo,
+    to_tensor,
+)
 
 from createml_widgets.export import evaluate, write_model
 
@@ -15,8 +25,6 @@ pytestmark = [
     pytest.mark.skipif(sys.platform != "darwin", reason="Core ML's runtime (MLModel.predict) needs macOS"),
 ]
 
-SUFFIX = {"neuralnetwork": ".mlmodel", "mlprogram": ".mlpackage"}
-FORMATS = ["neuralnetwork", "mlprogram"]
 
 
 def _load(path):

@@ -14,7 +14,7 @@ import coremltools as ct
 import numpy as np
 import pytest
 import torch
-from export_helpers import ACTION_LABELS, ACTION_WINDOW, DIGITS, LABELS, METADATA
+from export_helpers import ACTION_LABELS, ACTION_WINDOW, DIGITS, FORMATS, LABELS, METADATA, SUFFIX
 from PIL import Image
 from torch import nn
 
@@ -32,8 +32,6 @@ from createml_widgets.features.image_embedding import model_input_size, preproce
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "FlowerClassifier.mlmodel"
 if not REFERENCE.exists():  # the development checkout keeps the guide beside the repository
     REFERENCE = Path("/work/shared/reference/FlowerClassifier.mlmodel")
-SUFFIX = {"neuralnetwork": ".mlmodel", "mlprogram": ".mlpackage"}
-FORMATS = ["neuralnetwork", "mlprogram"]
 JOINTS = ("wrist, thumbCMC, thumbMP, thumbIP, thumbTip, indexMCP, indexPIP, indexDIP, indexTip, middleMCP, "
           "middlePIP, middleDIP, middleTip, ringMCP, ringPIP, ringDIP, ringTip, littleMCP, littlePIP, littleDIP, "
           "littleTip")
