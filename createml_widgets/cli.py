@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 
 from .cli_train import (  # noqa: F401 - _data_source and _parameters are this module's names too
     CommandLineError,
@@ -63,7 +64,8 @@ def _load(task, session_dir: str):
     raise damaged[0]
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`evaluate TASK DATA --session S`: print the session's model's metrics on DATA; 1 when they are invalid."""
     task = _task(args.task)
     model = _load(task, args.session)
     metrics = model.evaluation(on=_data_source(args.task, task, args.data, args))
@@ -137,7 +139,8 @@ def _print_prediction_row(line: dict, width: int) -> None:
     print(f"{line['file']:<{width}}  {ranked[0][0]:<12} {ranked[0][1]:>6.1%}   {rest}")
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
+    """`predict TASK FILE... (--session S | --model M)`: print each file's top labels; 1 when any file failed."""
     task = _task(args.task)
     if bool(args.session) == bool(args.model):
         raise CommandLineError("give the trained model: --session SESSION_FOLDER or --model FILE.mlmodel (one of them)")
@@ -178,6 +181,7 @@ def cmd_predict(args) -> int:
 
 # -- the parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: `train`, `evaluate` and `predict`, each with a sub-command per task."""
     parser = argparse.ArgumentParser(prog="python -m createml_widgets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line (`argv`: the arguments, default sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 from .errors import CreateMLError, ParameterError, SessionError
 from .tasks import registry
@@ -220,7 +221,7 @@ class IterationTable:
     """Training progress as Create ML's and Turi Create's logs show it: one row per iteration (every
     `step`-th of a long run, and the last), fixed-width columns, on stderr."""
 
-    def __init__(self, total: int | None, out=None):
+    def __init__(self, total: int | None, out: TextIO | None = None):
         self.total, self.out = total, out or sys.stderr
         self.step = 1 if not total or total <= 30 else -(-total // 20)
         self.keys: list[str] | None = None
@@ -230,6 +231,7 @@ class IterationTable:
         return "| " + " | ".join(f"{c:>{w}}" for c, w in cells) + " |"
 
     def row(self, iteration: int, metrics: dict) -> None:
+        """Print the row of `iteration` (the header first, on the first call) unless it is one skipped."""
         if self.keys is None:
             self.keys = [k for k in METRIC_TITLES if k in metrics] + [k for k in metrics if k not in METRIC_TITLES]
             head = [("Iteration", 9), ("Elapsed", 8)] + [(METRIC_TITLES.get(k, k), max(10, len(METRIC_TITLES.get(k, k))))
@@ -248,6 +250,7 @@ class IterationTable:
         print(self._line(zip(cells, self.widths)), file=self.out, flush=True)
 
     def close(self) -> None:
+        """Print the closing rule (when a row was printed)."""
         if self.keys is not None:
             print(self.rule, file=self.out, flush=True)
 
@@ -309,7 +312,8 @@ def _run(task, session):
             last["table"].close()
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
+    """`train TASK DATA --out MODEL`: check everything, train (or continue) the session, write the model."""
     from createml_widgets import MLModelMetadata, MLTrainingSessionParameters
 
     # Everything that can be checked is checked before any file is written or any feature extracted.
@@ -385,7 +389,8 @@ def _feature_text(feature) -> str:
     return feature.name
 
 
-def add_annotation_options(p, task: str) -> None:
+def add_annotation_options(p: argparse.ArgumentParser, task: str) -> None:
+    """The options that read DATA through an annotation file (--annotation and its column names) for `task`."""
     media = registry.declaration(task).media
     what = "videos" if task == "handaction" else "images"
     p.add_argument("--annotation", metavar="FILE",
@@ -419,7 +424,8 @@ def _add_parameter_options(t, task_name: str, task) -> None:
                            help=f"{f.metadata.get('hint', f.name)} ({lo} to {hi}{unit}; default: {number_text(default)})")
 
 
-def add_train_parser(tasks, task_name: str) -> None:
+def add_train_parser(tasks: argparse._SubParsersAction, task_name: str) -> None:
+    """The `train TASK` parser of `task_name`: DATA, --out, the session options and one per model parameter."""
     d = registry.declaration(task_name)
     task = d.load()  # no MediaPipe: a task module loads it only when it detects hands
     t = tasks.add_parser(task_name, help=d.summary, description=f"Train a {d.summary} and write it as Core ML.")

@@ -10,7 +10,7 @@ import enum
 import html
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def task_html(model: ClassifierTask) -> str:
     )
 
 
-def skipped_entries(*lists) -> list[dict]:
+def skipped_entries(*lists: Iterable[dict]) -> list[dict]:
     """The skipped files of several lists (before training, training, validation), each file once."""
     seen, out = set(), []
     for entries in lists:

@@ -1,6 +1,7 @@
 """Exceptions with messages that name the file or parameter at fault and say how to fix it."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -15,7 +16,7 @@ class DataSourceError(CreateMLError, ValueError):
 class ParameterError(CreateMLError, ValueError):
     """A model or session parameter has a value outside what is allowed."""
 
-    def __init__(self, name: str, value, allowed: str):
+    def __init__(self, name: str, value: object, allowed: str):
         self.name, self.value, self.allowed = name, value, allowed
         super().__init__(f"{name}={value!r} is not allowed: {allowed}")
 
@@ -23,7 +24,7 @@ class ParameterError(CreateMLError, ValueError):
 class UnreadableFileError(CreateMLError, ValueError):
     """One input file cannot be read (missing, empty, corrupt, or not an image/video)."""
 
-    def __init__(self, path, reason: str):
+    def __init__(self, path: str | os.PathLike | None, reason: str):
         self.path, self.reason = Path(path) if path is not None else None, reason
         super().__init__(f"cannot read {path}: {reason}")
 
@@ -33,7 +34,7 @@ class NoHandDetectedError(CreateMLError, ValueError):
 
     cacheable = True  # the answer will not change: the feature cache remembers it
 
-    def __init__(self, source, detail: str = ""):
+    def __init__(self, source: str | os.PathLike, detail: str = ""):
         self.source = source
         super().__init__(
             f"no hand was detected in {source}{': ' + detail if detail else ''}; use a photo where one hand "

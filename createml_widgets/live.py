@@ -23,12 +23,16 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .features.hand_keypoints import NUM_JOINTS, HandKeypointDetector
 from .features.video import DETECTION_MAX_SIDE, downscale_frame
 from .nets.logistic import _torch_threads
+
+if TYPE_CHECKING:
+    from .tasks._base import ClassifierTask
 
 # Torch threads for the hand models' one-frame (one-window) answers: on a busy 2-core machine two
 # threads made one hand-pose answer take 79 ms instead of 1.9 ms (their spinning fights MediaPipe's).
@@ -66,6 +70,7 @@ class LiveResult:
 
     @property
     def window_fill(self) -> float | None:
+        """How full the hand-action window is, 0 to 1; None for the other tasks."""
         if self.window_size is None:
             return None
         return min(1.0, (self.window_frames or 0) / self.window_size)
@@ -97,14 +102,16 @@ class TimestampResampler:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every value: the next one starts the grid anew."""
         self.start: float | None = None
         self._k = 0
         self._prev: tuple[float, object] | None = None
 
     def target(self, k: int) -> float:
+        """The `k`-th grid time, in seconds."""
         return self.start + k / self.rate
 
-    def push(self, timestamp: float, value) -> list[tuple[float, object]]:
+    def push(self, timestamp: float, value: object) -> list[tuple[float, object]]:
         """Add the value seen at `timestamp` (s); returns the grid points [(time, value)] now decided."""
         eps = 1e-6
         ts = float(timestamp)
@@ -156,7 +163,7 @@ class LivePredictor:
     Call `reset()` before another stream; `close()` (or use `with`) frees MediaPipe.
     """
 
-    def __init__(self, model, *, mirrored: bool = False, max_side: int = DETECTION_MAX_SIDE):
+    def __init__(self, model: ClassifierTask, *, mirrored: bool = False, max_side: int = DETECTION_MAX_SIDE):
         self.model = model
         self.kind = _task_kind(model)
         self.max_side = int(max_side)
@@ -184,6 +191,7 @@ class LivePredictor:
         self._last_answer = None
 
     def close(self) -> None:
+        """Free the MediaPipe hand detector (hand tasks)."""
         if self._detector is not None:
             self._detector.close()
 
@@ -198,7 +206,7 @@ class LivePredictor:
         return f"LivePredictor({type(self.model).__name__}{extra})"
 
     # -- prediction ----------------------------------------------------------------------------
-    def predict_frame(self, frame, timestamp: float | None = None) -> LiveResult:
+    def predict_frame(self, frame: np.ndarray, timestamp: float | None = None) -> LiveResult:
         """The answer for `frame` (RGB uint8 (H, W, 3)) seen at `timestamp` seconds (default: now).
 
         Timestamps of one stream must increase; a gap over MAX_GAP_S starts the stream anew.

@@ -41,6 +41,7 @@ class MLModelMetadata:
     additional: dict[str, str] | None = None
 
     def to_dict(self) -> dict:
+        """JSON-ready {author, short_description, license, version, additional}."""
         return {
             "author": self.author, "short_description": self.short_description, "license": self.license,
             "version": self.version, "additional": dict(self.additional) if self.additional else None,

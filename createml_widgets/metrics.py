@@ -50,24 +50,29 @@ class MLClassifierMetrics:
     # -- Create ML's members ---------------------------------------------------------------
     @property
     def is_valid(self) -> bool:
+        """False when there were no examples or the evaluation failed (`error` says why)."""
         return self.error is None
 
     @property
     def count(self) -> int:
+        """The number of examples."""
         return len(self._true)
 
     @property
     def accuracy(self) -> float:
+        """Share of examples predicted right (NaN with no examples)."""
         if not self._true:
             return float("nan")
         return float(np.mean([t == p for t, p in zip(self._true, self._pred)]))
 
     @property
     def classification_error(self) -> float:
+        """1 - accuracy (NaN with no examples), Create ML's `classificationError`."""
         return 1.0 - self.accuracy if self._true else float("nan")
 
     @property
     def confusion(self) -> pd.DataFrame:
+        """True Label / Predicted / Count, one row per non-empty cell (Create ML's `confusion`)."""
         if not self._true:
             return pd.DataFrame({"True Label": [], "Predicted": [], "Count": []}).astype({"Count": int})
         df = pd.DataFrame({"True Label": self._true, "Predicted": self._pred})
@@ -86,6 +91,7 @@ class MLClassifierMetrics:
 
     @property
     def precision_recall(self) -> pd.DataFrame:
+        """Class / Item Count / Precision / Recall / F1, one row per label (Create ML's `precisionRecall`)."""
         rows = []
         for label in self.labels:
             tp = sum(t == label and p == label for t, p in zip(self._true, self._pred))
@@ -114,11 +120,13 @@ class MLClassifierMetrics:
                              "End": pd.Series([r[1] for r in self._ranges], dtype=object)})
 
     def examples_in_cell(self, true_label: str, predicted: str) -> pd.DataFrame:
+        """The rows of `examples` with this true label predicted as `predicted` (one confusion cell)."""
         ex = self.examples
         return ex[(ex["True Label"] == str(true_label)) & (ex["Predicted"] == str(predicted))]
 
     # -- persistence (JSON, for sessions) ----------------------------------------------------
     def to_dict(self) -> dict:
+        """JSON-ready form (for sessions); `from_dict` reads it back."""
         return {"true": self._true, "pred": self._pred, "labels": self.labels,
                 "conf": [None if c != c else float(c) for c in self._conf], "items": self._items,
                 "paths": self._paths, "time_ranges": [list(r) for r in self._ranges],
@@ -126,6 +134,7 @@ class MLClassifierMetrics:
 
     @classmethod
     def from_dict(cls, d: dict) -> MLClassifierMetrics:
+        """The metrics `to_dict` saved (a saved error comes back as a RuntimeError with its text)."""
         conf = [float("nan") if c is None else c for c in d.get("conf", [])]
         m = cls(d["true"], d["pred"], d["labels"], conf or None, d.get("items"), skipped=d.get("skipped"),
                 paths=d.get("paths"), time_ranges=d.get("time_ranges"))

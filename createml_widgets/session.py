@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._fileio import atomic_write
 from .errors import CreateMLError, ParameterError, SessionError
@@ -51,6 +51,9 @@ from .session_store import (  # noqa: F401 - names of this module before the spl
     sha256_of,
     tensors_bytes,
 )
+
+if TYPE_CHECKING:
+    from .tasks._base import AnyDataSource, AnyModelParameters
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,7 @@ class MLProgress:
 
     @property
     def fraction_completed(self) -> float:
+        """item_count / total_item_count (0 while the total is unknown)."""
         return self.item_count / self.total_item_count if self.total_item_count else 0.0
 
     def __str__(self) -> str:
@@ -122,6 +126,7 @@ class MLCheckpoint:
     _session_directory: Path | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self, root: Path | None = None) -> dict:
+        """JSON-ready form; the file is named relative to the session folder `root` when one is given."""
         url = None
         if self.url is not None:
             url = os.path.relpath(self.url, root) if root is not None else str(self.url)
@@ -133,6 +138,7 @@ class MLCheckpoint:
 
     @classmethod
     def from_dict(cls, d: dict, root: Path | None = None) -> MLCheckpoint:
+        """The checkpoint `to_dict` saved (its file confined to the session folder `root`)."""
         url = d.get("url")
         if url and root is not None:
             path = session_path(root, url, "the checkpoint")
@@ -168,6 +174,7 @@ class MLTrainingSessionParameters:
     iterations: int = 1000
 
     def validate(self) -> None:
+        """ParameterError naming the interval or iteration count that is not a positive int."""
         for name in ("report_interval", "checkpoint_interval", "iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -175,12 +182,14 @@ class MLTrainingSessionParameters:
 
     @property
     def directory(self) -> Path | None:
+        """`session_directory` as an absolute path (user folder expanded); None for an in-memory session."""
         # absolute: a session's files are named relative to it, and a relative folder named them twice over
         # ("s/s/checkpoints/...": pruned checkpoints were never deleted)
         return Path(os.path.abspath(Path(self.session_directory).expanduser())) \
             if self.session_directory is not None else None
 
     def to_dict(self) -> dict:
+        """JSON-ready {session_directory, report_interval, checkpoint_interval, iterations}."""
         return {"session_directory": str(self.session_directory) if self.session_directory else None,
                 "report_interval": self.report_interval, "checkpoint_interval": self.checkpoint_interval,
                 "iterations": self.iterations}
@@ -199,6 +208,7 @@ def atomic_write_bytes(path: Path, writer: Callable[[Any], None]) -> None:
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
+    """Write `data` as indented UTF-8 JSON to `path`, durably and atomically."""
     atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=1, ensure_ascii=False).encode()))
 
 
@@ -212,7 +222,8 @@ class MLTrainingSession:
     `restore_training_session` and `resume` continue after the process ends — even by kill -9.
     """
 
-    def __init__(self, task: type, training_data, model_parameters, parameters: MLTrainingSessionParameters):
+    def __init__(self, task: type, training_data: AnyDataSource, model_parameters: AnyModelParameters,
+                 parameters: MLTrainingSessionParameters):
         self.task = task
         self.training_data = training_data
         self.model_parameters = model_parameters
@@ -232,6 +243,7 @@ class MLTrainingSession:
     # -- Create ML's members -----------------------------------------------------------------
     @property
     def session_directory(self) -> Path | None:
+        """The folder the session is kept in (absolute); None for an in-memory session."""
         return self.parameters.directory
 
     def remove_checkpoints(self, predicate: Callable[[MLCheckpoint], bool]) -> None:
@@ -264,6 +276,7 @@ class MLTrainingSession:
 
     # -- persistence -------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """What session.json holds: the data, parameters, phase, history, features and checkpoints."""
         root = self.session_directory
         return {
             "format": SESSION_FORMAT, "task": self.task.__name__, "date": self.date.isoformat(),
@@ -275,6 +288,7 @@ class MLTrainingSession:
         }
 
     def save(self) -> None:
+        """Write session.json atomically (nothing for an in-memory session)."""
         if self.session_directory is None:
             return
         with self._lock, session_writes(self.session_directory):
@@ -352,6 +366,7 @@ class MLTrainingSession:
 
     @classmethod
     def restore(cls, task: type, session_parameters: MLTrainingSessionParameters) -> MLTrainingSession:
+        """The `task` session saved in `session_parameters.session_directory` (SessionError if missing or damaged)."""
         root = session_parameters.directory
         if root is None:
             raise SessionError("restore_training_session needs session_parameters.session_directory")
@@ -383,6 +398,7 @@ class MLTrainingSession:
         return s
 
     def latest_training_checkpoint(self) -> MLCheckpoint | None:
+        """The training checkpoint of the highest iteration; None before any."""
         cps = [c for c in self.checkpoints if c.phase == MLPhase.TRAINING]
         return max(cps, key=lambda c: c.iteration) if cps else None
 

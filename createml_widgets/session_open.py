@@ -10,8 +10,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import SessionError
+
+if TYPE_CHECKING:
+    from .session import MLTrainingSessionParameters
+    from .tasks._base import AnyDataSource, AnyModelParameters, TrainingData
 
 
 class SessionMismatchError(SessionError):
@@ -44,7 +49,8 @@ def _absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def session_differences(task: type, stored: dict, data, parameters, root: Path) -> list[str]:
+def session_differences(task: type, stored: dict, data: AnyDataSource | None, parameters: AnyModelParameters | None,
+                        root: Path) -> list[str]:
     """What differs between a stored session (its session.json) and this data and these parameters, in words;
     the iteration count may differ (training further is continuing). `data` or `parameters` None: not compared."""
     from .tasks.registry import iterations_field
@@ -77,7 +83,8 @@ def session_differences(task: type, stored: dict, data, parameters, root: Path) 
     return diffs
 
 
-def open_training_session(task: type, training_data, parameters=None, session_parameters=None, *,
+def open_training_session(task: type, training_data: TrainingData | None, parameters: AnyModelParameters | None = None,
+                          session_parameters: MLTrainingSessionParameters | None = None, *,
                           restart: bool = False, keep_iterations: bool = False) -> OpenedSession:
     """A session to train `task` on `training_data` with `parameters`, in `session_parameters.session_directory`.
 

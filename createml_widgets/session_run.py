@@ -12,6 +12,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from .session import (
     MLTrainingSession,
 )
 from .session_store import session_writes, tensors_bytes
+
+if TYPE_CHECKING:
+    from .tasks._base import ClassifierTask
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +54,26 @@ class MLJob:
 
     # -- events ------------------------------------------------------------------------------
     def on_progress(self, callback: Callable[[MLProgress], None]) -> MLJob:
+        """Call `callback(progress)` at each progress report; returns this job."""
         with self._lock:
             self._callbacks["progress"].append(callback)
         return self
 
     def on_checkpoint(self, callback: Callable[[MLCheckpoint], None]) -> MLJob:
+        """Call `callback(checkpoint)` at each checkpoint; returns this job."""
         with self._lock:
             self._callbacks["checkpoint"].append(callback)
         return self
 
     def on_phase(self, callback: Callable[[MLPhase], None]) -> MLJob:
+        """Call `callback(phase)` now and at each change of phase; returns this job."""
         with self._lock:
             self._callbacks["phase"].append(callback)
         callback(self.phase)  # a late subscriber still learns where the job is
         return self
 
     def add_done_callback(self, callback: Callable[[MLJob], None]) -> MLJob:
+        """Call `callback(job)` when the job ends (trained, failed or cancelled); returns this job."""
         self._future.add_done_callback(lambda _f: callback(self))
         return self
 
@@ -94,15 +102,19 @@ class MLJob:
 
     @property
     def is_canceled(self) -> bool:
+        """True once `cancel()` was called."""
         return self._cancel.is_set()
 
     def done(self) -> bool:
+        """True when the job has ended (trained, failed or cancelled)."""
         return self._future.done()
 
-    def result(self, timeout: float | None = None):
+    def result(self, timeout: float | None = None) -> ClassifierTask:
+        """The trained model, waiting up to `timeout` s; raises the training error, or JobCancelledError."""
         return self._future.result(timeout)
 
-    def exception(self, timeout: float | None = None):
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error the job ended with (None when it trained), waiting up to `timeout` s."""
         return self._future.exception(timeout)
 
     def _run(self) -> None:
@@ -119,7 +131,7 @@ class MLJob:
         self._thread.start()
         return self
 
-    def run(self):
+    def run(self) -> ClassifierTask:
         """Run the session here, on the calling thread (callbacks fire on it); returns the trained model."""
         self._run()
         return self.result()
@@ -138,7 +150,8 @@ class MLJob:
 # ---------------------------------------------------------------------------------------------
 # The run: extraction -> training -> evaluation, resumable at every step
 # ---------------------------------------------------------------------------------------------
-def run_session(session: MLTrainingSession, job: MLJob):
+def run_session(session: MLTrainingSession, job: MLJob) -> ClassifierTask:
+    """Run `session` to its end (extraction, training, evaluation) under its folder lock; returns the model."""
     session.parameters.validate()
     with session._folder_lock():  # a second run on the same folder is refused
         session._running = True

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ MANIFEST_KIND = "createml_widgets session files"
 
 
 @contextlib.contextmanager
-def session_writes(directory: Path | None):
+def session_writes(directory: Path | None) -> Iterator[None]:
     """Turn an OSError while writing into `directory` into a SessionError that names the folder."""
     try:
         yield
@@ -46,10 +46,12 @@ def session_writes(directory: Path | None):
 
 
 def sha256_of(data: bytes) -> str:
+    """The SHA-256 of `data`, in hex."""
     return hashlib.sha256(data).hexdigest()
 
 
 def tensors_bytes(state: dict) -> bytes:
+    """`state` (tensors, numbers, dicts) as `torch.save` writes it."""
     buf = io.BytesIO()
     torch.save(state, buf)
     return buf.getvalue()
@@ -93,7 +95,7 @@ def load_tensors(path: Path, sha256: str | None = None) -> dict:
     return state
 
 
-def session_path(root: Path, name, what: str) -> Path:
+def session_path(root: Path, name: str | os.PathLike, what: str) -> Path:
     """`name` (relative to the session folder `root`, or absolute) as a path in that folder.
 
     A path that resolves outside the folder (`../x`, an absolute path elsewhere, a link out) is refused:
@@ -130,13 +132,14 @@ class SessionFiles:
     files of interrupted writes of them) and nothing else.
     """
 
-    def __init__(self, root: Path, files=(), created_directory: bool = False):
+    def __init__(self, root: Path, files: Iterable[str] = (), created_directory: bool = False):
         self.root = Path(root)
         self.files: set[str] = set(files)
         self.created_directory = created_directory
 
     @classmethod
     def read(cls, root: Path) -> SessionFiles | None:
+        """The list in `root`'s session-files.json; None when there is none or it is damaged (then rebuilt)."""
         path = Path(root) / MANIFEST_FILE
         if not path.exists():
             return None
@@ -192,6 +195,7 @@ class SessionFiles:
         return cls(root, files)
 
     def save(self) -> None:
+        """Write the list to session-files.json atomically."""
         manifest = {"kind": MANIFEST_KIND, "format": 1, "created_directory": self.created_directory,
                     "files": sorted(self.files)}
         atomic_write(self.root / MANIFEST_FILE, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
@@ -266,7 +270,7 @@ _FOLDER_LOCKS_GUARD = threading.Lock()
 
 
 @contextlib.contextmanager
-def session_lock(root: Path):
+def session_lock(root: Path) -> Iterator[None]:
     """Hold an exclusive lock on the session folder (flock on the folder itself) while the block runs.
 
     Another process, or another thread of this one, that tries to lock the same folder meanwhile is refused
@@ -306,7 +310,7 @@ def session_lock(root: Path):
 class SessionBusyError(SessionError):
     """Another training run holds the session folder."""
 
-    def __init__(self, root):
+    def __init__(self, root: str | os.PathLike):
         super().__init__(f"another training run is using the session folder {root}; wait for it to finish "
                          "(or stop it), or use another session folder")
 
@@ -344,10 +348,12 @@ class FeatureStore:
         self._writer = writer
 
     def add(self, key: str, value: np.ndarray) -> None:
+        """Keep the features of item `key` (written with the next `flush`)."""
         self.features[key] = value
         self._pending[key] = value
 
     def fail(self, key: str, reason: str) -> None:
+        """Note that extracting item `key` failed, and why."""
         self.failed[key] = reason
 
     def __contains__(self, key: str) -> bool:
@@ -371,9 +377,11 @@ class FeatureStore:
         return self.directory / name
 
     def to_dict(self) -> dict:
+        """JSON-ready {chunks, failed, sha256}: the chunk files (with digests) and the failures."""
         return {"chunks": self.chunks, "failed": self.failed, "sha256": self.digests}
 
     def load(self, d: dict) -> None:
+        """Read back what `to_dict` saved: every chunk's features (digest checked) and the failures."""
         self.chunks = [str(c) for c in d.get("chunks", [])]
         self.failed = dict(d.get("failed", {}))
         self.digests = {str(k): str(v) for k, v in dict(d.get("sha256", {})).items()}

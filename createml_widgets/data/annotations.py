@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,7 +29,7 @@ _MM_SS_RE = re.compile(r"^(\d+):([0-5]?\d(?:\.\d*)?)$")
 _HH_MM_SS_RE = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d(?:\.\d*)?)$")
 
 
-def is_missing(value) -> bool:
+def is_missing(value: object) -> bool:
     """None, NaN, pandas NA or an empty/blank string."""
     if value is None:
         return True
@@ -40,7 +41,7 @@ def is_missing(value) -> bool:
         return False
 
 
-def parse_time(value) -> float | None:
+def parse_time(value: object) -> float | None:
     """Seconds from a Create ML time value; None for a missing one (None, NaN, "").
 
     Accepts numbers and the strings "3", "3.14", "mm:ss" ("01:03"), "mm:ss.ff" ("01:03.14") and
@@ -71,7 +72,7 @@ def parse_time(value) -> float | None:
     raise ValueError(f"{value!r} is not a time; write it as {TIME_FORMATS}")
 
 
-def read_annotation_file(path, required_columns: Iterable[str | None] = ()) -> pd.DataFrame:
+def read_annotation_file(path: str | os.PathLike, required_columns: Iterable[str | None] = ()) -> pd.DataFrame:
     """Read a CSV (.csv/.txt) or JSON annotation file into a DataFrame.
 
     CSV: the first row holds the column names; every cell is read as a string (so labels such as "1"
@@ -99,7 +100,8 @@ def read_annotation_file(path, required_columns: Iterable[str | None] = ()) -> p
     return df
 
 
-def require_columns(df: pd.DataFrame, required_columns: Iterable[str | None], source=None) -> None:
+def require_columns(df: pd.DataFrame, required_columns: Iterable[str | None], source: str | os.PathLike | None = None
+                    ) -> None:
     """DataSourceError naming the first missing column, the source, and the columns present."""
     present = [str(c) for c in df.columns]
     for column in required_columns:
@@ -159,7 +161,7 @@ def _read_json(p: Path) -> pd.DataFrame:
 
 
 def check_time_columns_consistent(df: pd.DataFrame, start_column: str | None = None,
-                                  end_column: str | None = None, source=None) -> None:
+                                  end_column: str | None = None, source: str | os.PathLike | None = None) -> None:
     """Create ML's rule: a start (or end) time used in any row must be used in every row.
 
     Raises DataSourceError naming the column, the source and the first rows without a value.
@@ -178,7 +180,7 @@ def check_time_columns_consistent(df: pd.DataFrame, start_column: str | None = N
 
 
 def parse_time_columns(df: pd.DataFrame, start_column: str | None = None, end_column: str | None = None,
-                       source=None) -> list[tuple[float | None, float | None]]:
+                       source: str | os.PathLike | None = None) -> list[tuple[float | None, float | None]]:
     """(start, end) seconds for each row, after `check_time_columns_consistent`.
 
     Raises DataSourceError naming the row and value for an unparseable time or an end not after its start.

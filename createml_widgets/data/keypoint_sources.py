@@ -9,6 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ class Example:
     session_id: str = ""
 
     def item(self, extractor_id: str, payload_id: str) -> Item:
+        """The extraction item: the given keypoints (keyed by `payload_id`), else the media file or its span."""
         if self.keypoints is not None:
             return Item(self.session_id, self.label, payload=self.keypoints,
                         extra={"session_id": self.session_id}).resolve_key(payload_id)
@@ -45,7 +47,7 @@ class KeypointDataSource:
     _media_column = "image"
     _task = ""
 
-    def __init__(self, kind: str, **spec):
+    def __init__(self, kind: str, **spec: Path | str | pd.DataFrame | None):
         self.kind, self.spec = kind, spec
 
     @staticmethod
@@ -54,12 +56,12 @@ class KeypointDataSource:
 
     # -- constructors (Create ML's enum cases) ---------------------------------------------------
     @classmethod
-    def labeled_directories(cls, path: str | os.PathLike):
+    def labeled_directories(cls, path: str | os.PathLike) -> Self:
         """One subfolder per label."""
         return cls("labeled_directories", path=Path(path))
 
     @classmethod
-    def labeled_files(cls, path: str | os.PathLike):
+    def labeled_files(cls, path: str | os.PathLike) -> Self:
         """Files labelled by their name up to the first period (`Peace.3.png`, `Wave.1.mov`)."""
         return cls("labeled_files", path=Path(path))
 
@@ -78,8 +80,8 @@ class KeypointDataSource:
                    start_time_column=start_time_column, end_time_column=end_time_column)
 
     @classmethod
-    def labeled_keypoints_data_frame(cls, df, session_id_column: str = SESSION_ID, label_column: str = LABEL,
-                                     feature_column: str = KEYPOINTS):
+    def labeled_keypoints_data_frame(cls, df: pd.DataFrame, session_id_column: str = SESSION_ID,
+                                     label_column: str = LABEL, feature_column: str = KEYPOINTS) -> Self:
         """Keypoints given directly: one row per pose (hand pose) or per frame, grouped by session id (action)."""
         if not isinstance(df, pd.DataFrame):
             raise DataSourceError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -173,6 +175,7 @@ class KeypointDataSource:
         return out
 
     def gather_annotated_file_names(self) -> pd.DataFrame | None:
+        """A (file, label) row per example read from media files; None for a keypoints data frame."""
         if self.kind not in ("annotation", "media_data_frame"):
             return None
         examples = self._examples()[0]
@@ -180,6 +183,7 @@ class KeypointDataSource:
 
     @property
     def description(self) -> str:
+        """The constructor and its source, as `repr` shows it (`labeled_directories(path)`)."""
         s = self.spec
         if "path" in s and self.kind != "annotation":
             return f"{self.kind}({s['path']})"
@@ -191,7 +195,8 @@ class KeypointDataSource:
         return f"{self._task}.DataSource.{self.description}"
 
     # -- persistence -------------------------------------------------------------------------------
-    def to_dict(self, root=None) -> dict:
+    def to_dict(self, root: str | os.PathLike | None = None) -> dict:
+        """JSON-ready spec; a data frame is written to `root`/data/ when a session folder is given, else inlined."""
         d = {"kind": self.kind}
         for k, v in self.spec.items():
             if isinstance(v, pd.DataFrame):
@@ -201,7 +206,8 @@ class KeypointDataSource:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, root=None):
+    def from_dict(cls, d: dict, root: str | os.PathLike | None = None) -> Self:
+        """The data source `to_dict` saved (a data frame file is read relative to `root`)."""
         spec = {k: v for k, v in d.items() if k != "kind"}
         for k in ("path", "annotation_file"):
             if spec.get(k) is not None:

@@ -17,7 +17,7 @@ NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS, Windows)
 class PathOutsideRootError(PermissionError):
     """A path a user asked for is not inside the dashboard's root folder."""
 
-    def __init__(self, requested, root: Path, reason: str = "it is outside the data folder"):
+    def __init__(self, requested: str | os.PathLike, root: Path, reason: str = "it is outside the data folder"):
         self.requested, self.root = requested, root
         super().__init__(f"cannot open {str(requested)!r}: {reason}")
 

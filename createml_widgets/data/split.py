@@ -19,13 +19,16 @@ class MLSplitStrategy:
 
     @classmethod
     def automatic(cls) -> MLSplitStrategy:
+        """Create ML's `.automatic`: no validation under 50 examples, 10% under 200, else 5%."""
         return cls("automatic")
 
     @classmethod
     def fixed(cls, ratio: float, seed: int | None = None) -> MLSplitStrategy:
+        """Create ML's `.fixed(ratio:seed:)`: hold out `ratio` of each label (seed None: from the clock)."""
         return cls("fixed", ratio, seed)
 
     def validate(self) -> None:
+        """ParameterError naming the field for an unknown kind, a ratio outside [0, 1) or a non-int seed."""
         if self.kind not in ("automatic", "fixed"):
             raise ParameterError("MLSplitStrategy.kind", self.kind, "'automatic' or 'fixed'")
         if self.kind == "fixed":
@@ -48,14 +51,17 @@ class MLSplitStrategy:
         return f"fixed(ratio={self.ratio}, seed={self.seed})"
 
     def to_dict(self) -> dict:
+        """JSON-ready {kind, ratio, seed}."""
         return {"kind": self.kind, "ratio": self.ratio, "seed": self.seed}
 
     @classmethod
     def from_dict(cls, d: dict) -> MLSplitStrategy:
+        """The strategy `to_dict` saved."""
         return cls(d["kind"], d.get("ratio"), d.get("seed"))
 
 
 def timestamp_seed() -> int:
+    """A seed from the clock (milliseconds, below 2**31), for a fixed split given no seed."""
     return int(time.time() * 1000) % (2**31)
 
 

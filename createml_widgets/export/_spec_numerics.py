@@ -21,8 +21,9 @@ def _pad_amounts(size: int, kernel: int, stride: int, dilation: int, mode: str) 
     return (total - small, small) if mode == "top_left_heavy" else (small, total - small)
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1, 1), dilation=(1, 1),
-           pads=(0, 0, 0, 0), groups: int = 1) -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: tuple[int, int] = (1, 1),
+           dilation: tuple[int, int] = (1, 1), pads: tuple[int, int, int, int] = (0, 0, 0, 0), groups: int = 1
+           ) -> np.ndarray:
     """Grouped 2-D cross-correlation. x (N, C, H, W), w (O, C/groups, kh, kw), pads (top, bottom, left, right)."""
     x = np.asarray(x, np.float32)
     w = np.asarray(w, np.float32)
@@ -61,7 +62,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1, 1), di
     return out
 
 
-def pool2d(x: np.ndarray, kernel, stride, pads, mode: str, exclude_padding: bool = True) -> np.ndarray:
+def pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int], mode: str,
+           exclude_padding: bool = True) -> np.ndarray:
     """Max / average pooling over the last two axes of (..., H, W); pads (top, bottom, left, right)."""
     x = np.asarray(x, np.float32)
     lead = x.shape[:-2]

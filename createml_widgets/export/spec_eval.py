@@ -20,12 +20,17 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._spec_numerics import _proto, conv2d, pool2d  # noqa: F401 - spec_eval's names for them
 from .spec_eval_mil import MIL_OPS, _Args, _mil_shape, _MilValues, read_blob
 from .spec_eval_nn import _WEIGHT_CACHE, NN_LAYERS
+
+if TYPE_CHECKING:
+    from coremltools.models import MLModel
+    from coremltools.proto.Model_pb2 import Model
 
 __all__ = ["evaluate", "load", "SpecInterpreter", "NN_LAYERS", "MIL_OPS", "read_blob"]
 
@@ -144,7 +149,7 @@ def _package_paths(package: Path) -> tuple[Path, Path]:
 class SpecInterpreter:
     """A parsed model, ready to evaluate many inputs (weights are decoded once and cached)."""
 
-    def __init__(self, spec, model_dir: Path | None = None):
+    def __init__(self, spec: Model, model_dir: Path | None = None):
         self.spec = spec
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.kind = spec.WhichOneof("Type")
@@ -314,7 +319,8 @@ class SpecInterpreter:
         return result
 
 
-def load(model_or_spec_or_path, *, weights_dir=None) -> SpecInterpreter:
+def load(model_or_spec_or_path: MLModel | Model | str | os.PathLike, *,
+         weights_dir: str | os.PathLike | None = None) -> SpecInterpreter:
     """A `SpecInterpreter` for an MLModel, a Model spec, or a path to an .mlmodel / .mlpackage.
 
     ML programs keep weights outside the spec: from a path or an MLModel they are found
@@ -338,7 +344,8 @@ def load(model_or_spec_or_path, *, weights_dir=None) -> SpecInterpreter:
     raise TypeError(f"expected an MLModel, a Core ML spec or a model path, got {type(obj).__name__}")
 
 
-def evaluate(model_or_spec_or_path, inputs: Mapping, *, weights_dir=None) -> dict:
+def evaluate(model_or_spec_or_path: MLModel | Model | str | os.PathLike, inputs: Mapping, *,
+             weights_dir: str | os.PathLike | None = None) -> dict:
     """Evaluate a Core ML model with numpy: the dictionary Core ML's `predict(inputs)` would return.
 
     Images are PIL images (or H x W x 3 uint8 arrays) of exactly the model's input size;

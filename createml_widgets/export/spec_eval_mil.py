@@ -2,13 +2,18 @@
 file), and the operations the .mlpackage exports contain (`MIL_OPS`)."""
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._spec_numerics import _numpy_slice, _pad_amounts, _proto, _softmax, conv2d
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 # ==============================================================================================
 # ML program (MIL) values and weights
@@ -21,7 +26,7 @@ _MIL_DTYPES = {
 _BLOB_SENTINEL = 0xDEADBEEF
 
 
-def read_blob(path, offset: int, dtype, count: int) -> np.ndarray:
+def read_blob(path: str | os.PathLike, offset: int, dtype: npt.DTypeLike, count: int) -> np.ndarray:
     """The `count` values of `dtype` stored in a Core ML weight file (format version 2) at `offset`.
 
     Layout: a 64-byte file header (uint32 blob count, uint32 version), then per blob a 64-byte

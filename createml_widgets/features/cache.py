@@ -11,10 +11,15 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._fileio import atomic_write
+
+if TYPE_CHECKING:
+    from ..tasks._hand import KeypointExtractor
+    from .image_embedding import ImageEmbeddingExtractor
 
 log = logging.getLogger(__name__)
 _digests: dict[tuple, str] = {}
@@ -116,7 +121,7 @@ class FeatureCache:
     def _path(self, key: str, suffix: str) -> Path:
         return self.root / "features" / key[:2] / f"{key}{suffix}"
 
-    def get(self, key: str, source=None) -> np.ndarray | CachedFailure | None:
+    def get(self, key: str, source: str | os.PathLike | None = None) -> np.ndarray | CachedFailure | None:
         """The entry under `key`; a cached failure's text names `source` (the file asked about)."""
         if not self.enabled:
             return None
@@ -149,7 +154,7 @@ class FeatureCache:
     def _features_dir(self) -> str:
         return os.path.join(os.fspath(self.root), "features")
 
-    def put(self, key: str, value: np.ndarray | BaseException, source=None) -> None:
+    def put(self, key: str, value: np.ndarray | BaseException, source: str | os.PathLike | None = None) -> None:
         """Store features, or a failure; `source` (the file's path) is kept out of a failure's text."""
         if not self.enabled:
             return
@@ -187,7 +192,7 @@ class CachingExtractor:
     Exceptions whose class sets `cacheable = True` (e.g. "no hand detected") are cached too.
     """
 
-    def __init__(self, inner, cache: FeatureCache | None = None):
+    def __init__(self, inner: ImageEmbeddingExtractor | KeypointExtractor, cache: FeatureCache | None = None):
         self.inner = inner
         self.cache = cache if cache is not None else FeatureCache()
         self._entered = False

@@ -50,8 +50,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CreateMLError, UnreadableFileError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .cache import CachingExtractor
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +89,7 @@ class _Setting(contextlib.AbstractContextManager):
             _setting.update(self._previous)
 
 
-def use_cluster(cluster=None, *, shared_storage: bool | str = "auto") -> _Setting:
+def use_cluster(cluster: Client | str | None = None, *, shared_storage: bool | str = "auto") -> _Setting:
     """Extract features on a Dask cluster from now on (or inside a `with` block).
 
     cluster: a `dask.distributed.Client`, a scheduler address ("tcp://host:8786"), or None to extract
@@ -120,7 +126,7 @@ def _missing_dask() -> str:
             f"(or unset {SCHEDULER_ENV} to extract on this machine)")
 
 
-def current_client():
+def current_client() -> Client | None:
     """The Client extraction runs on now, or None (this machine).
 
     `use_cluster(...)` wins; else $CREATEML_WIDGETS_SCHEDULER (one Client per address, made on first use
@@ -169,7 +175,7 @@ def _shared_storage_setting():
 # The hook the session engine calls
 
 
-def iter_extraction(extractor, items: list, batch: int,
+def iter_extraction(extractor: CachingExtractor, items: list, batch: int,
                     cancelled: Callable[[], bool] = lambda: False) -> Iterator[tuple[list, list]]:
     """(items, results) pairs covering `items`, batch by batch, as they finish.
 
@@ -477,7 +483,7 @@ def _renamed(value, local: str, original: str):
     return value
 
 
-def wait_for_workers(client, n: int, timeout: float = 60.0) -> None:
+def wait_for_workers(client: Client, n: int, timeout: float = 60.0) -> None:
     """Block until `client`'s cluster has `n` workers (a helper for scripts and tests)."""
     deadline = time.monotonic() + timeout
     while len(client.scheduler_info().get("workers", {})) < n:

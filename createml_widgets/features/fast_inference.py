@@ -29,6 +29,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._fileio import atomic_write
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,7 @@ class FoldedNet:
 
     @property
     def feature_size(self) -> int:
+        """Channels of the pooled output (the last layer's output channels)."""
         return int(self.layers[-1].weight.shape[0])
 
 
@@ -189,7 +194,7 @@ def layer_macs(net: FoldedNet) -> list[int]:
     return macs
 
 
-def build_onnx(net: FoldedNet):
+def build_onnx(net: FoldedNet) -> onnx.ModelProto:
     """The ONNX ModelProto of a FoldedNet: input "pixels" (N, 3, S, S), output "features" (N, C)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -338,6 +343,7 @@ class FoldedTorchNet(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) pixels in [0, 1] -> (N, C) pooled features."""
         if self.normalize:
             x = x * (255.0 / 128.0) - (127.0 / 128.0)
         saved = x
@@ -358,7 +364,7 @@ class FoldedTorchNet(nn.Module):
 class TorchRunner:
     """Runs a torch module under inference_mode (optionally channels-last input)."""
 
-    def __init__(self, module, backend: str, channels_last: bool = False):
+    def __init__(self, module: nn.Module, backend: str, channels_last: bool = False):
         self.module = module
         self.backend = backend
         self.channels_last = channels_last
@@ -409,7 +415,8 @@ def _check(runner, eager: nn.Module, size: int) -> None:
 
 
 def make_runner(backbone: nn.Module, backend: str | None = None, *, threads: int | None = None,
-                cache_dir: str | os.PathLike | None = None, spinning: bool = False, check: bool = True):
+                cache_dir: str | os.PathLike | None = None, spinning: bool = False, check: bool = True
+                ) -> TorchRunner | OrtRunner:
     """A callable (N, 3, S, S) float32 array -> (N, D) array for `backbone`, fastest working backend first.
 
     `backend`: "auto" (default, or `$CREATEML_WIDGETS_INFERENCE_BACKEND`), "onnxruntime", "torch" or

@@ -11,13 +11,16 @@ import sys
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
 from ..errors import NoHandDetectedError
 from . import native_logs
 from .image_io import load_image_reduced, source_name
+
+if TYPE_CHECKING:
+    from .image_io import ImageSource
 
 NUM_JOINTS = 21
 JOINT_NAMES = (
@@ -159,6 +162,7 @@ class HandKeypointDetector:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
+        """Release the MediaPipe graphs; later calls raise."""
         self._closed = True
         for attr in ("_hands", "_fallback"):
             graph = getattr(self, attr, None)
@@ -195,7 +199,7 @@ class HandKeypointDetector:
             raise RuntimeError("this HandKeypointDetector is closed")
 
     # -- detection -------------------------------------------------------------------------------
-    def detect(self, image) -> HandObservation | None:
+    def detect(self, image: ImageSource) -> HandObservation | None:
         """The most confident hand in `image` (RGB uint8 array, PIL image or path), or None.
 
         Raises UnreadableFileError for a path that is not a readable image.
@@ -203,7 +207,7 @@ class HandKeypointDetector:
         hands = self.detect_all(image)
         return hands[0] if hands else None
 
-    def detect_all(self, image) -> list[HandObservation]:
+    def detect_all(self, image: ImageSource) -> list[HandObservation]:
         """Every hand found (up to max_hands), most confident first."""
         self._check_open()
         rgb = _as_rgb_array(image)
@@ -227,7 +231,7 @@ class HandKeypointDetector:
                 hands = self._process(graph, prepared, mapping)
         return hands
 
-    def require(self, image, name=None) -> HandObservation:
+    def require(self, image: ImageSource, name: str | None = None) -> HandObservation:
         """Like `detect` but raises NoHandDetectedError when there is no hand."""
         hand = self.detect(image)
         if hand is None:

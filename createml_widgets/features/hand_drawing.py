@@ -1,15 +1,21 @@
 """Drawing a hand's keypoints (Vision's layout) on a picture: `draw_hand`."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .hand_detector import NUM_JOINTS, HandObservation
 from .image_io import load_image
 
+if TYPE_CHECKING:
+    from .image_io import ImageSource
 
-def draw_hand(image, keypoints, *, color=(255, 64, 32), joint_color=(255, 255, 255), width: int | None = None
-              ) -> Image.Image:
+
+def draw_hand(image: ImageSource, keypoints: np.ndarray | HandObservation | None, *,
+              color: tuple[int, int, int] = (255, 64, 32), joint_color: tuple[int, int, int] = (255, 255, 255),
+              width: int | None = None) -> Image.Image:
     """A copy of `image` with the hand's 21 joints and skeleton drawn on it.
 
     `keypoints`: (1, 3, 21), (3, 21) or (2, 21) in Vision's convention (normalised, origin lower-left),

@@ -63,7 +63,7 @@ def extract_image_keypoints(
     sources: Sequence,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    **detector_options,
+    **detector_options: int | float | bool | tuple | None,
 ) -> list[HandObservation | None | Exception]:
     """Keypoints of the most confident hand in each image, in input order.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -11,6 +12,10 @@ from PIL import Image
 
 from .image_augment import augment
 from .image_io import load_image
+
+if TYPE_CHECKING:
+    from ..tasks.image_algorithm import FeatureExtractorType
+    from .fast_inference import OrtRunner, TorchRunner
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +83,7 @@ def preprocess(image: Image.Image, size: int) -> np.ndarray:
     return np.ascontiguousarray(resize_square(arr, size))
 
 
-def load_backbone(feature_extractor) -> torch.nn.Module:
+def load_backbone(feature_extractor: FeatureExtractorType) -> torch.nn.Module:
     """The torch module behind a FeatureExtractorType (scene_print or custom)."""
     from ..nets import EfficientNetLiteFeatures
 
@@ -102,7 +107,7 @@ class ImageEmbeddingExtractor:
     # the run, large enough to keep the per-run overhead negligible (measured in benchmarks/image.py).
     pipeline_batch = 8
 
-    def __init__(self, feature_extractor, batch_size: int = 32, threads: int | None = None,
+    def __init__(self, feature_extractor: FeatureExtractorType, batch_size: int = 32, threads: int | None = None,
                  backend: str | None = None):
         self.feature_extractor = feature_extractor
         self.batch_size = batch_size
@@ -115,10 +120,12 @@ class ImageEmbeddingExtractor:
 
     @property
     def id(self) -> str:
+        """The cache id: the feature extractor's and the preprocessing version (not the backend)."""
         return f"{self.feature_extractor.cache_id}|{PREPROCESS_VERSION}"
 
     @property
     def input_size(self) -> int:
+        """The network's square input side, in pixels."""
         return self.feature_extractor.input_size
 
     def __enter__(self) -> ImageEmbeddingExtractor:
@@ -141,7 +148,7 @@ class ImageEmbeddingExtractor:
         except Exception as err:  # noqa: BLE001 - reported per file, never fatal
             return err
 
-    def prepare(self):
+    def prepare(self) -> TorchRunner | OrtRunner:
         """Build (once per backbone) the runner `embed` uses; loads the backbone if needed."""
         from .fast_inference import make_runner
 
@@ -170,6 +177,7 @@ class ImageEmbeddingExtractor:
             return np.asarray(self.runner(batch), dtype=np.float32)
 
     def extract(self, items: list) -> list:
+        """An embedding per image item, in order; the exception in the slot of an image that failed to load."""
         # Executor.map submits every decode at once and yields in order: the pool decodes ahead
         # while this thread runs the network on each `step` of decoded images.
         mapper = self._pool.map if self._pool is not None else map

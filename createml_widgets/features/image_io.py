@@ -5,11 +5,15 @@ import io
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import UnreadableFileError
+
+if TYPE_CHECKING:
+    ImageSource = str | os.PathLike | Image.Image | np.ndarray  # what `load_image` opens
 
 # Extensions treated as images when scanning folders (case-insensitive).
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic", ".heif"}
@@ -31,10 +35,11 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFE
 
 
 def is_image_file(path: Path) -> bool:
+    """Whether `path` has an image extension (IMAGE_EXTENSIONS) and is not hidden."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def load_image(source, max_side: int | None = 2048) -> Image.Image:
+def load_image(source: ImageSource, max_side: int | None = 2048) -> Image.Image:
     """Open `source` (path, PIL image or array) as an 8-bit RGB PIL image, upright.
 
     Handles grayscale, palette, CMYK, 16-bit, alpha (composited on white), EXIF rotation and HEIC/HEIF
@@ -45,7 +50,7 @@ def load_image(source, max_side: int | None = 2048) -> Image.Image:
     return _load(source, max_side, exact=True)
 
 
-def load_image_reduced(source, at_least: int) -> Image.Image:
+def load_image_reduced(source: ImageSource, at_least: int) -> Image.Image:
     """Like `load_image`, but reduced only by an integer factor, as cheaply as the format allows:
     the smallest of the image's 1/1, 1/2, 1/4, 1/8 … reductions whose longer side is still at least
     `at_least` px (JPEG: decoded at that scale; other formats: a box-filter reduce of the decoded image).
@@ -236,7 +241,7 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def source_name(source) -> str:
+def source_name(source: ImageSource) -> str:
     """A short human name for a prediction input."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)

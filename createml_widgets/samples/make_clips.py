@@ -23,10 +23,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..features.hand_detector import HandKeypointDetector
 
 SIGN_DIGITS_DIR = Path(__file__).resolve().parent / "sign-language-digits"
 HAND_ACTION_CLIPS_DIR = Path(__file__).resolve().parent / "hand-action-clips"
@@ -158,7 +163,7 @@ def render_frames(images: Sequence, motion: str, fps: float = 30, seconds: float
     return frames
 
 
-def make_clip(images: list[Path], path, motion: str, fps: float = 30, seconds: float = 2.0,
+def make_clip(images: list[Path], path: str | os.PathLike, motion: str, fps: float = 30, seconds: float = 2.0,
               size: tuple[int, int] = (320, 240), seed: int = 0) -> Path:
     """Write a clip of real hand photos moving with `motion` to `path` (codec chosen by its suffix).
 
@@ -172,7 +177,8 @@ def make_clip(images: list[Path], path, motion: str, fps: float = 30, seconds: f
     return write_video(path, frames, fps)
 
 
-def digit_photos(digit: str, photos_root=None) -> list[Path]:
+def digit_photos(digit: str, photos_root: str | os.PathLike | None = None) -> list[Path]:
+    """The photos of sign-language `digit`, sorted (from `photos_root`, else the bundled set)."""
     root = Path(photos_root) if photos_root else SIGN_DIGITS_DIR
     folder = root / str(digit)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -181,7 +187,7 @@ def digit_photos(digit: str, photos_root=None) -> list[Path]:
     return files
 
 
-def hand_fraction_of_frames(frames: Sequence[np.ndarray], detector=None) -> float:
+def hand_fraction_of_frames(frames: Sequence[np.ndarray], detector: HandKeypointDetector | None = None) -> float:
     """Share of `frames` (consecutive RGB frames) where MediaPipe's tracking mode finds a hand."""
     from ..features.hand_keypoints import HandKeypointDetector
 
@@ -196,9 +202,9 @@ def hand_fraction_of_frames(frames: Sequence[np.ndarray], detector=None) -> floa
     return found / max(1, len(frames))
 
 
-def make_dataset(root, clips_per_class: int = 6, formats: Sequence[str] = ("mp4",), fps: float = 30,
+def make_dataset(root: str | os.PathLike, clips_per_class: int = 6, formats: Sequence[str] = ("mp4",), fps: float = 30,
                  seconds: float = 2.0, size: tuple[int, int] = (320, 240), seed: int = 0,
-                 classes: Sequence[str] | None = None, photos_root=None,
+                 classes: Sequence[str] | None = None, photos_root: str | os.PathLike | None = None,
                  min_hand_fraction: float | None = None, max_attempts: int = 5) -> dict[str, list[Path]]:
     """Write a labeled-directories hand-action dataset: root/<class>/<class>_<nn>.<format>.
 
@@ -260,7 +266,8 @@ def make_dataset(root, clips_per_class: int = 6, formats: Sequence[str] = ("mp4"
     return out
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: write the hand-action clips data set (`--help` lists the options)."""
     parser = argparse.ArgumentParser(description="Write hand-action clips made from the sign-language-digits photos")
     parser.add_argument("root", type=Path, help="output folder (one subfolder per class)")
     parser.add_argument("--clips-per-class", type=int, default=6)

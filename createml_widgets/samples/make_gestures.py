@@ -46,7 +46,7 @@ GENERATOR_VERSION = "gestures/v1"  # changes whenever the same arguments could g
 
 
 # -- real fingertip paths ---------------------------------------------------------------------------
-def find_fingertip_paths(root=None) -> Path:
+def find_fingertip_paths(root: str | os.PathLike | None = None) -> Path:
     """The folder holding point_history.csv: `root`, else $CREATEML_WIDGETS_FINGERTIP_PATHS, else
     shared/datasets/fingertip-trajectories beside (or above) this checkout."""
     if root is None and os.environ.get(FINGERTIP_ENV):
@@ -67,7 +67,7 @@ def find_fingertip_paths(root=None) -> Path:
                             f"pass fingertip_root or set {FINGERTIP_ENV} to that folder")
 
 
-def load_fingertip_paths(root=None) -> dict[str, list[np.ndarray]]:
+def load_fingertip_paths(root: str | os.PathLike | None = None) -> dict[str, list[np.ndarray]]:
     """{class name: [(16, 2) float paths]} — x, y offsets from the first step, as fractions of the image
     width and height (y down). A (0, 0) step after the first (the sign was not detected) is filled in
     from its neighbours."""
@@ -205,7 +205,8 @@ def _other_path(n: int, rng: np.random.Generator, w: int, h: int, fps: float) ->
 
 # -- rendering -----------------------------------------------------------------------------------------
 def render_gesture(name: str, seed: int = 0, *, fps: float = 25.0, seconds: float = 4.0,
-                   size: tuple[int, int] = (320, 240), photos_root=None, fingertip_paths=None) -> list[np.ndarray]:
+                   size: tuple[int, int] = (320, 240), photos_root: str | os.PathLike | None = None,
+                   fingertip_paths: dict[str, list[np.ndarray]] | None = None) -> list[np.ndarray]:
     """RGB uint8 frames of one clip of gesture `name` (one of GESTURE_CLASSES); `seed` makes it.
 
     fingertip_paths: `load_fingertip_paths()` (needed for TRAJECTORY_CLASSES; loaded when None).
@@ -281,10 +282,10 @@ def render_gesture(name: str, seed: int = 0, *, fps: float = 25.0, seconds: floa
     return frames
 
 
-def make_gesture_dataset(root, clips_per_class: int = 20, classes: Sequence[str] = DEFAULT_CLASSES, *,
+def make_gesture_dataset(root: str | os.PathLike, clips_per_class: int = 20, classes: Sequence[str] = DEFAULT_CLASSES, *,
                          fps: float = 25.0, seconds: float = 4.0, size: tuple[int, int] = (320, 240),
-                         seed: int = 0, photos_root=None, fingertip_root=None, fmt: str = "mp4"
-                         ) -> dict[str, list[Path]]:
+                         seed: int = 0, photos_root: str | os.PathLike | None = None,
+                         fingertip_root: str | os.PathLike | None = None, fmt: str = "mp4") -> dict[str, list[Path]]:
     """Write root/<class>/<class>_<nn>.<fmt> clips (a labeled-directories hand-action data set).
 
     Existing files of the same name are not overwritten (the same arguments give the same clips: a
@@ -319,7 +320,8 @@ def make_gesture_dataset(root, clips_per_class: int = 20, classes: Sequence[str]
     return out
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: write the finger-gesture clips data set (`--help` lists the options)."""
     parser = argparse.ArgumentParser(description="Write finger-gesture clips: a real pointing hand moved along "
                                                  "drawn and real recorded fingertip paths")
     parser.add_argument("root", type=Path, help="output folder (one subfolder per class)")

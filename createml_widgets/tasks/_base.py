@@ -12,9 +12,11 @@ plus `_extractor_for_prediction()` to turn a user's input into features.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import torch
@@ -44,6 +46,22 @@ from ._plan import (  # noqa: F401 - reached here by the task modules, the CLI a
 )
 from .registry import iterations_field
 
+if TYPE_CHECKING:
+    from coremltools.models import MLModel
+    from IPython.display import HTML
+
+    from ..data.keypoint_sources import KeypointDataSource
+    from ..features.image_io import ImageSource
+    from .hand_action_classifier import _ModelParameters as _HandActionParameters
+    from .hand_pose_classifier import _ModelParameters as _HandPoseParameters
+    from .image_classifier import _DataSource as _ImageDataSource
+    from .image_classifier import _ModelParameters as _ImageParameters
+
+    AnyDataSource = KeypointDataSource | _ImageDataSource  # a task's DataSource
+    AnyModelParameters = _ImageParameters | _HandPoseParameters | _HandActionParameters  # a task's ModelParameters
+    # what `train` takes: a DataSource, or (image classifier) a {label: [paths]} dict
+    TrainingData = AnyDataSource | dict[str, list[str | os.PathLike]]
+
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +74,7 @@ class ClassifierTask:
     _no_detection_counts_as_wrong = False
 
     # -- training --------------------------------------------------------------------------
-    def __init__(self, training_data, parameters=None):
+    def __init__(self, training_data: TrainingData, parameters: AnyModelParameters | None = None):
         """Train synchronously (Create ML's `init(trainingData:parameters:)`), with a progress bar."""
         model = type(self)._train_sync(training_data, parameters)
         self.__dict__.update(model.__dict__)
@@ -100,20 +118,24 @@ class ClassifierTask:
                 bar.close()
 
     @classmethod
-    def train(cls, training_data, parameters=None, session_parameters=None) -> MLJob:
+    def train(cls, training_data: TrainingData, parameters: AnyModelParameters | None = None,
+              session_parameters: MLTrainingSessionParameters | None = None) -> MLJob:
         """Start training in the background; returns an MLJob (see `job.result()`). A session folder's session started
         otherwise is refused, naming what differs; one started the same way is continued (`open_training_session`)."""
         return cls.resume(cls.open_training_session(training_data, parameters, session_parameters).session)
 
     @classmethod
-    def open_training_session(cls, training_data, parameters=None, session_parameters=None, *,
+    def open_training_session(cls, training_data: TrainingData, parameters: AnyModelParameters | None = None,
+                              session_parameters: MLTrainingSessionParameters | None = None, *,
                               restart: bool = False, keep_iterations: bool = False) -> OpenedSession:
         """A new session, or the folder's when it was started the same way (session_open.open_training_session)."""
         return open_training_session(cls, training_data, parameters, session_parameters, restart=restart,
                                      keep_iterations=keep_iterations)
 
     @classmethod
-    def make_training_session(cls, training_data, parameters=None, session_parameters=None) -> MLTrainingSession:
+    def make_training_session(cls, training_data: TrainingData, parameters: AnyModelParameters | None = None,
+                              session_parameters: MLTrainingSessionParameters | None = None) -> MLTrainingSession:
+        """A new session (saved to its folder, if it has one) after checking the data and parameters; not started."""
         if not isinstance(training_data, cls.DataSource):
             if isinstance(training_data, dict) and hasattr(cls.DataSource, "files_by_label"):
                 training_data = cls.DataSource.files_by_label(training_data)
@@ -137,16 +159,18 @@ class ClassifierTask:
 
     @classmethod
     def resume(cls, session: MLTrainingSession) -> MLJob:
+        """Continue `session` (a session of this task) in the background; returns its running MLJob."""
         if session.task is not cls:
             raise SessionError(f"this is a {session.task.__name__} session, not a {cls.__name__} session")
         return MLJob(session).start()
 
     @classmethod
     def restore_training_session(cls, session_parameters: MLTrainingSessionParameters) -> MLTrainingSession:
+        """The session saved in `session_parameters.session_directory` (Create ML's `restoreTrainingSession`)."""
         return MLTrainingSession.restore(cls, session_parameters)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: MLCheckpoint):
+    def from_checkpoint(cls, checkpoint: MLCheckpoint) -> Self:
         """The model as it was at a training checkpoint."""
         if checkpoint.phase != MLPhase.TRAINING:
             raise SessionError(f"a {checkpoint.phase.value} checkpoint holds no model yet; pass a training checkpoint")
@@ -232,13 +256,15 @@ class ClassifierTask:
 
     @property
     def training_metrics(self) -> MLClassifierMetrics:
+        """Metrics on the training examples (augmented copies left out)."""
         return self._training_metrics
 
     @property
     def validation_metrics(self) -> MLClassifierMetrics:
+        """Metrics on the validation examples (invalid when no validation data was used)."""
         return self._validation_metrics
 
-    def evaluation(self, on) -> MLClassifierMetrics:
+    def evaluation(self, on: TrainingData) -> MLClassifierMetrics:
         """Metrics on another labelled data source (or {label: [paths]} dict for images).
 
         Like Create ML's `evaluation(on:)`, this does not raise for bad data: the metrics come back
@@ -294,13 +320,14 @@ class ClassifierTask:
         first (ties in `class_labels` order). An image's label is its first; a hand action window's `Prediction` holds it."""
         return sorted(((label, float(p)) for label, p in zip(self._labels, probabilities)), key=lambda t: -t[1])
 
-    def ranked_prediction(self, source) -> list[tuple[str, float]]:
+    def ranked_prediction(self, source: ImageSource | torch.Tensor) -> list[tuple[str, float]]:
         """Every label with its confidence for one input, most confident first: a photo's (image and
         hand pose classifiers) or a whole clip's, its windows averaged (hand action classifier)."""
         return self._ranked(self._probabilities_of(source))
 
     @property
     def class_labels(self) -> list[str]:
+        """The labels the model tells apart, in the order of its probability outputs."""
         return list(self._labels)
 
     def release_resources(self) -> None:
@@ -315,7 +342,7 @@ class ClassifierTask:
 
     # -- Core ML -----------------------------------------------------------------------------
     @property
-    def model(self):
+    def model(self) -> MLModel:
         """The trained model as a coremltools MLModel (a neural network, as `.mlmodel` files hold),
         with the default `MLModelMetadata()` (author: your user name)."""
         return self._coreml("neuralnetwork")
@@ -342,7 +369,8 @@ class ClassifierTask:
     # top-1 agreement with float32 at 100% on the bundled samples (README: "Model files").
     default_precision = "float16"
 
-    def write(self, path, metadata=None, precision: str | None = None) -> Path:
+    def write(self, path: str | os.PathLike, metadata: MLModelMetadata | None = None,
+              precision: str | None = None) -> Path:
         """Save the model: `.mlmodel` (Core ML neural network), `.mlpackage` (Core ML ML program) or
         `.onnx` (ONNX, for ONNX Runtime on Android, the web and Windows).
 
@@ -392,7 +420,7 @@ class ClassifierTask:
         return task_html(self)
 
     @property
-    def playground_description(self):
+    def playground_description(self) -> HTML:
         """The rich view (what Create ML's playgroundDescription shows), as an IPython HTML object."""
         from IPython.display import HTML
 

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import enum
 import typing
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from ..data.validation import ValidationData
 
 
-def validation_field():
+def validation_field() -> Field[ValidationData]:
     """`validation`: Create ML's automatic split by default."""
     from ..data.validation import ValidationData
 
@@ -18,7 +21,7 @@ def validation_field():
         "help": "Some examples kept out of training to measure the model on photos it has not seen. Automatic: none under 50 examples, 10% under 200, else 5%. Hold out more (20%) for a fairer score on a small dataset."})
 
 
-def training_rounds_field(default: int, createml: str):
+def training_rounds_field(default: int, createml: str) -> Field[int]:
     """The iterations field (`createml`: Create ML's name for it); the session's iteration bound is raised to it."""
     return field(default=default, metadata={
         "title": "Training rounds", "createml": createml, "range": (1, 100_000), "role": "iterations",

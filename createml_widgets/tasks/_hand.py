@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import field
+from collections.abc import Iterable, Sequence
+from dataclasses import Field, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +13,11 @@ from ..errors import DataSourceError, NoHandDetectedError
 from ..features.cache import CachingExtractor
 from ._base import ClassifierTask, Plan, split_for_validation
 from ._fields import training_rounds_field, validation_field  # noqa: F401 - validation_field: the hand tasks' too
+
+if TYPE_CHECKING:
+    from ..data.items import Item
+    from ..session import MLTrainingSession
+    from ..session_store import FeatureStore
 
 # The cache's variant name of keypoints given in a data frame (no file to detect them in).
 KEYPOINTS_GIVEN = "keypoints-given"
@@ -26,7 +33,7 @@ class ModelAlgorithmType(enum.Enum):
 
 
 # -- the ModelParameters fields both hand tasks declare alike (each task adds its own) ----------------------------
-def batch_size_field():
+def batch_size_field() -> Field[int]:
     """`batch_size`: 32 by default."""
     return field(default=32, metadata={
         "title": "Examples per step", "createml": "batchSize", "range": (1, 4096), "cli": "--batch-size",
@@ -34,12 +41,12 @@ def batch_size_field():
         "help": "How many examples each training step looks at. Larger is smoother but uses more memory; the default suits most datasets."})
 
 
-def maximum_iterations_field():
+def maximum_iterations_field() -> Field[int]:
     """`maximum_iterations`: 80 by default (the session's iteration bound is raised to it)."""
     return training_rounds_field(80, "maximumIterations")
 
 
-def algorithm_field(what: str):
+def algorithm_field(what: str) -> Field[ModelAlgorithmType]:
     """`algorithm`: the GCN, Create ML's only choice for hand `what` ("poses", "actions")."""
     return field(default=ModelAlgorithmType.GCN, metadata={
         "title": "Network", "createml": "algorithm", "choices": {"GCN": "hand-skeleton network (GCN)"},
@@ -139,8 +146,8 @@ def hand_fraction(sequence: np.ndarray) -> float:
     return float((np.abs(sequence).reshape(len(sequence), -1).sum(1) > 0).mean())
 
 
-def keypoint_plan(session, examples_and_skipped: tuple[list, list], extractor, max_iterations: int,
-                  batch: int) -> Plan:
+def keypoint_plan(session: MLTrainingSession, examples_and_skipped: tuple[list, list], extractor: KeypointExtractor,
+                  max_iterations: int, batch: int) -> Plan:
     """The plan both hand tasks share: group examples by label, split, resolve item keys."""
     params = session.model_parameters
     examples, skipped = examples_and_skipped
@@ -172,7 +179,7 @@ def keypoint_plan(session, examples_and_skipped: tuple[list, list], extractor, m
                 extraction_batch_size=batch, skipped=skipped)
 
 
-def require_each_label(items, features, labels, what: str) -> None:
+def require_each_label(items: Sequence[Item], features: FeatureStore, labels: Iterable[str], what: str) -> None:
     """DataSourceError naming a label none of whose `what`s (photos, videos) has a hand, and its files."""
     have = {i.label for i in items if i.key in features.features}
     for label in labels:

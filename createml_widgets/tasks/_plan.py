@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data.items import Item
 from ..data.split import MLSplitStrategy, stratified_split
 from ..errors import DataSourceError, SessionError
 from ..session import MLTrainingSession
+
+if TYPE_CHECKING:
+    from ..data.validation import ValidationData
+    from ..session_store import FeatureStore
+    from ._base import AnyDataSource
 
 
 @dataclass
@@ -28,6 +34,7 @@ class Plan:
 
     @property
     def items(self) -> list[Item]:
+        """Every item to extract once: the training and validation items, each key once, in order."""
         seen, out = set(), []
         for item in self.train + self.validation:
             if item.key not in seen:
@@ -37,7 +44,7 @@ class Plan:
 
 
 
-def check_session_outside_data(training_data, directory) -> None:
+def check_session_outside_data(training_data: AnyDataSource, directory: str | os.PathLike | None) -> None:
     """Refuse a session folder inside a folder the data source scans for labels: the session's own folders
     (features/, checkpoints/, or the session folder itself) would be read as labels of the training data."""
     kind = getattr(training_data, "kind", None)
@@ -55,12 +62,12 @@ def check_session_outside_data(training_data, directory) -> None:
                        f"{root} (on the command line: an --out or --session outside the data folder)")
 
 
-def failed_entry(item: Item, features) -> dict:
+def failed_entry(item: Item, features: FeatureStore) -> dict:
     """A `skipped` entry for an example whose extraction failed (`file`: see `Item.file`)."""
     return {"path": item.name, "label": item.label, "reason": features.failed[item.key], "file": item.file}
 
 
-def skipped_files(plan: Plan, features) -> list[dict]:
+def skipped_files(plan: Plan, features: FeatureStore) -> list[dict]:
     """Every file of a run that was left out: rejected before extraction, or whose extraction failed.
 
     One entry per file (files with the same content are extracted once but each is listed;
@@ -94,8 +101,9 @@ def warn_skipped(what: str, skipped: Sequence[dict], shown: int = 3) -> None:
                   UserWarning, stacklevel=3)
 
 
-def split_for_validation(session: MLTrainingSession, labeled: dict[str, list], validation, data_source_type,
-                         resolve_source) -> tuple[dict[str, list], dict[str, list]]:
+def split_for_validation(session: MLTrainingSession, labeled: dict[str, list], validation: ValidationData,
+                         data_source_type: type, resolve_source: Callable[[AnyDataSource], dict[str, list]]
+                         ) -> tuple[dict[str, list], dict[str, list]]:
     """Apply ValidationData to {label: [examples]}; returns (training, validation) dicts.
 
     `resolve_source(data_source) -> {label: [examples]}` reads a validation data source.

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..data.keypoint_sources import KeypointDataSource
 from ..data.validation import ValidationData
@@ -15,7 +17,7 @@ from ..features.cache import CachingExtractor
 from ..features.keypoint_augment import augment_keypoints
 from ..features.video import is_video_file
 from ..nets import HandActionGCN
-from ..nets.training import Trainer
+from ..nets.training import Batch, Trainer
 from ._base import Plan
 from ._fields import DeclaredParameters, declared_parameters
 from ._hand import (
@@ -44,7 +46,7 @@ CLIP_STRIDE = 1.0
 MIRROR_PAIRS = (("left", "right"), ("clockwise", "counterclockwise"), ("clockwise", "anticlockwise"))
 
 
-def mirrored_labels(labels) -> dict[int, int]:
+def mirrored_labels(labels: Sequence[str]) -> dict[int, int]:
     """{label index: index of its mirror image} for the pairs of MIRROR_PAIRS among `labels` (names
     compared without case, spaces, '-' or '_'; "swipe left" pairs with "swipe right")."""
     def norm(name):
@@ -164,10 +166,12 @@ class Prediction:
 
     @property
     def label(self) -> str:
+        """The most confident label."""
         return self.results[0][0]
 
     @property
     def confidence(self) -> float:
+        """The most confident label's confidence."""
         return self.results[0][1]
 
 
@@ -180,6 +184,7 @@ class HandActionExtractor(KeypointExtractor):
 
     @property
     def id(self) -> str:
+        """The cache id: MediaPipe's, the frame rate and where long clips are cut."""
         from ..features.video import PART_SECONDS, WARMUP_SECONDS
 
         # long clips are cut at fixed places, each part tracked from a warm-up before its cut
@@ -200,7 +205,7 @@ class HandActionExtractor(KeypointExtractor):
         return out
 
 
-def clip_probabilities(window_probabilities) -> np.ndarray:
+def clip_probabilities(window_probabilities: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
     """A clip's (K,) probabilities from its windows' (n, K): their mean, in float64. The one place a
     clip's answer is computed (metrics, `clip_prediction`, the command line, the preview widget)."""
     return np.mean(np.asarray(window_probabilities, dtype=np.float64), axis=0)
@@ -241,7 +246,8 @@ def windows_per_clip(length: int, window: int, augmented: bool) -> int:
 class WindowData:
     """Training windows: each clip gives `windows_per_clip` random windows per iteration."""
 
-    def __init__(self, sequences: list[np.ndarray], labels: list[int], window: int, augment=None,
+    def __init__(self, sequences: list[np.ndarray], labels: list[int], window: int,
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
                  mirror: dict[int, int] | None = None):
         self.sequences, self.window, self.augment = sequences, window, augment
         # mirror: mirror half the windows left-right, swapping these labels (None: no mirroring here)
@@ -254,7 +260,8 @@ class WindowData:
     def __len__(self) -> int:
         return len(self.owner)
 
-    def batch(self, idx: torch.Tensor, generator: torch.Generator):
+    def batch(self, idx: torch.Tensor, generator: torch.Generator) -> Batch:
+        """A random window of each clip at `idx`, mirrored (labels swapped) and augmented with `generator`."""
         xs = []
         for i in idx.tolist():
             seq = self.sequences[self.owner[i]]
@@ -276,7 +283,7 @@ class WindowData:
             x = self.augment(x, generator)
         return x, y
 
-    def all(self):
+    def all(self) -> Batch:
         """Every clip's centre window (for loss/accuracy reports)."""
         xs = []
         for seq in self.sequences:
@@ -385,7 +392,8 @@ class MLHandActionClassifier(HandTask):
             raise ValueError("a clip's answer needs at least one window's Prediction")
         return clip_probabilities([[dict(p.results)[label] for label in self._labels] for p in predictions])
 
-    def clip_prediction(self, video) -> list[tuple[str, float]]:
+    def clip_prediction(self, video: str | os.PathLike | np.ndarray | torch.Tensor | list[Prediction]
+                        ) -> list[tuple[str, float]]:
         """The whole clip's answer: every label with its confidence averaged over the clip's windows,
         most confident first (what the evaluation metrics count for a clip).
 
@@ -396,7 +404,7 @@ class MLHandActionClassifier(HandTask):
             return self._ranked(self._clip_probabilities_of(video))
         return self.ranked_prediction(video)
 
-    def keypoints(self, video, start: float | None = None, end: float | None = None) -> np.ndarray:
+    def keypoints(self, video: str | os.PathLike, start: float | None = None, end: float | None = None) -> np.ndarray:
         """(T, 3, 21) keypoints of `video` at the model's frame rate (zeros where there is no hand).
 
         A long video is tracked in parts on every core (`extract_video_keypoints`); a short one here."""
@@ -407,7 +415,7 @@ class MLHandActionClassifier(HandTask):
             raise result
         return result.keypoints
 
-    def prediction(self, video) -> list[Prediction]:
+    def prediction(self, video: str | os.PathLike | np.ndarray | torch.Tensor) -> list[Prediction]:
         """One Prediction per window of `prediction_window_size` frames of `video`.
 
         `video` is a path, or a keypoint array (T, 3, 21) — e.g. frames collected live from Vision.
@@ -423,7 +431,8 @@ class MLHandActionClassifier(HandTask):
             raise NoHandDetectedError(name, "no frame shows a hand")
         return [Prediction(self._ranked(p), range(start, stop)) for start, stop, p in self._window_probabilities(sequence)]
 
-    def predictions(self, videos) -> list[list[Prediction]]:
+    def predictions(self, videos: Iterable[str | os.PathLike | np.ndarray | torch.Tensor]) -> list[list[Prediction]]:
+        """`prediction` of each video."""
         return [self.prediction(v) for v in videos]
 
     # -- Core ML ---------------------------------------------------------------------------------------
@@ -450,7 +459,7 @@ class MLHandActionClassifier(HandTask):
         return figure_gallery_html("Keypoint trajectories (one clip per class)", figures, 140)
 
 
-def trajectory_picture(sequence: np.ndarray, size: int = 200):
+def trajectory_picture(sequence: np.ndarray, size: int = 200) -> Image.Image:
     """The paths of the wrist and the five fingertips over a clip, fading from light to dark."""
     from PIL import Image, ImageDraw
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +32,12 @@ from ._hand import (  # noqa: F401 - keypoint_plan and require_each_label were d
     require_each_label,
     validation_field,
 )
+
+if TYPE_CHECKING:
+    from ..data.items import Item
+    from ..features.hand_detector import HandObservation
+    from ..features.image_io import ImageSource
+    from ..session_store import FeatureStore
 
 
 class _DataSource(KeypointDataSource):
@@ -110,7 +118,9 @@ class _ModelParameters(DeclaredParameters):
     ModelAlgorithmType = ModelAlgorithmType
 
 
-def keypoint_tensors(items, features, labels) -> tuple[torch.Tensor, torch.Tensor]:
+def keypoint_tensors(items: Sequence[Item], features: FeatureStore, labels: Sequence[str]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 3, 21) keypoints and (N,) label indices of the items whose keypoints were extracted."""
     index = {label: i for i, label in enumerate(labels)}
     rows = [(features.features[i.key], index[i.label]) for i in items if i.key in features.features]
     if not rows:
@@ -187,28 +197,29 @@ class MLHandPoseClassifier(HandTask):
             self._prediction_extractor = HandKeypointDetector(video=False)
         return self._prediction_extractor
 
-    def keypoints(self, image):
+    def keypoints(self, image: ImageSource) -> HandObservation:
         """The HandObservation (keypoints in Vision's layout, chirality) found in `image`; raises if none."""
         obs = self._detector().detect(image)
         if obs is None:
             raise NoHandDetectedError(source_name(image))
         return obs
 
-    def prediction_from_keypoints(self, keypoints) -> list[tuple[str, float]]:
+    def prediction_from_keypoints(self, keypoints: np.ndarray) -> list[tuple[str, float]]:
         """Every label with its confidence for a (1, 3, 21) keypoint array, most confident first."""
         return self._ranked(self._predict_features([np.asarray(keypoints, dtype=np.float32)])[0])
 
     def _probabilities_of(self, image) -> np.ndarray:
         return self._predict_features([self.keypoints(image).keypoints])[0]
 
-    def prediction(self, image) -> list[tuple[str, float]]:
+    def prediction(self, image: ImageSource) -> list[tuple[str, float]]:
         """Every label with its confidence for the hand in `image` (path, PIL image or array).
 
         Raises NoHandDetectedError when no hand is found in the photo.
         """
         return self.ranked_prediction(image)
 
-    def predictions(self, images) -> list[list[tuple[str, float]]]:
+    def predictions(self, images: Iterable[ImageSource]) -> list[list[tuple[str, float]]]:
+        """`prediction` of each image."""
         return [self.prediction(image) for image in images]
 
     # -- Core ML ---------------------------------------------------------------------------------------

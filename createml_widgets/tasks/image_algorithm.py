@@ -7,6 +7,8 @@ features. Create ML's names; all are reachable from `MLImageClassifier` (e.g.
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ class CustomFeatureExtractor:
     input_size: int | None = None
 
     def load(self) -> torch.nn.Module:
+        """The network (loaded from its TorchScript file), wrapped to return the selected (N, D) output; checked."""
         if isinstance(self.model_path, torch.nn.Module):
             module = self.model_path
         else:
@@ -46,7 +49,8 @@ class CustomFeatureExtractor:
         selected.check()
         return selected
 
-    def resolved_input_size(self, module=None) -> int:
+    def resolved_input_size(self, module: torch.nn.Module | None = None) -> int:
+        """S: `input_size`, else the module's `input_size` attribute, else 224."""
         if self.input_size:
             return int(self.input_size)
         module = module if module is not None else (self.model_path if isinstance(self.model_path, torch.nn.Module) else None)
@@ -105,13 +109,16 @@ class FeatureExtractorType:
 
     @classmethod
     def scene_print(cls, revision: int | None = 1) -> FeatureExtractorType:
+        """Create ML's `scenePrint(revision:)`: a bundled EfficientNet-Lite (revision None: the latest)."""
         return cls("scene_print", revision)
 
     @classmethod
     def custom_extractor(cls, extractor: CustomFeatureExtractor) -> FeatureExtractorType:
+        """Your own network as the feature extractor (also spelled `FeatureExtractorType.custom`)."""
         return cls("custom", None, extractor)
 
     def validate(self) -> None:
+        """ParameterError naming the field for an unknown revision or kind, or a custom model file that is missing."""
         if self.kind == "scene_print":
             if self.revision is not None and self.revision not in SCENE_PRINT_BACKBONES:
                 raise ParameterError("FeatureExtractorType.scene_print(revision)", self.revision,
@@ -128,16 +135,19 @@ class FeatureExtractorType:
 
     @property
     def backbone_name(self) -> str | None:
+        """The bundled EfficientNet-Lite variant scene_print uses; None for a custom extractor."""
         return SCENE_PRINT_BACKBONES[self.revision or LATEST_SCENE_PRINT] if self.kind == "scene_print" else None
 
     @property
     def input_size(self) -> int:
+        """The network's square input side S, in pixels."""
         if self.kind == "scene_print":
             return VARIANTS[self.backbone_name][2]
         return self.custom.resolved_input_size()
 
     @property
     def cache_id(self) -> str:
+        """What names this extractor's features in the cache (a custom network by its weights' or file's digest)."""
         if self.kind == "scene_print":
             return f"scene_print:{self.backbone_name}"
         mp = self.custom.model_path
@@ -157,7 +167,8 @@ class FeatureExtractorType:
             return f"scenePrint(revision: {self.revision}) [{self.backbone_name}]"
         return f"custom({self.custom.model_path}, output: {self.custom.output_name})"
 
-    def to_dict(self, root=None) -> dict:
+    def to_dict(self, root: str | os.PathLike | None = None) -> dict:
+        """JSON-ready form (a custom network by its file path; an in-memory nn.Module cannot be saved)."""
         if self.kind == "custom" and isinstance(self.custom.model_path, torch.nn.Module):
             raise ParameterError("CustomFeatureExtractor.model_path", "an nn.Module",
                                  "a TorchScript file path when training with a session directory")
@@ -169,6 +180,7 @@ class FeatureExtractorType:
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureExtractorType:
+        """The extractor `to_dict` saved."""
         if d["kind"] == "custom":
             return cls("custom", None, CustomFeatureExtractor(**d["custom"]))
         return cls("scene_print", d.get("revision"))
@@ -188,13 +200,16 @@ class ClassifierType:
 
     @classmethod
     def logistic_regressor(cls) -> ClassifierType:
+        """Create ML's `logisticRegressor` (the default)."""
         return cls("logistic_regressor")
 
     @classmethod
-    def multilayer_perceptron(cls, layer_sizes) -> ClassifierType:
+    def multilayer_perceptron(cls, layer_sizes: Iterable[int]) -> ClassifierType:
+        """Create ML's `multilayerPerceptron(layerSizes:)`: hidden ReLU layers of these sizes."""
         return cls("multilayer_perceptron", tuple(layer_sizes))
 
     def validate(self) -> None:
+        """ParameterError for an unknown kind, or layer sizes that are not a non-empty list of positive ints."""
         if self.kind == "multilayer_perceptron":
             if not self.layer_sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
                                                for s in self.layer_sizes):
@@ -217,6 +232,7 @@ class ModelAlgorithmType:
     @classmethod
     def transfer_learning(cls, feature_extractor: FeatureExtractorType | None = None,
                           classifier: ClassifierType | None = None) -> ModelAlgorithmType:
+        """Create ML's `transferLearning(featureExtractor:classifier:)`; defaults scenePrint(1), logistic regressor."""
         return cls(feature_extractor or FeatureExtractorType.scene_print(1),
                    classifier or ClassifierType.logistic_regressor())
 

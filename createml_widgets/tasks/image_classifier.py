@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Sequence
 from dataclasses import field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +35,9 @@ from ..nets.training import TensorData, Trainer
 from ._base import ClassifierTask, Plan, split_for_validation
 from ._fields import DeclaredParameters, declared_parameters, training_rounds_field, validation_field
 from .image_algorithm import ClassifierType, CustomFeatureExtractor, FeatureExtractorType, ModelAlgorithmType
+
+if TYPE_CHECKING:
+    from ..features.image_io import ImageSource
 
 
 class _DataSource:
@@ -236,7 +241,7 @@ class MLImageClassifier(ClassifierTask):
             self._prediction_extractor.backbone = load_backbone(self._feature_extractor_type).eval()
         return self._prediction_extractor
 
-    def prediction_probabilities(self, source) -> dict[str, float]:
+    def prediction_probabilities(self, source: ImageSource) -> dict[str, float]:
         """{label: probability} for one image (path, PIL image or numpy array)."""
         return {label: float(p) for label, p in zip(self._labels, self._probabilities_of(source))}
 
@@ -248,11 +253,11 @@ class MLImageClassifier(ClassifierTask):
         pixels = np.stack([preprocess(load_image(s), ex.input_size) for s in sources])
         return self._predict_features(list(ex.embed(pixels)))
 
-    def prediction(self, source) -> str:
+    def prediction(self, source: ImageSource) -> str:
         """The most likely label of one image (path, pathlib.Path, PIL image or numpy array)."""
         return self.ranked_prediction(source)[0][0]
 
-    def predictions(self, sources) -> list[str]:
+    def predictions(self, sources: Sequence[ImageSource]) -> list[str]:
         """The most likely label of each image."""
         out = []
         for start in range(0, len(sources), 32):

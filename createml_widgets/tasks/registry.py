@@ -21,10 +21,16 @@ import enum
 import importlib
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._base import AnyModelParameters, ClassifierTask
 
 
 @dataclass(frozen=True)
 class TaskDeclaration:
+    """One task: its keys, its class (imported on `load`), its media kind and the words that describe it."""
+
     key: str  # "image", "hand_pose", "hand_action" (the widgets' and the library's key)
     command: str  # "image", "handpose", "handaction" (the command line's TASK)
     class_name: str
@@ -55,7 +61,7 @@ _ALIASES = {"images": "image", "image_classifier": "image", "hand_pose_classifie
             "hand_action_classifier": "hand_action", **{d.command: d.key for d in TASKS.values()}}
 
 
-def declaration(task) -> TaskDeclaration:
+def declaration(task: str | type | ClassifierTask | TaskDeclaration) -> TaskDeclaration:
     """The declaration of a key ("image", "handpose", "MLImageClassifier"), a task class or a trained model."""
     if isinstance(task, TaskDeclaration):
         return task
@@ -77,21 +83,23 @@ def declaration(task) -> TaskDeclaration:
 
 
 # -- the parameters' declarations -----------------------------------------------------------------------
-def declared_fields(params_type) -> list[dataclasses.Field]:
+def declared_fields(params_type: type) -> list[dataclasses.Field]:
     """The fields of a ModelParameters dataclass a person sets (in their order)."""
     return [f for f in dataclasses.fields(params_type) if f.init and not f.name.startswith("_")]
 
 
-def field_default(f: dataclasses.Field):
+def field_default(f: dataclasses.Field) -> object:
+    """The field's default value (a fresh one from its default factory, when it has one)."""
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def iterations_field(params_type) -> str:
+def iterations_field(params_type: type) -> str:
     """The name of the field that bounds training (max_iterations, maximum_iterations)."""
     return next(f.name for f in declared_fields(params_type) if f.metadata.get("role") == "iterations")
 
 
-def number_text(value) -> str:
+def number_text(value: float) -> str:
+    """A number as a person writes it: 30.0 as "30", 0.5 as "0.5"."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value)) if abs(value) < 1e15 else repr(value)
     return str(value)
@@ -105,7 +113,7 @@ def allowed_text(f: dataclasses.Field) -> str:
     return f"{kind} from {number_text(lo)} to {number_text(hi)}" + (f" ({unit})" if unit else "")
 
 
-def check_declared(f: dataclasses.Field, value) -> str | None:
+def check_declared(f: dataclasses.Field, value: object) -> str | None:
     """What is wrong with `value` for the declared field `f` (None when it is allowed)."""
     default = field_default(f)
     if "range" in f.metadata:
@@ -126,7 +134,7 @@ def check_declared(f: dataclasses.Field, value) -> str | None:
     return None
 
 
-def validate_declared(params) -> None:
+def validate_declared(params: AnyModelParameters) -> None:
     """ParameterError for the first field whose value is outside what its declaration allows."""
     from ..errors import ParameterError
 
@@ -137,7 +145,7 @@ def validate_declared(params) -> None:
             raise ParameterError(f.name, value, problem)
 
 
-def parameters_reference(params_type) -> str:
+def parameters_reference(params_type: type) -> str:
     """Each declared field of a ModelParameters in words (name, Create ML's name, default, what is allowed, help):
     the text `help(Task.ModelParameters)` ends with."""
     lines = ["Parameters (Create ML's name in brackets; a field each):", ""]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -78,7 +79,7 @@ class ExportStep:
             what += f" Weights: {EXPORT_PRECISION_HELP[self.export_precision.value]}"
         self.export_help.value = f"<div class='cmlw-export-what' style='color:#6e6e73'>{html.escape(what)}</div>"
 
-    def export(self, directory=None) -> Path:
+    def export(self, directory: str | os.PathLike | None = None) -> Path:
         """Write the model in the chosen format (`model.write`; Core ML .mlmodel with the chosen weight
         precision, or ONNX) and offer it as a download link; returns the file."""
         if self.model is None:

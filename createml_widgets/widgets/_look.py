@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import html
+import os
+from typing import TYPE_CHECKING
 
 from ._paths import hide_root
+
+if TYPE_CHECKING:
+    import ipywidgets as widgets
 
 # The one palette of the widgets' markers and status messages, by level.
 MARKER_COLORS = {"error": "#c62828", "warning": "#b25000", "ok": "#1a7f37", "info": "#6e6e73"}
 
 
-def message_html(css_prefix: str, text: str, level: str = "info", root=None) -> str:
+def message_html(css_prefix: str, text: str, level: str = "info", root: str | os.PathLike | None = None) -> str:
     """A status line in the palette's colour of `level`, with the class `<css_prefix>-<level>` ("" for no text).
 
     The absolute path of `root` (the data folder) is left out of the text: a dashboard may be served to
@@ -36,7 +41,7 @@ def marker_html(level: str, text: str | None = None) -> str:
             f"vertical-align:1px'>{label}</span>")
 
 
-def style_while_enabled(button, style: str) -> None:
+def style_while_enabled(button: widgets.Button, style: str) -> None:
     """Give `button` its `button_style` ("primary", "warning", …) only while it is enabled.
 
     Jupyter only fades a disabled button (opacity 0.6): an orange Cancel stays orange and looks
@@ -55,7 +60,7 @@ def style_while_enabled(button, style: str) -> None:
     sync()
 
 
-def no_null_titles(widget) -> None:
+def no_null_titles(widget: widgets.Widget) -> None:
     """Give every widget under `widget` a tooltip: ipywidgets writes an unset one (None) into the page
     as `title="null"` on a control's label. A labelled control gets its own label; others none ("")."""
     seen = set()

@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from ..display import image_to_data_uri
+
+if TYPE_CHECKING:
+    from ..features.hand_detector import HandKeypointDetector
+    from ..features.image_io import ImageSource
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +24,7 @@ _detector_lock = threading.RLock()  # re-entrant: with_hand() holds it while han
 _detector = None
 
 
-def hand_detector():
+def hand_detector() -> HandKeypointDetector:
     """One shared MediaPipe hand detector (photos), created on first use."""
     global _detector
     with _detector_lock:
@@ -37,7 +44,8 @@ def release_hand_detector() -> None:
         detector.close()
 
 
-def load_picture(source, max_side: int = 640) -> Image.Image:
+def load_picture(source: ImageSource, max_side: int = 640) -> Image.Image:
+    """`source` as an upright RGB picture, its longer side at most `max_side`."""
     from ..features.image_io import load_image
 
     return load_image(source, max_side=max_side)
@@ -54,7 +62,7 @@ def with_hand(image: Image.Image) -> tuple[Image.Image, object | None]:
     return draw_hand(image, observation.keypoints), observation
 
 
-def video_frames(path, count: int = 3, max_side: int = 320) -> list[tuple[float, Image.Image]]:
+def video_frames(path: str | os.PathLike, count: int = 3, max_side: int = 320) -> list[tuple[float, Image.Image]]:
     """`count` frames spread over a video, as (seconds, image)."""
     from ..features.video import iter_frames, probe_video
 
@@ -69,7 +77,7 @@ def video_frames(path, count: int = 3, max_side: int = 320) -> list[tuple[float,
     return frames
 
 
-def video_frame_at(path, seconds: float, max_side: int = 320) -> Image.Image | None:
+def video_frame_at(path: str | os.PathLike, seconds: float, max_side: int = 320) -> Image.Image | None:
     """The frame of a video at `seconds` (None past its end)."""
     from ..features.video import iter_frames
 
@@ -78,7 +86,8 @@ def video_frame_at(path, seconds: float, max_side: int = 320) -> Image.Image | N
     return None if frame is None else Image.fromarray(frame[1])
 
 
-def thumbnail_uri(source, max_side: int = 96, hand: bool = False) -> str:
+def thumbnail_uri(source: ImageSource, max_side: int = 96, hand: bool = False) -> str:
+    """A data: URI of `source` shrunk to `max_side` (with the hand's skeleton drawn when `hand`)."""
     image = source if isinstance(source, Image.Image) else load_picture(source, max_side=max(max_side * 4, 256))
     if hand:
         image, _ = with_hand(image)
@@ -86,6 +95,7 @@ def thumbnail_uri(source, max_side: int = 96, hand: bool = False) -> str:
 
 
 def figure_html(uri: str, caption: str = "", title: str = "", size: int = 96, css: str = "cmlw-thumb") -> str:
+    """An inline <figure> of the picture at `uri`, `size` px, with `caption` under it and `title` as tooltip."""
     cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
     return (f"<figure class='{css}' title='{html.escape(title)}' style='display:inline-block;margin:2px 4px;"
             f"text-align:center;font-size:11px;color:#444;vertical-align:top'>"
@@ -94,6 +104,7 @@ def figure_html(uri: str, caption: str = "", title: str = "", size: int = 96, cs
 
 
 def placeholder_html(text: str, size: int = 96) -> str:
+    """A grey dashed `size` px box holding `text`, in place of a picture that cannot be shown."""
     return (f"<figure class='cmlw-thumb cmlw-thumb-missing' style='display:inline-block;margin:2px 4px;"
             f"width:{size}px;height:{size}px;background:#f2f2f2;border:1px dashed #bbb;border-radius:4px;"
             f"font-size:11px;color:#777;text-align:center;vertical-align:top;overflow:hidden'>"
@@ -112,7 +123,7 @@ def media_thumbnails(path: Path, media: str, hand: bool, size: int = 96, frames:
         return [placeholder_html(f"cannot read {path.name}", size)]
 
 
-def bars_html(results, top: int = 10, css: str = "cmlw-prediction-bars") -> str:
+def bars_html(results: Iterable[tuple[str, float]], top: int = 10, css: str = "cmlw-prediction-bars") -> str:
     """Labels with confidence bars, most confident first. `results`: [(label, confidence)]."""
     rows = []
     for i, (label, conf) in enumerate(list(results)[:top]):

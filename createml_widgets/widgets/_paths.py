@@ -58,7 +58,7 @@ def mkdir_under_root(path: Path, root: Path) -> Path:
     return current.resolve()
 
 
-def hide_root(text: str, root) -> str:
+def hide_root(text: str, root: str | os.PathLike | None) -> str:
     """`text` with the absolute path of `root` left out, for what a dashboard shows (it may be served to
     others, who need not learn where the data lies on the server): `/srv/data/digits/1.jpg` reads
     `digits/1.jpg`, the root itself `./`. The root is matched as given and as its real path."""

@@ -8,14 +8,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import samples
 from ..data.folders import is_media_file  # noqa: F401 - the widgets' name for it
 from ..tasks import registry
 
+if TYPE_CHECKING:
+    from ..tasks._base import ClassifierTask
+
 
 @dataclass(frozen=True)
 class TaskInfo:
+    """One task as the widgets use it: the library's declaration plus its sample data and per-label minimum."""
+
     key: str  # "image", "hand_pose", "hand_action"
     title: str
     class_name: str
@@ -30,6 +36,7 @@ class TaskInfo:
 
     @property
     def media_plural(self) -> str:
+        """"images" or "videos"."""
         return f"{self.media}s"
 
 
@@ -42,7 +49,7 @@ TASKS: dict[str, TaskInfo] = {
 }
 
 
-def task_info(task) -> TaskInfo:
+def task_info(task: str | type | ClassifierTask | TaskInfo) -> TaskInfo:
     """TaskInfo for a key ("image"), a task class (MLImageClassifier) or a trained model."""
     if isinstance(task, TaskInfo):
         return task

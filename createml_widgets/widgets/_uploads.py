@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..data.items import _visible
@@ -19,7 +20,7 @@ MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # total uncompressed bytes one upload (zip
 MAX_ZIP_MEMBERS = 20_000
 
 
-def save_uploads(files, target: Path, root: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+def save_uploads(files: Iterable[Mapping], target: Path, root: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                  max_zip_members: int = MAX_ZIP_MEMBERS) -> list[Path]:
     """Save uploaded files ({name, content} dicts, as FileUpload gives) in the folder `target` inside `root`.
 

@@ -9,8 +9,10 @@ import contextlib
 import html
 import importlib.util
 import logging
+import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import traitlets
@@ -34,6 +36,9 @@ from .data_source_picker import DataSourcePicker
 from .parameter_form import InvalidParametersError, ParameterForm
 from .prediction_preview import PredictionPreview
 from .training_progress import TrainingProgress
+
+if TYPE_CHECKING:
+    from ..session import MLJob
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ class TrainerApp(ExportStep, widgets.VBox):
     job = traitlets.Any(None, allow_none=True)
     export_path = traitlets.Any(None, allow_none=True)
 
-    def __init__(self, task: str = "image", root=None, **kwargs):
+    def __init__(self, task: str = "image", root: str | os.PathLike | None = None, **kwargs: object):
         self.root = Path(root).expanduser().resolve() if root is not None else None
         self._lock = threading.RLock()
         tasks = available_tasks()
@@ -272,7 +277,7 @@ class TrainerApp(ExportStep, widgets.VBox):
         return self.live
 
     # -- training ------------------------------------------------------------------------------
-    def train(self, session_parameters: MLTrainingSessionParameters | None = None):
+    def train(self, session_parameters: MLTrainingSessionParameters | None = None) -> MLJob:
         """Start training on the picked data with the form's parameters; returns the MLJob.
 
         Raises ValueError when the data or the parameters are not usable (and says so in the app).
@@ -315,7 +320,7 @@ class TrainerApp(ExportStep, widgets.VBox):
         where = f"{picker.path}/" if picker.path else "the data folder"
         return f"training on the {total} {self.info.media_plural} in {where}" if total else f"training on {where}"
 
-    def hold_out_and_train(self):
+    def hold_out_and_train(self) -> MLJob:
         """Set the validation data to a fixed 20% of each label (seed 0) and train again; returns the MLJob."""
         from ..data.split import MLSplitStrategy
         from ..data.validation import ValidationData

@@ -21,8 +21,10 @@ from __future__ import annotations
 import html
 import io
 import logging
+import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anywidget
 import numpy as np
@@ -30,6 +32,12 @@ import traitlets
 
 from ._paths import relative_to_root, sanitize_filename
 from ._tasks import task_info
+
+if TYPE_CHECKING:
+    from ..live import LivePredictor
+    from ..tasks._base import ClassifierTask
+    from ._tasks import TaskInfo
+    from .data_source_picker import DataSourcePicker
 
 log = logging.getLogger(__name__)
 ESM = Path(__file__).with_name("camera.js")
@@ -106,7 +114,8 @@ class Camera(_CameraView):
     message_level = traitlets.Unicode("info").tag(sync=True)
     saved = traitlets.List()
 
-    def __init__(self, task="image", picker=None, root=None, label: str = "", clip_seconds: float = 3.0, **kwargs):
+    def __init__(self, task: str | type | ClassifierTask | TaskInfo = "image", picker: DataSourcePicker | None = None,
+                 root: str | os.PathLike | None = None, label: str = "", clip_seconds: float = 3.0, **kwargs: object):
         from .data_source_picker import DataSourcePicker
 
         info = task_info(task)
@@ -119,6 +128,7 @@ class Camera(_CameraView):
 
     @property
     def root(self) -> Path:
+        """The data folder (the picker's): recordings go to its uploads folder."""
         return self.picker.root
 
     def _sync_counts(self, _change=None) -> None:
@@ -216,7 +226,7 @@ class LivePreview(_CameraView):
     frames = traitlets.Int(0, help="frames answered in this kernel")
     last_result = traitlets.Any(None, allow_none=True)
 
-    def __init__(self, model=None, **kwargs):
+    def __init__(self, model: ClassifierTask | None = None, **kwargs: object):
         from ..nets.gcn import HAND_EDGES
 
         super().__init__(_kind="live", _edges=[list(e) for e in HAND_EDGES], **kwargs)
@@ -234,7 +244,7 @@ class LivePreview(_CameraView):
         if old is not None:
             old.close()
 
-    def predictor(self):
+    def predictor(self) -> LivePredictor | None:
         """The LivePredictor of `model` (made on first use); None without a model."""
         if self._predictor is None and self.model is not None:
             from ..live import LivePredictor

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import anywidget
@@ -88,7 +89,7 @@ class LineChart(_StaticFallback, anywidget.AnyWidget):
     points = traitlets.Dict(help="{series key: [[x, y], ...]}: the whole series as of the last full sync").tag(sync=True)
     x_title = traitlets.Unicode("iteration").tag(sync=True)
 
-    def __init__(self, panels=(), series=(), **kwargs):
+    def __init__(self, panels: Iterable[Mapping] = (), series: Iterable[Mapping] = (), **kwargs: object):
         super().__init__(panels=[dict(p) for p in panels], series=[dict(s) for s in series], **kwargs)
         self._data: dict[str, list[list[float]]] = {s["key"]: [] for s in self.series}
         self.on_msg(self._on_browser_msg)
@@ -188,13 +189,14 @@ class Heatmap(_StaticFallback, anywidget.AnyWidget):
     x_title = traitlets.Unicode("Predicted").tag(sync=True)
     y_title = traitlets.Unicode("True label").tag(sync=True)
 
-    def __init__(self, x=(), y=(), z=(), **kwargs):
+    def __init__(self, x: Iterable[object] = (), y: Iterable[object] = (), z: Iterable[Iterable[int]] = (),
+                 **kwargs: object):
         super().__init__(x=[str(v) for v in x], y=[str(v) for v in y],
                          z=[[int(v) for v in row] for row in z], **kwargs)
         self._click_handlers: list = []
         self.on_msg(self._on_browser_msg)
 
-    def on_click(self, callback) -> None:
+    def on_click(self, callback: Callable[[str, str], object]) -> None:
         """Call `callback(true_label, predicted)` when a cell is clicked in the browser."""
         self._click_handlers.append(callback)
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import html
 import logging
 import math
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import traitlets
@@ -22,6 +25,11 @@ from ._media import figure_html, placeholder_html, thumbnail_uri, video_frame_at
 from ._paths import hide_root
 from ._tasks import is_media_file
 from .charts import Heatmap
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..metrics import MLClassifierMetrics
 
 log = logging.getLogger(__name__)
 MAX_EXAMPLES_SHOWN = 24
@@ -88,7 +96,8 @@ class ConfusionMatrix(widgets.VBox):
     selected = traitlets.Tuple((), help="(true label, predicted label) of the cell shown")
     dataset = traitlets.Unicode("")
 
-    def __init__(self, metrics=None, root=None, **kwargs):
+    def __init__(self, metrics: MLClassifierMetrics | Mapping[str, MLClassifierMetrics | None] | None = None,
+                 root: str | os.PathLike | None = None, **kwargs: object):
         self.root = root
         self._metrics_by_name: dict = {}
         self._switching = False
@@ -131,12 +140,13 @@ class ConfusionMatrix(widgets.VBox):
 
     # -- data ----------------------------------------------------------------------------------
     @property
-    def metrics(self):
+    def metrics(self) -> MLClassifierMetrics | None:
         """The MLClassifierMetrics shown now (None when there are none)."""
         return self._metrics_by_name.get(self.dataset_toggle.value) if self._metrics_by_name else None
 
     @metrics.setter
-    def metrics(self, metrics) -> None:
+    def metrics(self, metrics: MLClassifierMetrics | Mapping[str, MLClassifierMetrics | None] | None) -> None:
+        """Show `metrics` (one, or a dict by name: the first valid one is shown first)."""
         if metrics is None:
             by_name = {}
         elif isinstance(metrics, dict):
@@ -277,7 +287,7 @@ class ConfusionMatrix(widgets.VBox):
         return bundle
 
     # -- selection -----------------------------------------------------------------------------
-    def select_cell(self, true_label, predicted):
+    def select_cell(self, true_label: str, predicted: str) -> pd.DataFrame:
         """Show the examples whose true label is `true_label` and prediction `predicted`
         (what clicking that cell does). Returns them as a DataFrame (Item, True Label, Predicted,
         Confidence), most confident first."""

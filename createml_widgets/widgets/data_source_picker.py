@@ -12,7 +12,10 @@ Without a `root`, the root is the folder named by the environment variable
 from __future__ import annotations
 
 import html
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import traitlets
@@ -46,6 +49,9 @@ from ._paths import (
 from ._tasks import TaskInfo, task_info
 from ._uploads import MAX_UPLOAD_BYTES, MAX_ZIP_MEMBERS, save_uploads
 
+if TYPE_CHECKING:
+    from ..tasks._base import ClassifierTask
+
 
 def analyze_folder(folder: Path, root: Path, task: TaskInfo | str = "image", layout: str = "auto",
                    check_files: bool = True) -> FolderAnalysis:
@@ -71,9 +77,10 @@ class DataSourcePicker(widgets.VBox):
     problems = traitlets.List()
     ready = traitlets.Bool(False)
 
-    def __init__(self, task="image", root=None, path: str | None = None, thumbnails_per_class: int = 3,
-                 uploads_folder: str = "uploads", check_files: bool = True, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-                 max_zip_members: int = MAX_ZIP_MEMBERS, **kwargs):
+    def __init__(self, task: str | type | ClassifierTask | TaskInfo = "image", root: str | os.PathLike | None = None,
+                 path: str | None = None, thumbnails_per_class: int = 3, uploads_folder: str = "uploads",
+                 check_files: bool = True, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+                 max_zip_members: int = MAX_ZIP_MEMBERS, **kwargs: object):
         self.task = task_info(task)
         self.root = (Path(root).expanduser().resolve() if root is not None else default_data_root())
         if not self.root.is_dir():
@@ -317,7 +324,7 @@ class DataSourcePicker(widgets.VBox):
         """The real path of the uploads folder inside the data folder."""
         return resolve_under_root(self.root, self.uploads_folder)
 
-    def save_uploads(self, files, label: str = "") -> list[Path]:
+    def save_uploads(self, files: Iterable[Mapping], label: str = "") -> list[Path]:
         """Save uploaded files ({name, content} dicts, as FileUpload gives) under root/uploads[/label].
 
         Names are sanitised; a .zip is unpacked (member paths sanitised). One upload may write at most

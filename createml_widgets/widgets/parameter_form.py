@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import html
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import traitlets
@@ -31,6 +32,10 @@ from ._parameter_fields import (  # noqa: F401 - LATEST and parse_ratio are part
     parse_ratio,
 )
 from ._tasks import task_info
+
+if TYPE_CHECKING:
+    from ..tasks._base import AnyModelParameters, ClassifierTask
+    from ._tasks import TaskInfo
 
 
 class InvalidParametersError(ValueError):
@@ -74,7 +79,8 @@ class ParameterForm(widgets.VBox):
     valid = traitlets.Bool(True)
     errors = traitlets.Dict()
 
-    def __init__(self, task="image", parameters=None, **kwargs):
+    def __init__(self, task: str | type | ClassifierTask | TaskInfo = "image",
+                 parameters: AnyModelParameters | None = None, **kwargs: object):
         self.task = task_info(task)
         self.task_class = self.task.load()
         params_type = self.task_class.ModelParameters
@@ -99,7 +105,7 @@ class ParameterForm(widgets.VBox):
 
     # -- values ------------------------------------------------------------------------------
     @property
-    def parameters(self):
+    def parameters(self) -> AnyModelParameters:
         """The task's ModelParameters from the form; InvalidParametersError if a field is wrong."""
         errors, values = {}, {}
         for name, fld in self.fields.items():
@@ -121,9 +127,10 @@ class ParameterForm(widgets.VBox):
 
     @property
     def is_valid(self) -> bool:
+        """True when every field holds an allowed value."""
         return not self._collect_errors()
 
-    def set_parameters(self, parameters) -> None:
+    def set_parameters(self, parameters: AnyModelParameters) -> None:
         """Show `parameters` (a ModelParameters of this task) in the form."""
         if not isinstance(parameters, self.task_class.ModelParameters):
             raise TypeError(f"expected {self.task.class_name}.ModelParameters, got {type(parameters).__name__}")

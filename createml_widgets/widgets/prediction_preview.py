@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import traitlets
@@ -29,6 +30,12 @@ from ._paths import (
     sanitize_filename,
 )
 from ._tasks import is_media_file, task_info
+
+if TYPE_CHECKING:
+    from ..features.image_io import ImageSource
+    from ..tasks._base import ClassifierTask
+    from ..tasks.hand_action_classifier import Prediction
+    from ._tasks import TaskInfo
 
 log = logging.getLogger(__name__)
 MAX_LISTED_FILES = 3000
@@ -49,7 +56,8 @@ class PredictionPreview(widgets.VBox):
     busy = traitlets.Bool(False)
     error = traitlets.Unicode("")
 
-    def __init__(self, model=None, root=None, task=None, **kwargs):
+    def __init__(self, model: ClassifierTask | None = None, root: str | os.PathLike | None = None,
+                 task: str | type | TaskInfo | None = None, **kwargs: object):
         self.root = (Path(root).expanduser().resolve() if root is not None else default_data_root())
         self._task = task_info(task if task is not None else (model if model is not None else "image"))
         self._thread: threading.Thread | None = None
@@ -87,7 +95,8 @@ class PredictionPreview(widgets.VBox):
 
     # -- setup ---------------------------------------------------------------------------------
     @property
-    def task(self):
+    def task(self) -> TaskInfo:
+        """The task previewed (from `task`, else the model's)."""
         return self._task
 
     def _accept(self) -> str:
@@ -125,7 +134,7 @@ class PredictionPreview(widgets.VBox):
         if found and not self.path_input.value:
             self.path_input.value = found[0]
 
-    def resolve(self, path) -> Path:
+    def resolve(self, path: str | os.PathLike) -> Path:
         """A path typed by a user, confined to root (absolute paths only if they lie inside it)."""
         p = Path(os.fspath(path))
         if p.is_absolute():
@@ -151,7 +160,7 @@ class PredictionPreview(widgets.VBox):
         return text
 
     # -- predicting ----------------------------------------------------------------------------
-    def predict(self, source):
+    def predict(self, source: ImageSource) -> list[tuple[str, float]] | list[Prediction]:
         """Predict `source` now and show it: a path (under root), a PIL image, or an array.
 
         Returns the prediction (also in `results`); errors are shown and re-raised.
@@ -188,7 +197,7 @@ class PredictionPreview(widgets.VBox):
         finally:
             self.busy = False
 
-    def predict_in_background(self, source) -> threading.Thread | None:
+    def predict_in_background(self, source: ImageSource | None) -> threading.Thread | None:
         """What the Predict button does: predict on a thread so the notebook stays responsive."""
         if self.busy or not source:
             if not source:

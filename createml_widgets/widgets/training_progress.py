@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import traitlets
@@ -19,6 +21,9 @@ from ..session import JobCancelledError, MLPhase
 from ._look import style_while_enabled
 from ._paths import hide_root
 from .charts import LineChart
+
+if TYPE_CHECKING:
+    from ..session import MLJob
 
 PHASE_TITLES = {
     "initialized": "Starting",
@@ -36,6 +41,7 @@ CURVES = (  # (metric key, series name, chart panel (1: loss, 2: accuracy), colo
 
 
 def format_duration(seconds: float | None) -> str:
+    """Seconds in words: "42 s", "3 min 05 s", "1 h 02 min"; "–" when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "–"
     seconds = max(0, int(round(seconds)))
@@ -66,7 +72,8 @@ class TrainingProgress(widgets.VBox):
     model = traitlets.Any(None, allow_none=True)
     job = traitlets.Any(None, allow_none=True)
 
-    def __init__(self, job=None, update_interval: float = 0.3, what: str = "items", root=None, **kwargs):
+    def __init__(self, job: MLJob | None = None, update_interval: float = 0.3, what: str = "items",
+                 root: str | os.PathLike | None = None, **kwargs: object):
         self.update_interval = update_interval
         self.what = what
         self.root = root
@@ -135,7 +142,7 @@ class TrainingProgress(widgets.VBox):
         return bundle
 
     # -- following a job ---------------------------------------------------------------------
-    def attach(self, job) -> None:
+    def attach(self, job: MLJob) -> None:
         """Follow `job` (an MLJob): its past history is drawn at once, new events as they come."""
         with self._lock:
             previous = self.job
@@ -228,7 +235,7 @@ class TrainingProgress(widgets.VBox):
             self.state = "cancelling"
         self._flush()
 
-    def resume(self):
+    def resume(self) -> MLJob:
         """Continue the cancelled (or failed) session with `Task.resume(session)`; returns the new job."""
         job = self.job
         if job is None or not job.done():
