@@ -150,12 +150,22 @@ class DataSourcePicker(widgets.VBox):
             start = relative_to_root(sample, self.root) if sample.exists() and is_within(sample, self.root) else ""
         self.navigate(start)
         if root is None and path is None and not start and not self.ready:
-            # A data root of one's own ($CREATEML_WIDGETS_DATA_ROOT, as the dashboard is started with)
-            # holding one dataset folder: open that, not an error about the root.
-            subs = [p for p in self.root.iterdir() if p.is_dir() and _visible(p.name) and p.name != uploads_folder
-                    and is_within(p, self.root)]
+            # A data root of one's own ($CREATEML_WIDGETS_DATA_ROOT, as the dashboard is started with) holding
+            # one dataset folder, or one this task can train on among others: open that, not an error about the root.
+            subs = [p for p in sorted(self.root.iterdir()) if p.is_dir() and _visible(p.name)
+                    and p.name != uploads_folder and is_within(p, self.root)]
+            if len(subs) > 1:
+                subs = [p for p in subs[:20] if self._trainable(p)]
             if len(subs) == 1:
                 self.navigate(subs[0].name)
+
+    def _trainable(self, folder: Path) -> bool:
+        """Whether this task could train on `folder` as it is (detected layout, no errors)."""
+        try:
+            a = analyze_folder(folder, self.root, self.task, "auto", False)
+        except Exception:  # noqa: BLE001 - an unreadable folder is not one to open
+            return False
+        return a.ok
 
     # -- navigation --------------------------------------------------------------------------
     @property

@@ -620,3 +620,22 @@ def test_a_data_root_holding_one_dataset_folder_opens_on_it(tmp_path, monkeypatc
     picker = DataSourcePicker("image")
     assert picker.root == root.resolve() and picker.path == "photos" and picker.ready, picker.problems
     assert DataSourcePicker("image", root=root).path == ""  # a root given in code opens as given
+
+
+def test_a_data_root_of_several_datasets_opens_on_the_one_this_task_trains_on(tmp_path, monkeypatch):
+    """A class folder holding the photos and the clips: each task opens on its own dataset, no root error;
+    two photo datasets leave the choice to the user (the root is listed, nothing is guessed)."""
+    from createml_widgets import samples
+
+    root = tmp_path / "class"
+    for label in ("0", "1"):
+        shutil.copytree(samples.sign_language_digits() / label, root / "photos" / label)
+    for label in sorted(p.name for p in samples.hand_action_clips().iterdir() if p.is_dir())[:2]:
+        shutil.copytree(samples.hand_action_clips() / label, root / "clips" / label)
+    monkeypatch.setenv("CREATEML_WIDGETS_DATA_ROOT", str(root))
+    assert DataSourcePicker("image").path == "photos"
+    assert DataSourcePicker("hand_action").path == "clips"
+    shutil.copytree(root / "photos", root / "more photos")
+    picker = DataSourcePicker("image")
+    assert picker.path == "" and not picker.ready
+    assert {v for _t, v in picker.folders.options} >= {"photos", "more photos", "clips"}
