@@ -4,15 +4,19 @@ model and its parameters are still there), the page at a phone's 414 px, and a r
 (the page warns first). Binder's 2 GB is for the whole session: kernel (with its workers), Voilà, and
 the second kernel a reload starts while the first one still lives.
 
-Each step of the teacher's flow is timed (page open, data in, train, confusion matrix, predict,
-export) with the first page load and the task switches; the figures go to
+Each step of the teacher's flow is timed (page open, data in — the sample, then a zip a student uploads
+—, train, confusion matrix, predict, export) with the first page load and the task switches; the data
+folder is the test's own copy of the samples (`CREATEML_WIDGETS_DATA_ROOT`: uploads are written there); the figures go to
 artifacts/classroom-timings.json (benchmarks/README.md reports them). The helpers (server, page,
 memory sampling) are test_dashboard's.
 """
 from __future__ import annotations
 
+import io
 import json
+import shutil
 import time
+import zipfile
 
 import pytest
 from test_dashboard import (
@@ -64,18 +68,59 @@ def _train_and_wait(page, minutes: float) -> None:
     page.wait_for_selector(".cmlw-training-progress .cmlw-state-done", timeout=int(minutes * MINUTE))
 
 
-def _switch(page, title: str, own_field: str) -> None:
-    """Click the task's button and wait for its own steps (`own_field`: a parameter only it has)."""
+def _open_folder(page, folder: str, summary: str) -> None:
+    """Type `folder` into the picker's Folder box and wait until its summary says `summary` (ready to train)."""
+    box = ".cmlw-picker-path input"
+    page.wait_for_selector(box, timeout=2 * MINUTE)
+    if page.input_value(box) != folder:
+        page.fill(box, folder)
+        page.press(box, "Enter")
+    page.wait_for_function(
+        "([s, want]) => { const e = document.querySelector(s); return e && e.innerText.includes(want); }",
+        arg=[".cmlw-picker-summary", summary], timeout=3 * MINUTE)
+    page.wait_for_selector(".cmlw-picker-ready", timeout=MINUTE)
+
+
+def _switch(page, title: str, own_field: str, folder: str, summary: str) -> None:
+    """Click the task's button and wait for its own steps (`own_field`: a parameter only it has) and its data."""
     page.locator(".cmlw-task-select button", has_text=title).click()
     page.wait_for_selector(f".cmlw-param-{own_field} input", timeout=2 * MINUTE)
     page.wait_for_function(f"() => document.querySelector('.cmlw-app-title').innerText.includes({title!r})",
                            timeout=2 * MINUTE)
-    page.wait_for_selector(".cmlw-picker-ready", timeout=3 * MINUTE)
+    _open_folder(page, folder, summary)
+
+
+def _class_zip(path, labels=("2", "3"), per_label: int = 10):
+    """A zip as a student makes it: a folder per label of photos (real sample photos)."""
+    from createml_widgets import samples
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for label in labels:
+            for photo in sorted((samples.sign_language_digits() / label).iterdir())[:per_label]:
+                z.write(photo, f"{label}/{photo.name}")
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def _data_root(root):
+    """The test's own data folder: a copy of the bundled samples (uploads are written into it)."""
+    from createml_widgets import samples
+
+    for name in ("sign-language-digits", "hand-action-clips"):
+        shutil.copytree(samples.sign_language_digits().parent / name, root / name)
+    return root
+
+
+DIGITS_READY = "200 images"
+CLIPS = "hand-action-clips"
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811 - the fixture
+def test_a_whole_classroom_session_fits_binder(browser, tmp_path, monkeypatch):  # noqa: F811 - the fixture
+    monkeypatch.setenv("CREATEML_WIDGETS_DATA_ROOT", str(_data_root(tmp_path / "data")))
+    upload = _class_zip(tmp_path / "class-photos.zip")
     port = _free_port()
     command = dashboard_command(port)
     results: dict = {"command": command, "steps_s": {}, "switch_s": {}}
@@ -84,19 +129,32 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
         page = ui.page
         clock = Clock(server.memory)
         dialogs: list[str] = []
+        kernels: set = set()
         try:
             # -- page open: the first load, to a picker ready on the sample --------------------------
             page.goto(server.url, timeout=3 * MINUTE)
             page.wait_for_selector(".cmlw-app", timeout=3 * MINUTE)
             clock.step("page_open")
-            page.wait_for_selector(".cmlw-picker-ready", timeout=2 * MINUTE)
-            clock.step("data_in")
-            results["first_load_s"] = round(clock.steps["page_open"] + clock.steps["data_in"], 1)
+            page.wait_for_selector(".cmlw-picker-summary", timeout=2 * MINUTE)
+            clock.step("picker_drawn")
+            results["first_load_s"] = round(clock.steps["page_open"] + clock.steps["picker_drawn"], 1)
             kernels = server.memory.kernels()
             assert len(kernels) == 1, kernels
             ui.check("opening the dashboard")
             nulls = page.eval_on_selector_all("[title='null']", "els => els.map(e => e.outerHTML.slice(0, 160))")
             assert not nulls, f"{len(nulls)} elements carry title='null': {nulls[:5]}"
+
+            _open_folder(page, "sign-language-digits", DIGITS_READY)
+            clock.step("data_in")
+            # a student's zip (a folder per label) through Upload: saved under uploads/, opened, counted
+            with page.expect_file_chooser(timeout=MINUTE) as chooser:
+                page.click(".cmlw-picker-upload")
+            chooser.value.set_files(str(upload))
+            _open_folder(page, "uploads", "20 images")
+            assert (tmp_path / "data" / "uploads" / "2").is_dir()
+            clock.step("data_upload")
+            ui.check("uploading a zip")
+            _open_folder(page, "sign-language-digits", DIGITS_READY)  # the class trains on the whole sample
 
             # -- image: train, read the confusion matrix, predict, export ----------------------------
             page.fill(".cmlw-param-max_iterations input", "10")
@@ -118,7 +176,7 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
 
             # -- hand pose ------------------------------------------------------------------------------
             t = time.monotonic()
-            _switch(page, "Hand Pose Classifier", "maximum_iterations")
+            _switch(page, "Hand Pose Classifier", "maximum_iterations", "sign-language-digits", DIGITS_READY)
             assert not page.query_selector(".cmlw-param-max_iterations")
             results["switch_s"]["image_to_hand_pose"] = round(time.monotonic() - t, 1)
             clock.step("hand_pose_switch")
@@ -133,7 +191,7 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
 
             # -- hand action: 24 clips, nothing held out (under 50): said plainly -----------------------
             t = time.monotonic()
-            _switch(page, "Hand Action Classifier", "prediction_window_size")
+            _switch(page, "Hand Action Classifier", "prediction_window_size", CLIPS, "24 videos")
             results["switch_s"]["hand_pose_to_hand_action"] = round(time.monotonic() - t, 1)
             clock.step("hand_action_switch")
             page.fill(".cmlw-param-maximum_iterations input", "10")
@@ -150,7 +208,7 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
 
             # -- back to the image task: its model and parameters are still there ----------------------
             t = time.monotonic()
-            _switch(page, "Image Classifier", "max_iterations")
+            _switch(page, "Image Classifier", "max_iterations", "sign-language-digits", DIGITS_READY)
             results["switch_s"]["hand_action_to_image"] = round(time.monotonic() - t, 1)
             clock.step("back_to_image")
             assert page.input_value(".cmlw-param-max_iterations input") == "10"
@@ -197,7 +255,7 @@ def test_a_whole_classroom_session_fits_binder(browser, tmp_path):  # noqa: F811
             page.on("dialog", on_dialog)
             t = time.monotonic()
             page.reload(timeout=3 * MINUTE)
-            page.wait_for_selector(".cmlw-picker-ready", timeout=3 * MINUTE)
+            page.wait_for_selector(".cmlw-picker-summary", timeout=3 * MINUTE)
             results["reload_s"] = round(time.monotonic() - t, 1)
             assert dialogs == ["beforeunload"], f"leaving a training page did not ask first: {dialogs}"
             # Voila's own shutdown beacon of the page left is refused (403: it posts without the _xsrf cookie
