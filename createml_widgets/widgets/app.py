@@ -297,7 +297,7 @@ class TrainerApp(ExportStep, widgets.VBox):
         task_class = self.info.load()
         self.model = None
         self.export_path = None
-        self.download.value = ""
+        self.download.clear()
         self.export_button.disabled = True
         self.confusion.metrics = None
         self.model_summary.value = ""

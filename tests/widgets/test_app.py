@@ -1,8 +1,8 @@
 """TrainerApp end to end on real data: data -> parameters -> training -> evaluation -> preview -> export
-(a real .mlmodel offered as a download), plus the static `_repr_html_` views that need no kernel."""
+(a real .mlmodel offered as a download: its bytes come back on a click), plus the static `_repr_html_`
+views that need no kernel."""
 from __future__ import annotations
 
-import base64
 import re
 import shutil
 import time
@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from widget_helpers import click
 
 from createml_widgets import MLImageClassifier
 from createml_widgets.session import JobCancelledError, MLPhase
@@ -89,14 +90,13 @@ def test_from_data_to_a_downloaded_core_ml_model(root):
     app.export_name.value = "../../My Digits"
     assert not app.export_button.disabled
     app.export_button.click()
-    assert wait_for(lambda: "cmlw-download'" in app.download.value or "Export failed" in app.download.value)
+    assert wait_for(lambda: app.download.filename or "Export failed" in app.download.value)
     assert "Export failed" not in app.download.value, app.download.value
     path = app.export_path
     assert path.name == "My Digits.mlmodel" and path.parent != root and not path.parent.is_relative_to(root)
-    link = re.search(r"download='([^']+)' href='data:application/octet-stream;base64,([^']+)'", app.download.value)
-    assert link.group(1) == "My Digits.mlmodel"
-    data = base64.b64decode(link.group(2))
-    assert data == path.read_bytes()
+    assert app.download.filename == "My Digits.mlmodel"
+    reply, (data,) = click(app.download)  # what the link's click is answered with
+    assert reply["name"] == "My Digits.mlmodel" and data == path.read_bytes()
     from coremltools.proto import Model_pb2
 
     spec = Model_pb2.Model()
@@ -197,7 +197,7 @@ def test_hand_action_from_annotated_clips_to_a_core_ml_model(annotated_clips, tm
 
     # Export: a Core ML classifier over windows of 15 frames.
     path = app.export(tmp_path / "out")
-    assert path.name == "HandActionClassifier.mlmodel" and "cmlw-download'" in app.download.value
+    assert path.name == "HandActionClassifier.mlmodel" and app.download.filename == path.name
     from coremltools.proto import Model_pb2
 
     spec = Model_pb2.Model()
@@ -216,7 +216,8 @@ def test_hand_action_from_annotated_clips_to_a_core_ml_model(annotated_clips, tm
 
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert onnx_path.name == "HandActionClassifier.onnx" and props["classLabels"] == '["wave", "zoom"]'
-    assert props["Prediction Window Size"] == "15" and "cmlw-download'" in app.download.value
+    assert props["Prediction Window Size"] == "15" and app.download.filename == onnx_path.name
+    assert click(app.download)[1] == [onnx_path.read_bytes()]
 
 
 def curves_drawn(app: TrainerApp) -> int:
