@@ -240,6 +240,8 @@ class TrainerApp(ExportStep, widgets.VBox):
                                         layout=widgets.Layout(display="none"))
         self.holdout_box.add_class("cmlw-holdout")
         self.preview = PredictionPreview(root=self.picker.root, task=info.key)
+        self.preview.data_folder = self.picker.path or ""
+        self.picker.observe(lambda ch: self.preview.show_data_folder(ch["new"] or ""), "path")
         export_step = self._build_export(info)
         self.camera = None  # made when its tab is opened (open_camera)
         self.live = None  # made when the Live tab is opened (open_live)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from widget_helpers import click
 
-from createml_widgets import MLImageClassifier
+from createml_widgets import MLImageClassifier, MLSplitStrategy
 from createml_widgets.session import JobCancelledError, MLPhase
 from createml_widgets.widgets import InvalidParametersError, TrainerApp
 
@@ -103,6 +103,21 @@ def test_from_data_to_a_downloaded_core_ml_model(root):
     spec.ParseFromString(data)
     assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == ["0", "1", "5"]
     assert wait_for(lambda: not app.export_button.disabled, 10)
+
+
+def test_the_preview_default_follows_the_data_and_is_never_a_training_photo(root):
+    """The student's data replaces the sample: the preview's default file comes from it, and once a model
+    is trained, is one held out from training (a training photo would score ~100%)."""
+    app = TrainerApp(root=root)
+    app.picker.navigate("digits")
+    assert app.preview.data_folder == "digits" and app.preview.path_input.value.startswith("digits/")
+    source = app.picker.data_source
+    model = MLImageClassifier(source, IC.ModelParameters(max_iterations=3, validation=IC.ValidationData.split(
+        MLSplitStrategy.fixed(0.5, seed=1))))
+    app._show_model(model)
+    chosen = (root / app.preview.path_input.value).resolve()
+    assert chosen not in app.preview.trained_on()
+    assert chosen in {Path(p).resolve() for p in model.validation_metrics.examples["Path"]}
 
 
 def test_training_is_refused_with_a_message_when_data_or_parameters_are_wrong(root):
