@@ -15,7 +15,7 @@ import time
 import ipywidgets as widgets
 import traitlets
 
-from ..session import JobCancelledError, MLPhase
+from ..session import JobCancelledError, MLPhase, MLProgress
 from ._look import style_while_enabled
 from ._paths import hide_root
 from .charts import LineChart
@@ -71,6 +71,7 @@ class TrainingProgress(widgets.VBox):
         self.what = what
         self.root = root
         self._elapsed_before = 0.0  # seconds of the earlier runs (stopped jobs) of the session followed now
+        self.stopped_session = None  # a session found stopped on disk (show_stopped): what Resume continues
         self.history: list[dict] = []  # {"iteration": n, metric: value, ...}
         self.checkpoints: list = []
         self._lock = threading.RLock()
@@ -144,6 +145,7 @@ class TrainingProgress(widgets.VBox):
             elif previous is not job and previous.done():  # Resume: the new run adds to the earlier ones
                 self._elapsed_before += previous.progress.elapsed_time
             self.job = job
+            self.stopped_session = None
             self.model = None
             self.error = ""
             self.history = [dict(h) for h in getattr(job.session, "history", [])]
@@ -156,6 +158,27 @@ class TrainingProgress(widgets.VBox):
         job.on_progress(lambda p, j=job: self._on_progress(j, p))
         job.on_checkpoint(lambda c, j=job: self._on_checkpoint(j, c))
         job.add_done_callback(self._on_done)
+        self._flush()
+
+    def show_stopped(self, session) -> None:
+        """Show `session`, which stopped before its last iteration in an earlier page or kernel (found in its
+        folder on disk), as cancelled: its curve, its checkpoints, where it stopped; Resume continues it."""
+        with self._lock:
+            self.job = None
+            self.stopped_session = session
+            self._elapsed_before = 0.0
+            self.model = None
+            self.error = ""
+            self.history = [dict(h) for h in session.history]
+            self.checkpoints = list(session.checkpoints)
+            self.phase = session.phase.value
+            training = session.phase == MLPhase.TRAINING
+            total = session.parameters.iterations if training else 0
+            last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "iteration"}
+            self._progress = MLProgress(session.phase, session.iteration, total, 0.0, last) if training else None
+            self._phase_mark = None
+            self.state = "cancelled"
+            self._finished.set()
         self._flush()
 
     def detach(self) -> None:
@@ -231,9 +254,12 @@ class TrainingProgress(widgets.VBox):
     def resume(self):
         """Continue the cancelled (or failed) session with `Task.resume(session)`; returns the new job."""
         job = self.job
-        if job is None or not job.done():
+        if job is None and self.stopped_session is not None:
+            session = self.stopped_session  # stopped in an earlier page or kernel
+        elif job is None or not job.done():
             raise RuntimeError("there is no stopped training job to resume")
-        session = job.session
+        else:
+            session = job.session
         new_job = session.task.resume(session)
         self.attach(new_job)
         return new_job
@@ -316,7 +342,8 @@ class TrainingProgress(widgets.VBox):
                                   f"{html.escape(hide_root(self.error, self.root))}</span>" if self.error else "")
         running = self.state == "running"
         self.cancel_button.disabled = not running
-        self.resume_button.disabled = self.state not in ("cancelled", "failed") or self.job is None
+        self.resume_button.disabled = (self.state not in ("cancelled", "failed")
+                                       or (self.job is None and self.stopped_session is None))
 
     def _draw_chart(self) -> None:
         """Send the chart the points it lacks (a small message); the whole series only when the history

@@ -3,6 +3,7 @@
 views that need no kernel."""
 from __future__ import annotations
 
+import datetime
 import re
 import shutil
 import time
@@ -427,3 +428,53 @@ def test_the_model_view_shows_its_training_curve_and_its_mistakes_as_pictures(im
     assert parser.tags.count("img") == min(8, len(wrong)) > 0
     assert all(src.startswith("data:image/jpeg;base64,") for src in parser.sources)
     assert "0 → 1" in pictures
+
+
+def test_a_new_app_finds_the_interrupted_session_on_disk_and_resumes_it(root, tmp_path):
+    """A reload mid-training: the first page's run stops (Voilà's page_left cancels it; here the job is
+    cancelled the same way), a new app on the same session root offers Resume, and Resume continues the
+    interrupted session's iterations to its end instead of starting over."""
+    sessions = tmp_path / "sessions"
+    first = TrainerApp(root=root, session_root=sessions)
+    first.picker.navigate("digits")
+    first.form.fields["max_iterations"].input.value = "150"
+    first.form.fields["algorithm"].classifier.value = "multilayer_perceptron"
+    job = first.train()
+    assert job.session.session_directory.parent == sessions  # a folder per task and data set
+    assert wait_for(lambda: (job.session.phase == MLPhase.TRAINING and job.session.iteration >= 12) or job.done())
+    job.cancel()  # what page_left does to the run of the page left
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=TIMEOUT)
+    stopped = job.session.iteration
+    assert 12 <= stopped < 150
+
+    reloaded = datetime.datetime.now()
+    second = TrainerApp(root=root, session_root=sessions)  # the reloaded page: a new app
+    assert second.progress.state == "idle"  # the root itself is not the data trained on
+    second.picker.navigate("digits")
+    progress = second.progress
+    assert progress.state == "cancelled" and not progress.resume_button.disabled
+    assert progress.stopped_session.session_directory == job.session.session_directory
+    assert f"stopped at iteration {stopped} of 150" in second.train_message.value
+    assert [h["iteration"] for h in progress.history][-1] == stopped  # its curve so far is shown
+    assert progress.item_count == stopped and progress.total_item_count == 150
+    assert second.form.parameters.algorithm == first.form.parameters.algorithm  # what it was started with
+    progress.resume_button.click()
+    resumed = second.job
+    assert resumed is progress.job and resumed.session.session_directory == job.session.session_directory
+    assert progress.wait(TIMEOUT) and progress.state == "done", progress.error
+    assert second.model is not None and second.model.training_metrics.is_valid
+    assert resumed.session.iteration == 150
+    assert [h["iteration"] for h in resumed.session.history] == list(range(1, 151))
+    # continued, not started over: the same session (its start date), its features from the first page (the
+    # extraction checkpoint written before the reload), every training checkpoint since past the stop
+    assert resumed.session.date == job.session.date
+    extraction = [c for c in resumed.session.checkpoints if c.phase == MLPhase.EXTRACTING_FEATURES]
+    assert extraction and all(c.date < reloaded for c in extraction)
+    training = [c for c in resumed.session.checkpoints if c.phase == MLPhase.TRAINING]
+    assert training and all(c.iteration > stopped for c in training if c.date >= reloaded)
+
+    # Once finished there is nothing to resume; Train starts the folder's session over.
+    third = TrainerApp(root=root, session_root=sessions)
+    third.picker.navigate("digits")
+    assert third.progress.state == "idle" and third.progress.resume_button.disabled
