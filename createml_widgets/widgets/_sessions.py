@@ -5,7 +5,9 @@ One session folder per task and data set, under `sessions_root()`: `$CREATEML_WI
 `sessions/` in the feature cache (`$CREATEML_WIDGETS_CACHE`, …). Train starts the folder's session over
 (`open_training_session(..., restart=True)`); a session there that stopped before the end of its
 iterations (cancelled, the page left, the kernel gone) is what `interrupted_session` returns and what
-Resume continues, with its own data, parameters and iteration count.
+Resume continues, with its own data, parameters and iteration count. A reloaded page's first kernel may
+still be running it (until it hears the page was left, or is culled): Resume then waits for the folder
+to be free (`folder_busy`) and continues the session as that run left it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from ..errors import CreateMLError
 from ..session import SESSION_FILE, MLPhase, MLTrainingSessionParameters, read_session_file
+from ..session_store import SessionBusyError, session_lock
 
 log = logging.getLogger(__name__)
 ENV = "CREATEML_WIDGETS_SESSIONS"
@@ -73,3 +76,14 @@ def interrupted_session(task, folder: Path):
     except (CreateMLError, OSError, ValueError, TypeError, KeyError) as err:
         log.info("the session in %s cannot be resumed: %s", folder, err)
         return None
+
+
+def folder_busy(folder: Path) -> bool:
+    """True while a training run (in this process or another) holds the session folder's lock."""
+    try:
+        with session_lock(Path(folder)):
+            return False
+    except SessionBusyError:
+        return True
+    except CreateMLError:  # no folder: nothing holds it
+        return False

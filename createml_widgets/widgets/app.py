@@ -390,6 +390,9 @@ class TrainerApp(ExportStep, widgets.VBox):
             self._say("training failed; see the message below", "error")
         elif state == "cancelled":
             self._say("cancelled — Resume continues where it stopped", "info")
+        elif state == "waiting":
+            self._say("the earlier page's run still holds this session: Resume goes on as soon as it stops (its kernel "
+                      "stops it when it hears the page was left, else when it is shut down)", "info")
         elif state == "running":
             self._say(self._training_text(), "info")  # a resumed run: no "cancelled" left up
         elif state == "done":

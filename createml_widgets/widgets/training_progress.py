@@ -51,7 +51,8 @@ def format_duration(seconds: float | None) -> str:
 class TrainingProgress(widgets.VBox):
     """Shows an MLJob as it runs. `attach(job)` follows a job; `model` is set when it finishes.
 
-    `state`: "idle", "running", "cancelling", "cancelled", "failed" or "done". `elapsed_time`: seconds
+    `state`: "idle", "running", "cancelling", "cancelled", "waiting" (Resume of a session another page's run
+    still holds), "failed" or "done". `elapsed_time`: seconds
     the session has trained, the runs before a Cancel included when Resume continues it here. `root`
     (optional): the data folder, left out of the paths an error message shows.
     """
@@ -72,6 +73,7 @@ class TrainingProgress(widgets.VBox):
         self.root = root
         self._elapsed_before = 0.0  # seconds of the earlier runs (stopped jobs) of the session followed now
         self.stopped_session = None  # a session found stopped on disk (show_stopped): what Resume continues
+        self.resume_wait_s = 300.0  # how long Resume waits for another page's run to free that session's folder
         self.history: list[dict] = []  # {"iteration": n, metric: value, ...}
         self.checkpoints: list = []
         self._lock = threading.RLock()
@@ -254,15 +256,48 @@ class TrainingProgress(widgets.VBox):
     def resume(self):
         """Continue the cancelled (or failed) session with `Task.resume(session)`; returns the new job."""
         job = self.job
-        if job is None and self.stopped_session is not None:
-            session = self.stopped_session  # stopped in an earlier page or kernel
-        elif job is None or not job.done():
+        if job is None and self.stopped_session is not None:  # stopped in an earlier page or kernel
+            return self._resume_stopped(self.stopped_session)
+        if job is None or not job.done():
             raise RuntimeError("there is no stopped training job to resume")
-        else:
-            session = job.session
+        session = job.session
         new_job = session.task.resume(session)
         self.attach(new_job)
         return new_job
+
+    def _resume_stopped(self, session):
+        """Resume a session found on disk. While the earlier page's run still holds its folder, wait (state
+        "waiting", up to `resume_wait_s`) on a thread, then continue the session as that run left it;
+        returns the new job, or None when it waits."""
+        from ._sessions import folder_busy
+
+        folder = session.session_directory
+        if not folder_busy(folder):
+            new_job = session.task.resume(session.task.restore_training_session(session.parameters))
+            self.attach(new_job)
+            return new_job
+        with self._lock:
+            self.state = "waiting"
+            self._finished.clear()
+        self._flush()
+
+        def wait_then_resume():
+            deadline = time.monotonic() + self.resume_wait_s
+            while folder_busy(folder) and time.monotonic() < deadline and self.state == "waiting":
+                time.sleep(0.5)
+            if self.state != "waiting":
+                return  # something else was started meanwhile
+            try:
+                fresh = session.task.restore_training_session(session.parameters)  # as the other run left it
+                self.attach(session.task.resume(fresh))
+            except Exception as err:  # noqa: BLE001 - shown in the widget
+                with self._lock:
+                    self.state, self.error = "failed", f"{type(err).__name__}: {err}"
+                    self._finished.set()
+                self._flush()
+
+        threading.Thread(target=wait_then_resume, name="cmlw-resume-wait", daemon=True).start()
+        return None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job followed now is finished and shown; True if it is."""
@@ -310,6 +345,7 @@ class TrainingProgress(widgets.VBox):
         # A finished run ends in its evaluation; it reads as finished training, not as "Evaluating".
         title = "Training" if self.state == "done" else PHASE_TITLES.get(phase, phase or "Not started")
         state_note = {"cancelling": " — cancelling…", "cancelled": " — cancelled (Resume continues)",
+                      "waiting": " — waiting for the earlier page's run to stop, then resuming…",
                       "failed": " — failed", "done": " — done"}.get(self.state, "")
         self.phase_label.value = (f"<b class='cmlw-phase-{html.escape(phase or 'none')}'>{html.escape(title)}</b>"
                                   f"<span class='cmlw-state-{self.state}'>{html.escape(state_note)}</span>")

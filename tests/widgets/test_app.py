@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 import re
 import shutil
+import subprocess
+import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,6 +18,7 @@ from widget_helpers import click
 from createml_widgets import MLImageClassifier, MLSplitStrategy
 from createml_widgets.session import JobCancelledError, MLPhase
 from createml_widgets.widgets import InvalidParametersError, TrainerApp
+from createml_widgets.widgets._sessions import folder_busy
 
 IC = MLImageClassifier
 TIMEOUT = 180
@@ -459,9 +462,20 @@ def test_a_new_app_finds_the_interrupted_session_on_disk_and_resumes_it(root, tm
     assert [h["iteration"] for h in progress.history][-1] == stopped  # its curve so far is shown
     assert progress.item_count == stopped and progress.total_item_count == 150
     assert second.form.parameters.algorithm == first.form.parameters.algorithm  # what it was started with
+    # The first page's kernel may still hold the folder (it has not heard the page was left): another
+    # process holds its lock for a moment, and Resume waits for it, then goes on.
+    folder = job.session.session_directory
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY);"
+                               " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(2)", str(folder)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held" and folder_busy(folder)
     progress.resume_button.click()
+    assert progress.state == "waiting" and progress.resume_button.disabled
+    assert "still holds this session" in second.train_message.value
+    assert holder.wait(30) == 0
+    assert wait_for(lambda: progress.state != "waiting", 30)
     resumed = second.job
-    assert resumed is progress.job and resumed.session.session_directory == job.session.session_directory
+    assert resumed is progress.job and resumed.session.session_directory == folder
     assert progress.wait(TIMEOUT) and progress.state == "done", progress.error
     assert second.model is not None and second.model.training_metrics.is_valid
     assert resumed.session.iteration == 150
