@@ -86,6 +86,33 @@ def test_a_hand_pose_run_shows_them_when_asked(tmp_path):
     assert "inference_feedback_manager" in err, err
 
 
+# A detector built under one fd 2 and first used (or reset) under another: its graph logs when it runs.
+LATE_SCRIPT = f"""
+import os, sys
+from createml_widgets.features.hand_keypoints import HandKeypointDetector
+photos = {[str(p) for p in PHOTOS]!r}
+image = HandKeypointDetector()
+video = HandKeypointDetector(video=True)
+captured = open(sys.argv[1], "wb")
+os.dup2(captured.fileno(), 2)  # pytest's capture of the next test
+image.detect(photos[0])
+video.detect(photos[1])
+video.reset()
+video.detect(photos[2])
+print("done")
+"""
+
+
+def test_a_detector_built_before_fd_2_is_replaced_logs_nothing_when_it_runs(tmp_path):
+    captured = tmp_path / "fd2.txt"
+    out = subprocess.run([sys.executable, "-c", LATE_SCRIPT, str(captured)], cwd=REPO, capture_output=True,
+                         text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                      "CREATEML_WIDGETS_NATIVE_LOGS": ""})
+    assert out.returncode == 0 and "done" in out.stdout, out.stderr
+    err = out.stderr + captured.read_text()
+    assert "W0000" not in err and "inference_feedback_manager" not in err, err
+
+
 def test_a_log_line_inside_a_progress_bar_line_is_cut_out():
     bar = b"\rExtracting features: 3/40 (8%)"
     log = b"W0000 00:00:1796156631.117026    8856 inference_feedback_manager.cc:114] Feedback manager\n"
