@@ -334,9 +334,14 @@ class TrainerApp(ExportStep, widgets.VBox):
         if self.job is not None and not self.job.done():
             return False
         source = picker.data_source
-        session = (interrupted_session(self.info.load(), session_folder(self.session_root, self.info.key, source))
-                   if source is not None else None)
-        if session is None or (progress.job is not None and progress.job.session is session):
+        if source is None:
+            return False
+        folder = session_folder(self.session_root, self.info.key, source)
+        followed = progress.job.session if progress.job is not None else progress.stopped_session
+        if followed is not None and followed.session_directory == folder:
+            return False  # this page shows that session already (its own run, or the one found before)
+        session = interrupted_session(self.info.load(), folder)
+        if session is None:
             return False
         progress.show_stopped(session)
         with contextlib.suppress(Exception):  # the form shows what the session was started with

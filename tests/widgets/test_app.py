@@ -462,6 +462,9 @@ def test_a_new_app_finds_the_interrupted_session_on_disk_and_resumes_it(root, tm
     assert [h["iteration"] for h in progress.history][-1] == stopped  # its curve so far is shown
     assert progress.item_count == stopped and progress.total_item_count == 150
     assert second.form.parameters.algorithm == first.form.parameters.algorithm  # what it was started with
+    shown = progress.stopped_session
+    second.picker.refresh()  # the folder is read again (an upload, a snap): the session shown stays as it is
+    assert progress.stopped_session is shown and progress.state == "cancelled"
     # The first page's kernel may still hold the folder (it has not heard the page was left): another
     # process holds its lock for a moment, and Resume waits for it, then goes on.
     folder = job.session.session_directory
