@@ -23,6 +23,9 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 # Seconds a whole notebook may take (generous: the machine may be shared; each runs in 1-2 min alone).
 BUDGET = {"dashboard": 180, "image_classifier": 420, "hand_pose_classifier": 420, "hand_action_classifier": 600}
 TUTORIALS = ["image_classifier", "hand_pose_classifier", "hand_action_classifier"]
+# A saved, executed notebook stays small: a trained model goes to the browser on click, never into the
+# saved widget state (the image tutorial was 9.9 MB when its download link held the .mlmodel as base64).
+MAX_SAVED_BYTES = 2_000_000
 
 
 def _names() -> list[str]:
@@ -53,6 +56,15 @@ def _error_outputs(nb) -> list[str]:
     return found
 
 
+def _largest_outputs(nb, n: int = 3) -> list[str]:
+    """The biggest parts of a saved notebook (cell outputs and the stored widget state), largest first."""
+    sizes = [(len(json.dumps(out)), f"cell {i} {out.get('output_type')}")
+             for i, cell in enumerate(nb.cells) for out in cell.get("outputs", [])]
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    sizes += [(len(json.dumps(model)), f"widget {model.get('model_name')} {key[:8]}") for key, model in state.items()]
+    return [f"{what}: {size / 1e6:.2f} MB" for size, what in sorted(sizes, reverse=True)[:n]]
+
+
 def _widget_views(nb) -> int:
     return sum(1 for cell in nb.cells for out in cell.get("outputs", [])
                if WIDGET_VIEW in out.get("data", {}))
@@ -74,13 +86,16 @@ def test_notebook_runs_top_to_bottom(name):
     finally:
         elapsed = time.monotonic() - started
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, ARTIFACTS / f"{name}.ipynb")
+        saved = ARTIFACTS / f"{name}.ipynb"
+        nbformat.write(nb, saved)
         timings = ARTIFACTS / "timings.json"
         data = json.loads(timings.read_text()) if timings.exists() else {}
         data[name] = round(elapsed, 1)
         timings.write_text(json.dumps(data, indent=1, sort_keys=True))
     assert not _error_outputs(nb), _error_outputs(nb)
     assert elapsed < budget, f"{name}.ipynb took {elapsed:.0f} s (budget {budget} s)"
+    size = saved.stat().st_size
+    assert size < MAX_SAVED_BYTES, f"{name}.ipynb is {size / 1e6:.1f} MB once run and saved: {_largest_outputs(nb)}"
     # Every notebook shows at least one live widget (the dashboard: only the app).
     views = _widget_views(nb)
     assert views >= 1, f"{name}.ipynb displayed no widget"

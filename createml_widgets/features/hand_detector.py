@@ -175,6 +175,7 @@ class HandKeypointDetector:
     def reset(self) -> None:
         """Forget the tracked hand (start of a new video)."""
         self._check_open()
+        native_logs.install()  # a reset graph opens its calculators again, and logs again
         self._hands.reset()
         if self._fallback is not None:
             self._fallback.reset()
@@ -239,6 +240,7 @@ class HandKeypointDetector:
         return hand
 
     def _process(self, graph, rgb: np.ndarray, mapping) -> list[HandObservation]:
+        native_logs.install()  # a graph logs when it first runs: fd 2 may have been replaced since it was built
         result = graph.process(rgb)
         landmarks = result.multi_hand_landmarks or []
         handedness = result.multi_handedness or []

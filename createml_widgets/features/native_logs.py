@@ -7,6 +7,11 @@ process) puts a pipe on fd 2 and a thread that passes on everything written to i
 INFO/WARNING lines (errors, Python's own stderr and tracebacks go through, in order). At exit fd 2 is
 given back and what is left in the pipe is passed on.
 
+Something else may put its own file on fd 2 later (pytest does before every test, to capture it): each
+`install()` (every detector built) then passes the pipe's output on to that file and puts the pipe back
+on fd 2, so the lines a new MediaPipe graph writes are filtered there too. A log line written into the
+middle of a progress bar's line (``\rExtracting 3/40W0000 …``) is cut out and the bar's text kept.
+
 ``CREATEML_WIDGETS_NATIVE_LOGS=1`` turns the filter off (every line is shown, as MediaPipe writes it).
 """
 from __future__ import annotations
@@ -19,9 +24,11 @@ import threading
 
 ENV = "CREATEML_WIDGETS_NATIVE_LOGS"
 # absl's prefix: severity letter, MMDD, time, thread, file:line]; and the two lines around them.
-_NOISE = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]*\] .*"
-                    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-                    rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)$")
+_LOG = rb"[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]*\] .*"
+_NOISE = re.compile(rb"^(?:" + _LOG + rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are "
+                    rb"written to STDERR|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)$")
+# the same line written after a partial line of someone else's (a progress bar's text, ending in \r…)
+_NOISE_INSIDE = re.compile(rb"(?<=[^\n])" + _LOG + rb"$")
 _lock = threading.Lock()
 _installed_pid: int | None = None
 _state: dict = {}
@@ -37,12 +44,28 @@ def is_noise(line: bytes) -> bool:
     return _NOISE.match(line.rstrip(b"\r\n")) is not None
 
 
+def _clean(line: bytes) -> bytes:
+    """`line` (with its newline) as it is passed on: b"" for a log line, the rest of a line that has one
+    written into it."""
+    if is_noise(line):
+        return b""
+    body = line.rstrip(b"\r\n")
+    inside = _NOISE_INSIDE.search(body)
+    return line if inside is None else body[:inside.start()]
+
+
 def filter_lines(data: bytes) -> bytes:
     """`data` without MediaPipe's INFO/WARNING lines."""
-    return b"".join(line for line in data.splitlines(keepends=True) if not is_noise(line))
+    return b"".join(_clean(line) for line in data.splitlines(keepends=True))
 
 
-def _pump(read_fd: int, out_fd: int) -> None:
+def _write(data: bytes) -> None:
+    with _lock:  # install() may be moving the output to another file
+        with contextlib.suppress(OSError, KeyError):
+            os.write(_state["out_fd"], data)
+
+
+def _pump(read_fd: int) -> None:
     pending = b""
     while True:
         try:
@@ -53,39 +76,65 @@ def _pump(read_fd: int, out_fd: int) -> None:
             break
         pending += chunk
         *lines, pending = pending.split(b"\n")
-        kept = b"".join(line + b"\n" for line in lines if not is_noise(line))
+        kept = b"".join(_clean(line + b"\n") for line in lines)
         # a partial line (a progress bar's "\r…") is passed on at once unless it may be a log line
         if pending and not pending[:1].isalpha():
             kept, pending = kept + pending, b""
         if kept:
-            with contextlib.suppress(OSError):
-                os.write(out_fd, kept)
-    if pending and not is_noise(pending):
-        with contextlib.suppress(OSError):
-            os.write(out_fd, pending)
+            _write(kept)
+    if pending:
+        _write(_clean(pending))
+
+
+def _same_file(a: int, b: int) -> bool:
+    try:
+        sa, sb = os.fstat(a), os.fstat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def install() -> bool:
-    """Filter fd 2 in this process from now on (once per process; a no-op when turned off)."""
+    """Filter fd 2 in this process from now on (a no-op when turned off). Called again, it keeps the
+    filter on fd 2 if something has put another file there since (passing the output on to that file)."""
     global _installed_pid
     if not enabled():
         return False
     with _lock:
         if _installed_pid == os.getpid():
+            if not _same_file(2, _state["write_fd"]):
+                _repoint()
             return True
         try:
             out_fd = os.dup(2)
             read_fd, write_fd = os.pipe()
             os.dup2(write_fd, 2)
-            os.close(write_fd)
         except OSError:  # no fd 2 (a closed stderr): nothing to filter
             return False
-        thread = threading.Thread(target=_pump, args=(read_fd, out_fd), name="cmlw-native-logs", daemon=True)
+        _state.update(out_fd=out_fd, read_fd=read_fd, write_fd=write_fd)
+        thread = threading.Thread(target=_pump, args=(read_fd,), name="cmlw-native-logs", daemon=True)
         thread.start()
-        _state.update(out_fd=out_fd, read_fd=read_fd, thread=thread)
+        _state["thread"] = thread
         _installed_pid = os.getpid()
         atexit.register(_uninstall)
         return True
+
+
+def _repoint() -> None:
+    """(Under the lock.) fd 2 is another file now: pass the pipe's output on to it; the pipe goes back on fd 2."""
+    try:
+        new_out = os.dup(2)
+    except OSError:
+        return
+    old_out = _state["out_fd"]
+    try:
+        os.dup2(_state["write_fd"], 2)
+    except OSError:
+        os.close(new_out)
+        return
+    _state["out_fd"] = new_out
+    with contextlib.suppress(OSError):
+        os.close(old_out)
 
 
 def _uninstall() -> None:
@@ -96,6 +145,8 @@ def _uninstall() -> None:
             return
         _installed_pid = None
         with contextlib.suppress(OSError):
-            os.dup2(_state["out_fd"], 2)  # the pipe's last writer here is gone: the pump reads to its end
+            os.dup2(_state["out_fd"], 2)
+        with contextlib.suppress(OSError):
+            os.close(_state["write_fd"])  # the pipe's last writer here is gone: the pump reads to its end
         thread = _state["thread"]
     thread.join(2)

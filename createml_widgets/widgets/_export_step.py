@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import base64
 import html
 import os
 import tempfile
@@ -16,6 +15,7 @@ import ipywidgets as widgets
 from ._leave_guard import return_freed_memory
 from ._look import MARKER_COLORS
 from ._paths import sanitize_filename
+from .download import FileDownload
 
 # Export step: file suffix -> (menu label, what the file is for)
 EXPORT_FORMATS = {
@@ -60,8 +60,7 @@ class ExportStep:
         self.export_format.observe(lambda _c: self._export_format_changed(), "value")
         self.export_precision.observe(lambda _c: self._export_format_changed(), "value")
         self._export_format_changed()
-        self.download = widgets.HTML()
-        self.download.add_class("cmlw-download-link")
+        self.download = FileDownload()  # the file reaches the browser on click, never the widget state
         return [widgets.HBox([self.export_format, self.export_precision], layout=widgets.Layout(flex_flow="row wrap")),
                 self.export_help,
                 widgets.HBox([self.export_name, self.export_button], layout=widgets.Layout(flex_flow="row wrap")),
@@ -81,7 +80,8 @@ class ExportStep:
 
     def export(self, directory: str | os.PathLike | None = None) -> Path:
         """Write the model in the chosen format (`model.write`; Core ML .mlmodel with the chosen weight
-        precision, or ONNX) and offer it as a download link; returns the file."""
+        precision, or ONNX) and offer it as a download (`FileDownload`: the bytes go to the browser on click,
+        so a saved notebook does not carry the model); returns the file."""
         if self.model is None:
             raise RuntimeError("train a model before exporting it")
         suffix = self.export_format.value
@@ -95,26 +95,23 @@ class ExportStep:
         self.export_path = Path(path)
         size = self.export_path.stat().st_size
         if size > MAX_DOWNLOAD_BYTES:
-            self.download.value = (f"<span>Written to <code>{html.escape(str(path))}</code> "
-                                   f"({size / 1e6:.1f} MB, too large to offer as a download here)</span>")
+            self.download.clear(f"<span>Written to <code>{html.escape(str(path))}</code> "
+                                f"({size / 1e6:.1f} MB, too large to offer as a download here)</span>")
             return self.export_path
-        data = base64.b64encode(self.export_path.read_bytes()).decode("ascii")
-        self.download.value = (f"<a class='cmlw-download' download='{html.escape(name)}' "
-                               f"href='data:application/octet-stream;base64,{data}'>⬇ Download {html.escape(name)}"
-                               f"</a> <span style='color:#6e6e73'>{size / 1e6:.1f} MB</span>")
+        self.download.offer(self.export_path, name)
         return self.export_path
 
     def _export_clicked(self) -> None:
         self.export_button.disabled = True
         what = "ONNX" if self.export_format.value == ".onnx" else "Core ML"
-        self.download.value = f"<span class='cmlw-exporting'>Writing the {what} model…</span>"
+        self.download.clear(f"<span class='cmlw-exporting'>Writing the {what} model…</span>")
 
         def run():
             try:
                 self.export()
             except Exception as err:  # noqa: BLE001 - shown in the app
-                self.download.value = (f"<span class='cmlw-error' style='color:{MARKER_COLORS['error']}'>Export failed: "
-                                       f"{html.escape(f'{type(err).__name__}: {err}')}</span>")
+                self.download.clear(f"<span class='cmlw-error' style='color:{MARKER_COLORS['error']}'>Export failed: "
+                                    f"{html.escape(f'{type(err).__name__}: {err}')}</span>")
             finally:
                 self.export_button.disabled = self.model is None
 

@@ -1,12 +1,16 @@
 """Saving uploaded files and zips under the data folder: whole or not at all, never outside the root.
 
 `save_uploads` is what the data source picker's Upload button calls; it holds no widget state.
+`uploaded_entries` is what the button shows afterwards: the saved files, without their bytes.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import logging
+import mimetypes
+import os
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -71,6 +75,32 @@ def save_uploads(files: Iterable[Mapping], target: Path, root: Path, max_upload_
             reason = f"the zip is damaged ({err})"
         raise ValueError(f"{reason}; nothing was saved") from None
     return saved
+
+
+def uploaded_entries(paths: Iterable[str | os.PathLike], root: Path) -> list[dict]:
+    """FileUpload value entries for files already saved (name relative to `root`, type, size, no content).
+
+    The button's label is "Upload (N)", N the length of its value: the picker sets its value to these
+    once an upload is saved, so N counts the files saved while the bytes themselves leave the state."""
+    out = []
+    for path in paths:
+        path = Path(path)
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        out.append({"name": relative_name(path, root), "type": mimetypes.guess_type(path.name)[0] or "",
+                    "size": stat.st_size, "content": memoryview(b""),
+                    "last_modified": dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC)})
+    return out
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """`path` relative to `root` in POSIX form (its own name when it is not under `root`)."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def _mkdir(folder: Path, root: Path, made: list[Path]) -> Path:

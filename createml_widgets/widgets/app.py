@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import ipywidgets as widgets
 import traitlets
 
+from ..errors import CreateMLError
 from ..session import MLTrainingSessionParameters
 from ._export_step import (  # noqa: F401 - the export menus' names stay importable from here
     EXPORT_FORMATS,
@@ -29,6 +30,8 @@ from ._leave_guard import LeaveGuard, return_freed_memory, served_by_voila
 from ._look import message_html, no_null_titles, style_while_enabled
 from ._media import release_hand_detector
 from ._paths import hide_root
+from ._sessions import interrupted_session, session_folder, sessions_root
+from ._sessions import session_parameters as _session_parameters
 from ._tasks import TASKS, task_info
 from .camera import Camera, LivePreview
 from .confusion_matrix import ConfusionMatrix
@@ -109,7 +112,9 @@ class TrainerApp(ExportStep, widgets.VBox):
     >>> TrainerApp("hand_pose", root="~/my-data")     # doctest: +SKIP
 
     `root` (where data is browsed and uploads are saved) defaults to `$CREATEML_WIDGETS_DATA_ROOT`,
-    else the bundled samples folder.
+    else the bundled samples folder. Training sessions are kept in `session_root` (default
+    `$CREATEML_WIDGETS_SESSIONS`, else `sessions/` in the feature cache), one folder per task and data
+    set: a new app (a reloaded page, a new kernel) finds a run that was interrupted and offers Resume.
     """
 
     task = traitlets.Unicode("image")
@@ -117,8 +122,10 @@ class TrainerApp(ExportStep, widgets.VBox):
     job = traitlets.Any(None, allow_none=True)
     export_path = traitlets.Any(None, allow_none=True)
 
-    def __init__(self, task: str = "image", root: str | os.PathLike | None = None, **kwargs: object):
+    def __init__(self, task: str = "image", root: str | os.PathLike | None = None,
+                 session_root: str | os.PathLike | None = None, **kwargs: object):
         self.root = Path(root).expanduser().resolve() if root is not None else None
+        self.session_root = Path(session_root).expanduser().resolve() if session_root is not None else sessions_root()
         self._lock = threading.RLock()
         tasks = available_tasks()
         info = task_info(task)
@@ -245,6 +252,10 @@ class TrainerApp(ExportStep, widgets.VBox):
                                         layout=widgets.Layout(display="none"))
         self.holdout_box.add_class("cmlw-holdout")
         self.preview = PredictionPreview(root=self.picker.root, task=info.key)
+        preview, picker = self.preview, self.picker
+        preview.data_folder = picker.path or ""
+        picker.observe(lambda ch: preview.show_data_folder(ch["new"] or ""), "path")
+        picker.observe(lambda ch: ch["owner"] is self.picker and self.offer_resume(), "data_source")
         export_step = self._build_export(info)
         self.camera = None  # made when its tab is opened (open_camera)
         self.live = None  # made when the Live tab is opened (open_live)
@@ -263,6 +274,7 @@ class TrainerApp(ExportStep, widgets.VBox):
         ]
         self.body.children = self.sections
         no_null_titles(self)
+        self.offer_resume()  # a run on this data interrupted in an earlier page or kernel
 
     def open_camera(self) -> Camera:
         """The Camera of the Data step (saving through the app's picker), made on first use."""
@@ -297,21 +309,54 @@ class TrainerApp(ExportStep, widgets.VBox):
             raise
         # the session's bound on iterations is what the form asks (Create ML's default of 1000 would cap it)
         asked = getattr(parameters, "max_iterations", getattr(parameters, "maximum_iterations", 1000))
-        sp = session_parameters or MLTrainingSessionParameters(report_interval=1, checkpoint_interval=10,
-                                                               iterations=max(1, int(asked)))
+        # one session folder per task and data set: a new page finds it, and Resume continues it there
+        sp = session_parameters or _session_parameters(session_folder(self.session_root, self.info.key, source),
+                                                       asked)
         task_class = self.info.load()
         self.model = None
         self.export_path = None
-        self.download.value = ""
+        self.download.clear()
         self.export_button.disabled = True
         self.confusion.metrics = None
         self.model_summary.value = ""
         self.holdout_box.layout.display = "none"
-        job = task_class.train(source, parameters, sp)
+        try:  # Train starts over: a session left in the folder (finished or not) is replaced
+            opened = task_class.open_training_session(source, parameters, sp, restart=True)
+        except CreateMLError as err:  # e.g. another page's run is still using the folder
+            self._say(f"cannot start training: {err}", "error")
+            raise ValueError(str(err)) from err
+        job = task_class.resume(opened.session)
         self.job = job
         self.progress.attach(job)
         self._say(self._training_text(), "info")
         return job
+
+    def offer_resume(self) -> bool:
+        """When this task's session folder for the picked data holds a run that stopped before its end (an
+        earlier page or kernel, reloaded or gone), show it with Resume enabled; True if one was found."""
+        picker, progress = getattr(self, "picker", None), getattr(self, "progress", None)
+        if picker is None or progress is None or progress.state in ("running", "cancelling"):
+            return False
+        if self.job is not None and not self.job.done():
+            return False
+        source = picker.data_source
+        if source is None:
+            return False
+        folder = session_folder(self.session_root, self.info.key, source)
+        followed = progress.job.session if progress.job is not None else progress.stopped_session
+        if followed is not None and followed.session_directory == folder:
+            return False  # this page shows that session already (its own run, or the one found before)
+        session = interrupted_session(self.info.load(), folder)
+        if session is None:
+            return False
+        progress.show_stopped(session)
+        with contextlib.suppress(Exception):  # the form shows what the session was started with
+            self.form.set_parameters(session.model_parameters)
+        where = (f"iteration {session.iteration} of {session.parameters.iterations}"
+                 if session.phase.value == "training" else "feature extraction")
+        self._say(f"a training run on this data stopped at {where} (the page was left or the kernel stopped) — "
+                  "Resume continues it, Train starts over", "info")
+        return True
 
     def _training_text(self) -> str:
         """"training on the 200 images in sign-language-digits/" (what the student picked, in their words)."""
@@ -356,6 +401,9 @@ class TrainerApp(ExportStep, widgets.VBox):
             self._say("training failed; see the message below", "error")
         elif state == "cancelled":
             self._say("cancelled — Resume continues where it stopped", "info")
+        elif state == "waiting":
+            self._say("the earlier page's run still holds this session: Resume goes on as soon as it stops (its kernel "
+                      "stops it when it hears the page was left, else when it is shut down)", "info")
         elif state == "running":
             self._say(self._training_text(), "info")  # a resumed run: no "cancelled" left up
         elif state == "done":

@@ -47,7 +47,7 @@ from ._paths import (
     sanitize_filename,
 )
 from ._tasks import TaskInfo, task_info
-from ._uploads import MAX_UPLOAD_BYTES, MAX_ZIP_MEMBERS, save_uploads
+from ._uploads import MAX_UPLOAD_BYTES, MAX_ZIP_MEMBERS, save_uploads, uploaded_entries
 
 if TYPE_CHECKING:
     from ..tasks._base import ClassifierTask
@@ -92,6 +92,8 @@ class DataSourcePicker(widgets.VBox):
         self.check_files = check_files
         self.analysis: FolderAnalysis | None = None
         self._navigating = False
+        self.uploaded: list[Path] = []  # the files the Upload button saved (its label counts them)
+        self._showing_uploaded = False
 
         self.location = widgets.Text(description="Folder", placeholder="a folder inside the data root",
                                      continuous_update=False, layout=widgets.Layout(width="420px"))
@@ -351,14 +353,27 @@ class DataSourcePicker(widgets.VBox):
 
     def _on_upload(self, change) -> None:
         files = change["new"]
-        if not files:
+        if not files or self._showing_uploaded:
             return
         try:
             saved = self.save_uploads(list(files), self.upload_label.value)
+            self.uploaded.extend(saved)
             self._say(f"saved {len(saved)} files in {relative_to_root(self.uploads_dir, self.root)}/", "ok")
         except Exception as err:  # noqa: BLE001 - shown in the widget
             self._say(f"upload failed: {err}", "error")
         finally:
-            self.upload.value = ()
+            self._show_uploaded()
+
+    def _show_uploaded(self) -> None:
+        """The button's value becomes the files saved so far, without their bytes: its label, "Upload (N)",
+        counts them (a zip counts as the files it held), and the uploaded bytes leave the widget state."""
+        entries = uploaded_entries(self.uploaded, self.root)
+        self._showing_uploaded = True
+        try:
+            self.upload.value = tuple(entries)
+        finally:
+            self._showing_uploaded = False
+        self.upload.tooltip = (f"{len(entries)} files uploaded into {self.uploads_folder}/ so far" if entries
+                               else "add photos, videos, annotation files or a .zip")
 
 

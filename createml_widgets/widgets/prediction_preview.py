@@ -61,6 +61,8 @@ class PredictionPreview(widgets.VBox):
         self.root = (Path(root).expanduser().resolve() if root is not None else default_data_root())
         self._task = task_info(task if task is not None else (model if model is not None else "image"))
         self._thread: threading.Thread | None = None
+        self.data_folder = ""  # the data source's folder under root: the default file is taken from it first
+        self._default_file = None  # the file the box was given by default (replaced when it is reset)
         self.path_input = widgets.Combobox(placeholder="a file inside the data folder, e.g. "
                                            "sign-language-digits/3/IMG_1121.JPG", ensure_option=False,
                                            description="File", layout=widgets.Layout(width="520px"))
@@ -108,17 +110,21 @@ class PredictionPreview(widgets.VBox):
         if model is not None:
             self._task = task_info(model)
             self.upload.accept = self._accept()
-        self.refresh_files()
         self.predict_button.disabled = model is None
-        if model is None:
-            self._say("Train a model first; then pick a file to see its prediction.")
-        else:
-            self._say("")
+        self._say("Train a model first; then pick a file to see its prediction." if model is None else "")
+        self.refresh_files(reset=True)  # the default file: one this model did not learn from
         self.results = None
         self.picture.value = self.results_html.value = self.timeline.value = ""
 
-    def refresh_files(self) -> None:
-        """List the media files under root as suggestions for the file box."""
+    def show_data_folder(self, folder: str) -> None:
+        """The data source changed to `folder` (relative to root): list the files again and choose the
+        default file again, from that folder first and never one the model trained on."""
+        self.data_folder = folder or ""
+        self.refresh_files(reset=True)
+
+    def refresh_files(self, reset: bool = False) -> None:
+        """List the media files under root as suggestions for the file box. With `reset` (a new model,
+        other training data) the box's default file is chosen again — unless the user typed their own."""
         found: list[str] = []
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -131,8 +137,44 @@ class PredictionPreview(widgets.VBox):
             if len(found) >= MAX_LISTED_FILES:
                 break
         self.path_input.options = found
-        if found and not self.path_input.value:
-            self.path_input.value = found[0]
+        current = self.path_input.value
+        if not current or (reset and current == self._default_file):
+            self._choose_default(found)
+
+    def trained_on(self) -> set[Path]:
+        """The files the model learned from (its training examples' paths), resolved."""
+        metrics = getattr(self.model, "training_metrics", None)
+        paths = metrics.examples["Path"] if metrics is not None and metrics.is_valid else []
+        return {Path(p).resolve() for p in paths if p}
+
+    def _choose_default(self, found: list[str]) -> None:
+        """The box's default: a file of the data folder the model did not train on (a validation example
+        first); none when it trained on all of them, with a hint — a training photo scores near 100%."""
+        trained = self.trained_on() if self.model is not None else set()
+        held_out = set()
+        validation = getattr(self.model, "validation_metrics", None)
+        if validation is not None and validation.is_valid:
+            held_out = {Path(p).resolve() for p in validation.examples["Path"] if p}
+        # a copy of a training file (same name and size) would score the same as the file itself
+        twins: dict[str, set[int]] = {}
+        for p in trained:
+            twins.setdefault(p.name, set()).add(_size(p))
+        metrics = getattr(self.model, "training_metrics", None)
+        # a skipped file (unreadable, or no hand found in it) has no prediction to show either
+        skipped = {Path(x["path"]).resolve() for x in getattr(metrics, "skipped", []) if x.get("path")}
+        unusable = trained | skipped
+        fresh = [f for f in found if (self.root / f).resolve() not in unusable
+                 and (Path(f).name not in twins or _size(self.root / f) not in twins[Path(f).name])]
+        folder = self.data_folder.strip("/")
+        near = [f for f in fresh if not folder or f.startswith(folder + "/")]  # in the data picked, first
+        pick = next((f for f in near + fresh if (self.root / f).resolve() in held_out),
+                    near[0] if near else fresh[0] if fresh else "")
+        self._default_file = pick
+        self.path_input.value = pick
+        if self.model is not None and found and not pick:
+            self._say(f"Every {self._task.media} in the data folder was used to train this model, so it would "
+                      f"score them near 100%: upload a new {self._task.media} (or take one with the camera) to "
+                      "see how it does on something it has not seen.")
 
     def resolve(self, path: str | os.PathLike) -> Path:
         """A path typed by a user, confined to root (absolute paths only if they lie inside it)."""
@@ -411,3 +453,11 @@ def _name(source) -> str:
     if isinstance(source, Path):
         return source.name
     return ""
+
+
+def _size(path: Path) -> int:
+    """The file's size in bytes (-1 when it cannot be read)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 import ipywidgets as widgets
 import traitlets
 
-from ..session import JobCancelledError, MLPhase
+from ..session import JobCancelledError, MLPhase, MLProgress
 from ._look import style_while_enabled
 from ._paths import hide_root
 from .charts import LineChart
 
 if TYPE_CHECKING:
-    from ..session import MLJob
+    from ..session import MLJob, MLTrainingSession
 
 PHASE_TITLES = {
     "initialized": "Starting",
@@ -57,7 +57,8 @@ def format_duration(seconds: float | None) -> str:
 class TrainingProgress(widgets.VBox):
     """Shows an MLJob as it runs. `attach(job)` follows a job; `model` is set when it finishes.
 
-    `state`: "idle", "running", "cancelling", "cancelled", "failed" or "done". `elapsed_time`: seconds
+    `state`: "idle", "running", "cancelling", "cancelled", "waiting" (Resume of a session another page's run
+    still holds), "failed" or "done". `elapsed_time`: seconds
     the session has trained, the runs before a Cancel included when Resume continues it here. `root`
     (optional): the data folder, left out of the paths an error message shows.
     """
@@ -78,6 +79,8 @@ class TrainingProgress(widgets.VBox):
         self.what = what
         self.root = root
         self._elapsed_before = 0.0  # seconds of the earlier runs (stopped jobs) of the session followed now
+        self.stopped_session = None  # a session found stopped on disk (show_stopped): what Resume continues
+        self.resume_wait_s = 300.0  # how long Resume waits for another page's run to free that session's folder
         self.history: list[dict] = []  # {"iteration": n, metric: value, ...}
         self.checkpoints: list = []
         self._lock = threading.RLock()
@@ -151,6 +154,7 @@ class TrainingProgress(widgets.VBox):
             elif previous is not job and previous.done():  # Resume: the new run adds to the earlier ones
                 self._elapsed_before += previous.progress.elapsed_time
             self.job = job
+            self.stopped_session = None
             self.model = None
             self.error = ""
             self.history = [dict(h) for h in getattr(job.session, "history", [])]
@@ -163,6 +167,27 @@ class TrainingProgress(widgets.VBox):
         job.on_progress(lambda p, j=job: self._on_progress(j, p))
         job.on_checkpoint(lambda c, j=job: self._on_checkpoint(j, c))
         job.add_done_callback(self._on_done)
+        self._flush()
+
+    def show_stopped(self, session: MLTrainingSession) -> None:
+        """Show `session`, which stopped before its last iteration in an earlier page or kernel (found in its
+        folder on disk), as cancelled: its curve, its checkpoints, where it stopped; Resume continues it."""
+        with self._lock:
+            self.job = None
+            self.stopped_session = session
+            self._elapsed_before = 0.0
+            self.model = None
+            self.error = ""
+            self.history = [dict(h) for h in session.history]
+            self.checkpoints = list(session.checkpoints)
+            self.phase = session.phase.value
+            training = session.phase == MLPhase.TRAINING
+            total = session.parameters.iterations if training else 0
+            last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "iteration"}
+            self._progress = MLProgress(session.phase, session.iteration, total, 0.0, last) if training else None
+            self._phase_mark = None
+            self.state = "cancelled"
+            self._finished.set()
         self._flush()
 
     def detach(self) -> None:
@@ -238,12 +263,48 @@ class TrainingProgress(widgets.VBox):
     def resume(self) -> MLJob:
         """Continue the cancelled (or failed) session with `Task.resume(session)`; returns the new job."""
         job = self.job
+        if job is None and self.stopped_session is not None:  # stopped in an earlier page or kernel
+            return self._resume_stopped(self.stopped_session)
         if job is None or not job.done():
             raise RuntimeError("there is no stopped training job to resume")
         session = job.session
         new_job = session.task.resume(session)
         self.attach(new_job)
         return new_job
+
+    def _resume_stopped(self, session):
+        """Resume a session found on disk. While the earlier page's run still holds its folder, wait (state
+        "waiting", up to `resume_wait_s`) on a thread, then continue the session as that run left it;
+        returns the new job, or None when it waits."""
+        from ._sessions import folder_busy
+
+        folder = session.session_directory
+        if not folder_busy(folder):
+            new_job = session.task.resume(session.task.restore_training_session(session.parameters))
+            self.attach(new_job)
+            return new_job
+        with self._lock:
+            self.state = "waiting"
+            self._finished.clear()
+        self._flush()
+
+        def wait_then_resume():
+            deadline = time.monotonic() + self.resume_wait_s
+            while folder_busy(folder) and time.monotonic() < deadline and self.state == "waiting":
+                time.sleep(0.5)
+            if self.state != "waiting":
+                return  # something else was started meanwhile
+            try:
+                fresh = session.task.restore_training_session(session.parameters)  # as the other run left it
+                self.attach(session.task.resume(fresh))
+            except Exception as err:  # noqa: BLE001 - shown in the widget
+                with self._lock:
+                    self.state, self.error = "failed", f"{type(err).__name__}: {err}"
+                    self._finished.set()
+                self._flush()
+
+        threading.Thread(target=wait_then_resume, name="cmlw-resume-wait", daemon=True).start()
+        return None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job followed now is finished and shown; True if it is."""
@@ -291,6 +352,7 @@ class TrainingProgress(widgets.VBox):
         # A finished run ends in its evaluation; it reads as finished training, not as "Evaluating".
         title = "Training" if self.state == "done" else PHASE_TITLES.get(phase, phase or "Not started")
         state_note = {"cancelling": " — cancelling…", "cancelled": " — cancelled (Resume continues)",
+                      "waiting": " — waiting for the earlier page's run to stop, then resuming…",
                       "failed": " — failed", "done": " — done"}.get(self.state, "")
         self.phase_label.value = (f"<b class='cmlw-phase-{html.escape(phase or 'none')}'>{html.escape(title)}</b>"
                                   f"<span class='cmlw-state-{self.state}'>{html.escape(state_note)}</span>")
@@ -323,7 +385,8 @@ class TrainingProgress(widgets.VBox):
                                   f"{html.escape(hide_root(self.error, self.root))}</span>" if self.error else "")
         running = self.state == "running"
         self.cancel_button.disabled = not running
-        self.resume_button.disabled = self.state not in ("cancelled", "failed") or self.job is None
+        self.resume_button.disabled = (self.state not in ("cancelled", "failed")
+                                       or (self.job is None and self.stopped_session is None))
 
     def _draw_chart(self) -> None:
         """Send the chart the points it lacks (a small message); the whole series only when the history

@@ -1,19 +1,24 @@
 """TrainerApp end to end on real data: data -> parameters -> training -> evaluation -> preview -> export
-(a real .mlmodel offered as a download), plus the static `_repr_html_` views that need no kernel."""
+(a real .mlmodel offered as a download: its bytes come back on a click), plus the static `_repr_html_`
+views that need no kernel."""
 from __future__ import annotations
 
-import base64
+import datetime
 import re
 import shutil
+import subprocess
+import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from widget_helpers import click
 
-from createml_widgets import MLImageClassifier
+from createml_widgets import MLImageClassifier, MLSplitStrategy
 from createml_widgets.session import JobCancelledError, MLPhase
 from createml_widgets.widgets import InvalidParametersError, TrainerApp
+from createml_widgets.widgets._sessions import folder_busy
 
 IC = MLImageClassifier
 TIMEOUT = 180
@@ -89,20 +94,34 @@ def test_from_data_to_a_downloaded_core_ml_model(root):
     app.export_name.value = "../../My Digits"
     assert not app.export_button.disabled
     app.export_button.click()
-    assert wait_for(lambda: "cmlw-download'" in app.download.value or "Export failed" in app.download.value)
+    assert wait_for(lambda: app.download.filename or "Export failed" in app.download.value)
     assert "Export failed" not in app.download.value, app.download.value
     path = app.export_path
     assert path.name == "My Digits.mlmodel" and path.parent != root and not path.parent.is_relative_to(root)
-    link = re.search(r"download='([^']+)' href='data:application/octet-stream;base64,([^']+)'", app.download.value)
-    assert link.group(1) == "My Digits.mlmodel"
-    data = base64.b64decode(link.group(2))
-    assert data == path.read_bytes()
+    assert app.download.filename == "My Digits.mlmodel"
+    reply, (data,) = click(app.download)  # what the link's click is answered with
+    assert reply["name"] == "My Digits.mlmodel" and data == path.read_bytes()
     from coremltools.proto import Model_pb2
 
     spec = Model_pb2.Model()
     spec.ParseFromString(data)
     assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == ["0", "1", "5"]
     assert wait_for(lambda: not app.export_button.disabled, 10)
+
+
+def test_the_preview_default_follows_the_data_and_is_never_a_training_photo(root):
+    """The student's data replaces the sample: the preview's default file comes from it, and once a model
+    is trained, is one held out from training (a training photo would score ~100%)."""
+    app = TrainerApp(root=root)
+    app.picker.navigate("digits")
+    assert app.preview.data_folder == "digits" and app.preview.path_input.value.startswith("digits/")
+    source = app.picker.data_source
+    model = MLImageClassifier(source, IC.ModelParameters(max_iterations=3, validation=IC.ValidationData.split(
+        MLSplitStrategy.fixed(0.5, seed=1))))
+    app._show_model(model)
+    chosen = (root / app.preview.path_input.value).resolve()
+    assert chosen not in app.preview.trained_on()
+    assert chosen in {Path(p).resolve() for p in model.validation_metrics.examples["Path"]}
 
 
 def test_training_is_refused_with_a_message_when_data_or_parameters_are_wrong(root):
@@ -197,7 +216,7 @@ def test_hand_action_from_annotated_clips_to_a_core_ml_model(annotated_clips, tm
 
     # Export: a Core ML classifier over windows of 15 frames.
     path = app.export(tmp_path / "out")
-    assert path.name == "HandActionClassifier.mlmodel" and "cmlw-download'" in app.download.value
+    assert path.name == "HandActionClassifier.mlmodel" and app.download.filename == path.name
     from coremltools.proto import Model_pb2
 
     spec = Model_pb2.Model()
@@ -216,7 +235,8 @@ def test_hand_action_from_annotated_clips_to_a_core_ml_model(annotated_clips, tm
 
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert onnx_path.name == "HandActionClassifier.onnx" and props["classLabels"] == '["wave", "zoom"]'
-    assert props["Prediction Window Size"] == "15" and "cmlw-download'" in app.download.value
+    assert props["Prediction Window Size"] == "15" and app.download.filename == onnx_path.name
+    assert click(app.download)[1] == [onnx_path.read_bytes()]
 
 
 def curves_drawn(app: TrainerApp) -> int:
@@ -411,3 +431,67 @@ def test_the_model_view_shows_its_training_curve_and_its_mistakes_as_pictures(im
     assert parser.tags.count("img") == min(8, len(wrong)) > 0
     assert all(src.startswith("data:image/jpeg;base64,") for src in parser.sources)
     assert "0 → 1" in pictures
+
+
+def test_a_new_app_finds_the_interrupted_session_on_disk_and_resumes_it(root, tmp_path):
+    """A reload mid-training: the first page's run stops (Voilà's page_left cancels it; here the job is
+    cancelled the same way), a new app on the same session root offers Resume, and Resume continues the
+    interrupted session's iterations to its end instead of starting over."""
+    sessions = tmp_path / "sessions"
+    first = TrainerApp(root=root, session_root=sessions)
+    first.picker.navigate("digits")
+    first.form.fields["max_iterations"].input.value = "150"
+    first.form.fields["algorithm"].classifier.value = "multilayer_perceptron"
+    job = first.train()
+    assert job.session.session_directory.parent == sessions  # a folder per task and data set
+    assert wait_for(lambda: (job.session.phase == MLPhase.TRAINING and job.session.iteration >= 12) or job.done())
+    job.cancel()  # what page_left does to the run of the page left
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=TIMEOUT)
+    stopped = job.session.iteration
+    assert 12 <= stopped < 150
+
+    reloaded = datetime.datetime.now()
+    second = TrainerApp(root=root, session_root=sessions)  # the reloaded page: a new app
+    assert second.progress.state == "idle"  # the root itself is not the data trained on
+    second.picker.navigate("digits")
+    progress = second.progress
+    assert progress.state == "cancelled" and not progress.resume_button.disabled
+    assert progress.stopped_session.session_directory == job.session.session_directory
+    assert f"stopped at iteration {stopped} of 150" in second.train_message.value
+    assert [h["iteration"] for h in progress.history][-1] == stopped  # its curve so far is shown
+    assert progress.item_count == stopped and progress.total_item_count == 150
+    assert second.form.parameters.algorithm == first.form.parameters.algorithm  # what it was started with
+    shown = progress.stopped_session
+    second.picker.refresh()  # the folder is read again (an upload, a snap): the session shown stays as it is
+    assert progress.stopped_session is shown and progress.state == "cancelled"
+    # The first page's kernel may still hold the folder (it has not heard the page was left): another
+    # process holds its lock for a moment, and Resume waits for it, then goes on.
+    folder = job.session.session_directory
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY);"
+                               " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(2)", str(folder)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held" and folder_busy(folder)
+    progress.resume_button.click()
+    assert progress.state == "waiting" and progress.resume_button.disabled
+    assert "still holds this session" in second.train_message.value
+    assert holder.wait(30) == 0
+    assert wait_for(lambda: progress.state != "waiting", 30)
+    resumed = second.job
+    assert resumed is progress.job and resumed.session.session_directory == folder
+    assert progress.wait(TIMEOUT) and progress.state == "done", progress.error
+    assert second.model is not None and second.model.training_metrics.is_valid
+    assert resumed.session.iteration == 150
+    assert [h["iteration"] for h in resumed.session.history] == list(range(1, 151))
+    # continued, not started over: the same session (its start date), its features from the first page (the
+    # extraction checkpoint written before the reload), every training checkpoint since past the stop
+    assert resumed.session.date == job.session.date
+    extraction = [c for c in resumed.session.checkpoints if c.phase == MLPhase.EXTRACTING_FEATURES]
+    assert extraction and all(c.date < reloaded for c in extraction)
+    training = [c for c in resumed.session.checkpoints if c.phase == MLPhase.TRAINING]
+    assert training and all(c.iteration > stopped for c in training if c.date >= reloaded)
+
+    # Once finished there is nothing to resume; Train starts the folder's session over.
+    third = TrainerApp(root=root, session_root=sessions)
+    third.picker.navigate("digits")
+    assert third.progress.state == "idle" and third.progress.resume_button.disabled

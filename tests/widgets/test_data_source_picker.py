@@ -382,8 +382,34 @@ def test_upload_through_the_widget(tree):
     picker.upload.value = ({"name": "../../../photo.jpg", "type": "image/jpeg", "size": len(data),
                             "content": memoryview(data), "last_modified": NOW},)
     assert (root / "uploads" / "5" / "photo.jpg").read_bytes() == data
-    assert "saved 1 files" in picker.message.value and picker.upload.value == ()
+    assert "saved 1 files" in picker.message.value
     assert picker.path == "uploads" and picker.counts == {"5": 1}
+    # The button's label is "Upload (N)", N = len(value): it counts the saved files; the bytes are gone.
+    assert [(f["name"], f["size"], bytes(f["content"])) for f in picker.upload.value] == [
+        ("uploads/5/photo.jpg", len(data), b"")]
+
+
+def test_the_upload_button_counts_every_file_saved_a_zip_as_its_files(tree):
+    root, _ = tree
+    picker = DataSourcePicker("image", root=root, thumbnails_per_class=0)
+    assert len(picker.upload.value) == 0  # "Upload (0)"
+    photos = [photo_bytes("1", i) for i in range(2)]
+    picker.upload_label.value = "1"
+    picker.upload.value = tuple({"name": f"p{i}.jpg", "type": "image/jpeg", "size": len(d), "content": memoryview(d),
+                                 "last_modified": NOW} for i, d in enumerate(photos))
+    assert len(picker.upload.value) == 2 and "2 files uploaded" in picker.upload.tooltip
+    zipped = _zip({"0/a.jpg": photo_bytes("0", 0), "0/b.jpg": photo_bytes("0", 1), "5/c.jpg": photo_bytes("5", 0)})
+    picker.upload_label.value = ""
+    picker.upload.value = ({"name": "more.zip", "type": "application/zip", "size": len(zipped),
+                            "content": memoryview(zipped), "last_modified": NOW},)
+    assert len(picker.upload.value) == 5  # "Upload (5)": two photos, then a zip of three
+    assert sorted(f["name"] for f in picker.upload.value) == [
+        "uploads/0/a.jpg", "uploads/0/b.jpg", "uploads/1/p0.jpg", "uploads/1/p1.jpg", "uploads/5/c.jpg"]
+    assert all(bytes(f["content"]) == b"" for f in picker.upload.value)  # the state keeps no upload's bytes
+    # a refused upload keeps the count
+    picker.upload.value = ({"name": "bad.zip", "type": "application/zip", "size": 3, "content": memoryview(b"abc"),
+                            "last_modified": NOW},)
+    assert "upload failed" in picker.message.value and len(picker.upload.value) == 5
 
 
 def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:

@@ -7,6 +7,7 @@ import io
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +49,9 @@ def tree(image_root, tmp_path):
 def test_predicts_a_file_under_the_root(image_model, image_root):
     preview = PredictionPreview(image_model, root=image_root)
     assert preview.task.key == "image" and not preview.predict_button.disabled
-    assert len(preview.path_input.options) == 18 and preview.path_input.value == preview.path_input.options[0]
+    assert len(preview.path_input.options) == 18
+    # the model trained on all 18: none is offered by default (it would score ~100%), a hint says why
+    assert preview.path_input.value == "" and "was used to train this model" in preview.message.value
     photo = sorted((image_root / "digits" / "1").iterdir())[0]
     ranked = preview.predict(f"digits/1/{photo.name}")
     expected = image_model.prediction_probabilities(photo)
@@ -63,9 +66,41 @@ def test_predicts_a_file_under_the_root(image_model, image_root):
     assert Image.open(photo).size == (100, 100)
     assert "width='320' height='320' style='width:320px;height:320px;max-width:none" in preview.picture.value
     assert preview.picture.layout.flex == "0 0 auto" and preview.results_html.layout.min_width == "0"
-    assert not preview.busy and preview.error == "" and preview.message.value == ""
+    assert not preview.busy and preview.error == "" and "cmlw-preview-error" not in preview.message.value
     absolute = preview.predict(str(photo))  # an absolute path inside the root is fine
     assert absolute == ranked
+
+
+def test_the_default_file_is_one_the_model_did_not_train_on(image_model, image_root, tmp_path):
+    """A training photo scores ~100%: the file box offers a photo the model has not seen, from the data
+    folder picked (a validation example first), and chooses again when the data or the model changes."""
+    from createml_widgets import MLImageClassifier as IC
+    from createml_widgets import MLSplitStrategy
+
+    root = tmp_path / "root"
+    shutil.copytree(image_root / "digits", root / "digits")  # copies of what image_model trained on
+    copy_photos(root / "mine", labels=("0", "5"), per_label=4, start=10)  # a student's own, never seen
+    preview = PredictionPreview(image_model, root=root)
+    assert preview.trained_on() == {p.resolve() for p in (image_root / "digits").rglob("*.JPG")}
+    assert preview.path_input.value.startswith("mine/"), preview.path_input.value  # not a copy in digits/
+    preview.show_data_folder("digits")  # the data source changes: nothing there is new to the model
+    assert preview.path_input.value.startswith("mine/"), preview.path_input.value
+    chosen = "mine/5/" + sorted(p.name for p in (root / "mine" / "5").iterdir())[-1]
+    preview.path_input.value = chosen
+    preview.show_data_folder("mine")  # a file the user chose stays
+    assert preview.path_input.value == chosen
+
+    # A model trained on mine/ with half held out: the default is a held-out photo of mine/.
+    model = IC(IC.DataSource.labeled_directories(root / "mine"),
+               IC.ModelParameters(max_iterations=3, validation=IC.ValidationData.split(MLSplitStrategy.fixed(0.5, seed=0))))
+    assert model.validation_metrics.is_valid
+    fresh = PredictionPreview(model, root=root)
+    fresh.show_data_folder("mine")
+    picked = (root / fresh.path_input.value).resolve()
+    assert fresh.path_input.value.startswith("mine/") and picked not in fresh.trained_on()
+    assert picked in {Path(p).resolve() for p in model.validation_metrics.examples["Path"]}
+    preview.model = model  # the model changes: the box's default is chosen again
+    assert (root / preview.path_input.value).resolve() not in preview.trained_on()
 
 
 def test_the_file_box_names_the_file_predicted(image_model, image_root, tmp_path):
@@ -159,7 +194,8 @@ def test_without_a_model(image_root, image_model):
     upload(preview, "x.jpg", b"whatever")
     assert "Train a model first" in preview.message.value
     preview.model = image_model
-    assert not preview.predict_button.disabled and preview.message.value == ""
+    assert not preview.predict_button.disabled and "Train a model first" not in preview.message.value
+    assert "was used to train this model" in preview.message.value  # image_root holds only its training photos
 
 
 # -- hand pose -----------------------------------------------------------------------------------

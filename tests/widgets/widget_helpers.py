@@ -53,3 +53,20 @@ def annotate_clips(dest: Path, labels=("wave", "zoom"), per_label: int = 3) -> P
             rows += [f"{clip.name},{label},{start},{end}" for start, end in CLIP_RANGES]
     (dest / "actions.csv").write_text("video,action,start_time,end_time\n" + "\n".join(rows) + "\n")
     return dest
+
+
+def click(widget) -> tuple[dict, list[bytes]]:
+    """What the browser's click does: a custom 'download' message arrives on the widget's comm; returns
+    the answer the widget sends back (only the comm's send is replaced, to keep what goes out)."""
+    sent = []
+    comm = widget.comm
+    real = comm.send
+    comm.send = lambda data=None, buffers=None, **_kw: sent.append((data, [bytes(b) for b in buffers or []]))
+    try:
+        widget._handle_msg({"content": {"data": {"method": "custom", "content": {"type": "download"}}},
+                            "buffers": []})
+    finally:
+        comm.send = real
+    (data, buffers), = sent
+    assert data["method"] == "custom"
+    return data["content"], buffers
