@@ -4,10 +4,10 @@ A chunk holds, for each shape of feature in it, the keys (`keys.<i>`, a string a
 stacked into one array (`rows.<i>`). The .npz is stored uncompressed (what `np.savez` writes), so each
 `rows.<i>` is mapped from the file where it lies: once a chunk is written (or a session is read back),
 its features live in the page cache, which the kernel can drop and read again, not in the process's own
-memory. The training matrix is then gathered from the chunks into a matrix mapped from an unnamed
-temporary file in the session folder (or, when the training rows are one chunk's rows in order, is that
-chunk's array itself), so training holds one copy of the features — the matrix — and can even exceed
-the memory: benchmarks/README.md, "Training reads features memory-mapped".
+memory. A big training matrix is then gathered from the chunks into an array mapped from an unnamed
+temporary file in the session folder (the system's temporary folder for a session without one), or,
+when the training rows are one chunk's rows in order, is that chunk's array itself: training holds no
+second copy of the features, and its matrix can even exceed the memory (benchmarks/README.md, issue 15).
 
 Chunks written before (one .npz member per key) are still read, into memory as before.
 """
@@ -29,6 +29,8 @@ from .errors import SessionError
 # Arrays smaller than this are read into memory rather than mapped (a mapping costs a page and a kernel
 # mapping: not worth it for a hand-pose chunk's few keypoints).
 MAP_AT_LEAST_BYTES = 64 * 1024
+# A training matrix at least this big is gathered into a mapped temporary file, not into memory.
+GATHER_TO_FILE_BYTES = 16 * 1024 * 1024  # about 3,300 photos' image features
 GATHER_ROWS = 256  # rows copied at a time into the training matrix (a temporary of ~1 MiB for image features)
 
 
@@ -169,12 +171,14 @@ class Features(Mapping):
         """How many features are served from mapped chunks."""
         return len(self._where)
 
-    def matrix(self, keys: list[str], folder: Path | None = None) -> np.ndarray:
+    def matrix(self, keys: list[str], folder: Path | None = None,
+               to_file_from: int = GATHER_TO_FILE_BYTES) -> np.ndarray:
         """The features of `keys` as one float32 array (N, ...).
 
         When they are the rows of one mapped chunk in order, that chunk's array itself (no copy). Otherwise,
-        with a `folder`, gathered into an array mapped from an unnamed temporary file there (the process
-        holds no second copy; the file goes when the array does); without one, stacked in memory.
+        from `to_file_from` bytes on, gathered into an array mapped from an unnamed temporary file in `folder`
+        (default: the system's temporary folder): the process holds no second copy, and the file goes when
+        the array does. A smaller matrix is stacked in memory.
         """
         if not keys:
             raise ValueError("no features to stack")
@@ -183,10 +187,11 @@ class Features(Mapping):
             block, start = first
             if all(self._where.get(k) == (block, start + j) for j, k in enumerate(keys)):
                 return self._blocks[block][start:start + len(keys)]
-        if folder is None or not self._where:
-            return np.stack([self[k] for k in keys]).astype(np.float32, copy=False)
         shape = self[keys[0]].shape
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        if len(keys) * int(np.prod(shape, dtype=np.int64)) * 4 < to_file_from:
+            return np.stack([self[k] for k in keys]).astype(np.float32, copy=False)
+        folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder, prefix=".matrix-") as f:  # Linux: O_TMPFILE, never named
             out = np.memmap(f, dtype=np.float32, mode="w+", shape=(len(keys), *shape))
         for start in range(0, len(keys), GATHER_ROWS):
@@ -245,7 +250,7 @@ class FeatureStore:
     def matrix(self, keys: list[str]) -> np.ndarray:
         """The features of `keys` as one float32 array (see `Features.matrix`); gathered in the session folder."""
         folder = None if self.directory is None else Path(self.directory) / "features"
-        return self.features.matrix(keys, folder if folder is not None and folder.is_dir() else None)
+        return self.features.matrix(keys, folder)
 
     def to_dict(self) -> dict:
         return {"chunks": self.chunks, "failed": self.failed, "sha256": self.digests}

@@ -52,9 +52,12 @@ def test_flushed_features_are_mapped_and_read_back_mapped(tmp_path):
     one = again.matrix([f"k{i:06d}" for i in range(120, 180)])
     assert isinstance(one, np.memmap) and np.shares_memory(one, again.features._blocks[1])
     keys = [f"k{i:06d}" for i in (250, 3, 101, 299, 0)]
-    gathered = again.matrix(keys)
+    gathered = again.features.matrix(keys, tmp_path / "features", to_file_from=0)
     assert isinstance(gathered, np.memmap) and gathered.dtype == np.float32
     np.testing.assert_array_equal(gathered, np.stack([again.features[k] for k in keys]))
+    small = again.matrix(keys)  # 25 KB: stacked in memory
+    assert not isinstance(small, np.memmap)
+    np.testing.assert_array_equal(small, gathered)
     assert not any(p.name.startswith(".matrix") for p in (tmp_path / "features").iterdir())  # never named
 
 
@@ -142,3 +145,18 @@ def _mapped(t: torch.Tensor) -> bool:
             if lo <= address < hi:
                 return len(parts) >= 6 and parts[5].startswith("/")  # a file's path, not [heap] or anonymous
     return False
+
+
+def test_a_session_without_a_folder_gathers_a_big_matrix_into_a_temporary_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    store = FeatureStore(None)
+    rows = _rows(3_500, 1)  # 17 MiB: over the 16 MiB from which the matrix goes to a file
+    for i, row in enumerate(rows):
+        store.add(f"k{i}", row)
+    assert store.flush() is None and store.features.mapped == 0  # nothing written for the session
+    keys = [f"k{i}" for i in range(3_499, -1, -1)]
+    m = store.matrix(keys)
+    assert isinstance(m, np.memmap)
+    np.testing.assert_array_equal(m, rows[::-1])
+    assert list(tmp_path.iterdir()) == []  # the file has no name
+    assert not isinstance(store.matrix(keys[:100]), np.memmap)
