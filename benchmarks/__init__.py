@@ -212,18 +212,21 @@ class ChildResult:
     data: dict
 
 
-def run_child(code: str, env: dict | None = None, timeout: float = 900, poll: float = 0.02) -> ChildResult:
+def run_child(code: str, env: dict | None = None, timeout: float = 900, poll: float = 0.02,
+              repo: Path | None = None) -> ChildResult:
     """Run Python `code` (which should call `_report(**numbers)` at the end) in a fresh interpreter.
 
     Peak memory comes two ways: the child's own high-water mark (VmHWM, exact), and polling the RSS
     of its process tree with psutil every `poll` s (sees worker processes too, may miss short peaks).
+    `repo`: the checkout whose package the child imports (default this one; another, to measure a "before").
     """
     import psutil
 
     full_env = dict(os.environ)
     full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
-    script = CHILD_PRELUDE.format(repo=str(REPO)) + code
+    repo = Path(repo) if repo is not None else REPO
+    full_env["PYTHONPATH"] = str(repo) + os.pathsep + full_env.get("PYTHONPATH", "")
+    script = CHILD_PRELUDE.format(repo=str(repo)) + code
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=full_env, text=True)

@@ -122,6 +122,54 @@ def _decode_seconds(paths: list[Path], reduced: bool, rounds: int = 3) -> float:
     return best / len(paths)
 
 
+def decode_alternatives(paths: list[Path], fmt: str, rounds: int = 5) -> dict[str, float]:
+    """Median ms per photo of other ways to decode a PNG or HEIC for detection, interleaved round by round
+    with the library's (`load_image_reduced`): OpenCV's PNG decoder (full, then an area reduce to the same
+    size; and its IMREAD_REDUCED_COLOR_2/4 flags), pillow-heif's decoder on 1, 2 and 4 threads."""
+    import statistics
+
+    from createml_widgets.features.hand_keypoints import DETECTION_SIDE
+    from createml_widgets.features.image_io import load_image_reduced
+
+    ways = {"library": lambda p: np.asarray(load_image_reduced(p, DETECTION_SIDE))}
+    if fmt == "PNG":
+        import cv2
+
+        def cv_area(p):
+            a = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            f = max(a.shape[:2]) // DETECTION_SIDE
+            if f >= 2:
+                a = cv2.resize(a, (a.shape[1] // f, a.shape[0] // f), interpolation=cv2.INTER_AREA)
+            return cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
+
+        ways["cv2 full + area reduce"] = cv_area
+        ways["cv2 IMREAD_REDUCED_COLOR_2"] = lambda p: cv2.imread(str(p), cv2.IMREAD_REDUCED_COLOR_2)
+        ways["cv2 IMREAD_REDUCED_COLOR_4"] = lambda p: cv2.imread(str(p), cv2.IMREAD_REDUCED_COLOR_4)
+    elif fmt == "HEIC":
+        import pillow_heif
+
+        def heif(threads):
+            def decode(p):
+                old = pillow_heif.options.DECODE_THREADS
+                pillow_heif.options.DECODE_THREADS = threads
+                try:
+                    return np.asarray(pillow_heif.open_heif(p))
+                finally:
+                    pillow_heif.options.DECODE_THREADS = old
+            return decode
+
+        for threads in (1, 2, 4):
+            ways[f"pillow-heif, {threads} decode thread{'s' if threads > 1 else ''}"] = heif(threads)
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(rounds):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            for p in paths:
+                way(p)
+            times[name].append((time.perf_counter() - start) / len(paths) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def run(ctx: Context) -> None:
     area = "hand decode"
     try:
@@ -158,5 +206,10 @@ def run(ctx: Context) -> None:
             ctx.add(area, f"{name}: decode", reduced * 1000, "ms/photo",
                     note=f"reduced for detection; {full * 1000:.1f} ms decoding in full (capped at 2048 px), "
                          f"{full / max(reduced, 1e-9):.1f}x")
+            if fmt != "JPEG" and size[0] >= 800:
+                alt = decode_alternatives(paths, fmt, 3 if ctx.quick else 5)
+                lib = alt.pop("library")
+                ctx.add(area, f"{name}: other decoders", min(alt.values()) / lib, "x the library's time",
+                        note=f"library {lib:.0f} ms; " + "; ".join(f"{k} {v:.0f} ms" for k, v in alt.items()))
             for p in paths:
                 p.unlink()

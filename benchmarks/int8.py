@@ -151,15 +151,19 @@ def layer_cosines(fp32_path: Path, q_path: Path, x: np.ndarray) -> list[tuple[st
     names = [n.output[0] for n in ref.graph.node if n.op_type in ("Clip", "Add", "Conv")]
     q_names = {o for n in onnx.load(str(q_path)).graph.node for o in n.output}
     names = [n for n in names if n in q_names]
+    # The quantizer folds a Clip into its Conv (the clip is the uint8 range of the QuantizeLinear after it):
+    # there, the tensor of the Clip's name is the Conv's raw output. Compare what the next layer reads:
+    # the dequantized tensor, where there is one.
+    q_side = {n: f"{n}_DequantizeLinear_Output" if f"{n}_DequantizeLinear_Output" in q_names else n for n in names}
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
     a = ort.InferenceSession(with_outputs(fp32_path, names), so, providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(with_outputs(q_path, names), so, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(with_outputs(q_path, list(q_side.values())), so, providers=["CPUExecutionProvider"])
     ra = dict(zip([o.name for o in a.get_outputs()], a.run(None, {"pixels": x})))
     rb = dict(zip([o.name for o in b.get_outputs()], b.run(None, {"pixels": x})))
     out = []
     for name in names:
-        u, v = ra[name].reshape(len(x), -1), rb[name].reshape(len(x), -1)
+        u, v = ra[name].reshape(len(x), -1), rb[q_side[name]].reshape(len(x), -1)
         cos = (u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1) + 1e-12)
         out.append((name, float(cos.min())))
     return out
@@ -184,7 +188,20 @@ def run(ctx: Context) -> None:
     fc = np.concatenate([fi.OrtRunner(clean_path)(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
     ctx.add("int8", "float32 with near-dead channels zeroed: cosine to float32 (min)",
             float(fi.cosine_similarity(fc, f32).min()), "", f"{zeroed} channels zeroed")
+    late = ("stem", "pw33", "pw45", "head")  # act0/33/45/48: the worst tensors as layer_cosines measured them before
+    # the worst tensors measured right (the dequantized activations): the linear projection convs pw20 ... pw47
+    worst = ("pw20", "pw23", "pw38", "pw44", "pw47", "head")
+    projections = tuple(f"pw{k}" for k in range(2, 48, 3)) + ("head",)  # every block's linear 1x1 (after its dw)
+    depthwise = tuple(f"dw{k}" for k in range(1, 47, 3))  # every block's depthwise 3x3 / 5x5
     configs = {
+        "percentile 99.999, dead channels zeroed, every depthwise float": dict(
+            method="percentile", keep_float=depthwise, clean=True),
+        "percentile 99.999, dead channels zeroed, pw20/23/38/44/47 + head float": dict(
+            method="percentile", keep_float=worst, clean=True),
+        "percentile 99.999, dead channels zeroed, every projection + head float": dict(
+            method="percentile", keep_float=projections, clean=True),
+        "percentile 99.999, dead channels zeroed, stem + pw33 + pw45 + head float": dict(
+            method="percentile", keep_float=late, clean=True),
         "minmax, dead channels zeroed, stem + head float": dict(method="minmax", keep_float=("stem", "head"),
                                                                 clean=True),
         "percentile 99.999, dead channels zeroed": dict(method="percentile", clean=True),
@@ -195,8 +212,9 @@ def run(ctx: Context) -> None:
         "entropy, stem + head float": dict(method="entropy", keep_float=("stem", "head")),
         "minmax, reduce_range, stem + head float": dict(method="minmax", keep_float=("stem", "head"), reduce_range=True),
     }
-    if ctx.quick:
-        configs = dict(list(configs.items())[:2])
+    if ctx.quick:  # layers kept in float, and the best configuration of before (percentile, all layers)
+        configs = {k: v for k, v in list(configs.items())[:3] + [("percentile 99.999, dead channels zeroed",
+                                                                   configs["percentile 99.999, dead channels zeroed"])]}
     calib_pixels = pixels[calib][:48] if ctx.quick else pixels[calib]
     x = pixels[:32]
     best = None

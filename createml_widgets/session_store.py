@@ -16,14 +16,14 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ._fileio import atomic_write
 from .errors import SessionError
+from .session_features import FeatureStore, damaged  # noqa: F401 - FeatureStore: imported from here
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ def save_tensors(path: Path, state: dict) -> str:
     return sha256_of(data)
 
 
-def _damaged(what: str, path, reason: str) -> SessionError:
-    return SessionError(f"{what} {path} is damaged ({reason}); discard the session and train again (on the command "
-                        "line: the same train command with --restart)")
+_damaged = damaged
 
 
 def read_verified(path: Path, sha256: str | None, what: str) -> bytes:
@@ -329,81 +327,6 @@ def prepare_session_directory(root: Path) -> None:
         raise SessionError(f"cannot create the session directory {root}: {err}") from err
     with session_writes(root):
         SessionFiles(root, created_directory=True).save()
-
-
-# ---------------------------------------------------------------------------------------------
-# Extracted features of a session
-# ---------------------------------------------------------------------------------------------
-class FeatureStore:
-    """Features extracted so far, by item key; persisted as .npz chunks in the session directory."""
-
-    def __init__(self, directory: Path | None, writer: Callable[[str, bytes], str] | None = None):
-        self.directory = directory
-        self.features: dict[str, np.ndarray] = {}
-        self.failed: dict[str, str] = {}
-        self.chunks: list[str] = []
-        self.digests: dict[str, str] = {}  # chunk name -> SHA-256 of its file
-        self._pending: dict[str, np.ndarray] = {}
-        # writes a file of the session folder (recording it as the session's): (name, bytes) -> SHA-256
-        self._writer = writer
-
-    def add(self, key: str, value: np.ndarray) -> None:
-        """Keep the features of item `key` (written with the next `flush`)."""
-        self.features[key] = value
-        self._pending[key] = value
-
-    def fail(self, key: str, reason: str) -> None:
-        """Note that extracting item `key` failed, and why."""
-        self.failed[key] = reason
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.features or key in self.failed
-
-    def flush(self) -> Path | None:
-        """Write features added since the last flush as a new chunk; returns its path."""
-        if self.directory is None or not self._pending:
-            return None
-        name = f"features/chunk-{len(self.chunks):05d}.npz"
-        buf = io.BytesIO()
-        np.savez(buf, **self._pending)
-        data = buf.getvalue()
-        if self._writer is not None:
-            self.digests[name] = self._writer(name, data)
-        else:
-            atomic_write(self.directory / name, data)
-            self.digests[name] = sha256_of(data)
-        self.chunks.append(name)
-        self._pending = {}
-        return self.directory / name
-
-    def to_dict(self) -> dict:
-        """JSON-ready {chunks, failed, sha256}: the chunk files (with digests) and the failures."""
-        return {"chunks": self.chunks, "failed": self.failed, "sha256": self.digests}
-
-    def load(self, d: dict) -> None:
-        """Read back what `to_dict` saved: every chunk's features (digest checked) and the failures."""
-        self.chunks = [str(c) for c in d.get("chunks", [])]
-        self.failed = dict(d.get("failed", {}))
-        self.digests = {str(k): str(v) for k, v in dict(d.get("sha256", {})).items()}
-        for name in self.chunks:
-            path = session_path(self.directory, name, "the feature chunk")
-            data = read_verified(path, self.digests.get(name), "the feature chunk")
-            try:
-                with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                    for key in z.files:
-                        self.features[key] = z[key]
-            except Exception as err:  # noqa: BLE001 - BadZipFile, ValueError, EOFError ...: all mean damaged
-                raise _damaged("the feature chunk", path, f"{type(err).__name__}: {err}") from err
-
-    def copy_from(self, other: FeatureStore) -> int:
-        """Take every feature `other` has that this store lacks; returns how many."""
-        new = {k: v for k, v in other.features.items() if k not in self.features}
-        for k, v in new.items():
-            self.add(k, v)
-        for k, reason in other.failed.items():
-            self.failed.setdefault(k, reason)
-        self.flush()
-        return len(new)
 
 
 def read_session_file(path: Path) -> dict:

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     TrainingData = AnyDataSource | dict[str, list[str | os.PathLike]]
 
 log = logging.getLogger(__name__)
+METRICS_BATCH = 4096  # examples predicted at a time for a model's metrics
 
 
 class ClassifierTask:
@@ -235,9 +236,11 @@ class ClassifierTask:
         failed = [i for i in items if i.key in features.failed]
         skipped_list = list(skipped) + [failed_entry(i, features) for i in failed]
         true, pred, conf, shown = [], [], [], []
-        if ok:
-            probs = self._predict_features([features.features[i.key] for i in ok])
-            for item, p in zip(ok, probs):
+        # in batches: the features of 100,000 photos stacked at once would be one more copy of them (400 MB)
+        for start in range(0, len(ok), METRICS_BATCH):
+            batch = ok[start:start + METRICS_BATCH]
+            probs = self._predict_features([features.features[i.key] for i in batch])
+            for item, p in zip(batch, probs):
                 label, confidence = self._ranked(p)[0]
                 true.append(item.label)
                 pred.append(label)

@@ -301,7 +301,7 @@ def _exists_or_skip(path: Path, skipped: list[dict], label: str | None = None) -
 
 def _tensors(items, features, labels, summary: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     index = {label: i for i, label in enumerate(labels)}
-    rows = [(features.features[i.key], index[i.label]) for i in items if i.key in features.features]
+    rows = [(i.key, index[i.label]) for i in items if i.key in features.features]
     if summary is not None:
         usable = {label: 0 for label in labels}
         for i in items:
@@ -320,7 +320,8 @@ def _tensors(items, features, labels, summary: dict | None = None) -> tuple[torc
                                   + "; give it image files to train on")
     if not rows:
         return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
-    x = torch.from_numpy(np.stack([r[0] for r in rows]).astype(np.float32, copy=False))  # one copy, not two
+    # mapped from the session folder when it has one: training holds one copy of the features, in the page cache
+    x = torch.from_numpy(features.matrix([r[0] for r in rows]))
     y = torch.tensor([r[1] for r in rows], dtype=torch.long)
     return x, y
 
