@@ -363,12 +363,18 @@ class PredictionPreview(widgets.VBox):
     # -- uploads -------------------------------------------------------------------------------
     def _on_upload(self, change) -> None:
         files = change["new"]
-        if not files:
+        if not files or getattr(self, "_showing_uploaded", False):
             return
         f = files[0]
         name = sanitize_filename(f.get("name", "upload"))
         content = bytes(f.get("content", b""))
-        self.upload.value = ()
+        # The button keeps the file's name and size, not its bytes: its label reads "Upload (1)", not "(0)".
+        self._showing_uploaded = True
+        try:
+            self.upload.value = ({"name": name, "type": f.get("type", ""), "size": len(content),
+                                  "content": memoryview(b""), "last_modified": f.get("last_modified")},)
+        finally:
+            self._showing_uploaded = False
         if self.model is None:
             self._say("Train a model first.", "warning")
             return

@@ -182,8 +182,16 @@ def test_upload_with_a_path_like_name_is_predicted_and_never_saved(image_model, 
     data = sorted((DIGITS / "0").iterdir())[15].read_bytes()
     upload(preview, "../../../evil.jpg", data)
     preview.wait(120)
-    assert preview.upload.value == () and preview.results[0][0] == "0"
+    assert preview.results[0][0] == "0"
+    # the button keeps the file's (sanitised) name and size, so its label counts "Upload (1)"; never its bytes
+    (kept,) = preview.upload.value
+    assert "/" not in kept["name"] and kept["size"] == len(data) and bytes(kept["content"]) == b""
     assert files_under(root.parent) == before  # nothing written, inside or outside the root
+    # a second upload is predicted too
+    first = preview.results
+    upload(preview, "five.jpg", sorted((DIGITS / "5").iterdir())[15].read_bytes())
+    preview.wait(120)
+    assert preview.results is not first and preview.upload.value[0]["name"] == "five.jpg"
 
 
 def test_without_a_model(image_root, image_model):
