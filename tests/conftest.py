@@ -12,6 +12,12 @@ import pytest
 _CACHE = Path(tempfile.mkdtemp(prefix="cmlw-test-cache-"))
 os.environ["CREATEML_WIDGETS_CACHE"] = str(_CACHE)
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+# Test processes side by side (pytest-xdist, `make test`'s TEST_WORKERS) share the cores: each gets its share of
+# torch's (OpenMP) threads, set before torch is first imported: with two processes of two OpenMP threads each on
+# two cores, the hand action fixture (60 iterations) took 427 s, threads waiting on cores the other process held.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 SAMPLES = Path(__file__).resolve().parent.parent / "createml_widgets" / "samples"
 DIGITS = SAMPLES / "sign-language-digits"
