@@ -74,7 +74,10 @@ def session_differences(task: type, stored: dict, data: AnyDataSource | None, pa
         new_params = _jsonable(parameters.to_dict(root))
         iterations = iterations_field(task.ModelParameters)
         # a parameter added since the session was written reads as its default there (ModelParameters.from_dict)
-        defaults = _jsonable(type(parameters)().to_dict(root))
+        try:
+            defaults = _jsonable(type(parameters)().to_dict(root))
+        except Exception:  # noqa: BLE001 - parameters without defaults: every missing key is a difference
+            defaults = {}
         for key in sorted(set(old_params) | set(new_params)):
             if key not in old_params and new_params.get(key) == defaults.get(key):
                 continue
