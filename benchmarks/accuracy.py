@@ -8,6 +8,11 @@ split trains on part of every class and is scored on the rest, never on what the
   25 fps per class, 14 train / 6 test per class and split). This project: MLHandActionClassifier with a
   window of 30 frames at 15 fps and every video augmentation. Baseline: the index fingertip's trajectory
   over the clip (32 steps, relative to its first position) into a 2-layer MLP.
+* hand action, real fingertip paths: the same generator with the 5,295 REAL recorded index-fingertip
+  paths (shared/datasets/fingertip-trajectories, classes Stop, Clockwise, Counter Clockwise, Move)
+  driving the hand; 12 clips per class, 8 train / 4 test per class and split. Same model and baseline.
+* hand action, sample clips: the 24 bundled clips (createml_widgets/samples/hand-action-clips: count_up,
+  rotate, wave, zoom; 2 s each), 4 train / 2 test per class and split. Same model and baseline.
 * hand pose: the 200 bundled sign-language photos (14 train / 6 test per class); a photo with no
   detected hand counts as wrong for both. Baseline: wrist-relative 2-D keypoints into a 2-layer MLP.
   Also hands found / photos on the sample and on harder copies (64 x 64, rotated 30 degrees, darker).
@@ -36,6 +41,8 @@ AREA = "accuracy"
 GESTURE_CLIPS_PER_CLASS = 20
 GESTURE_TRAIN_PER_CLASS = 14
 GESTURE_FPS, GESTURE_SECONDS = 25.0, 4.0
+TRAJECTORY_CLIPS_PER_CLASS, TRAJECTORY_TRAIN_PER_CLASS = 12, 8  # the real-path set (Stop, Clockwise, ...)
+SAMPLE_CLIPS_TRAIN_PER_CLASS = 4  # of the 6 bundled clips per class; 2 tested
 ACTION_FRAME_RATE, ACTION_WINDOW = 15.0, 30
 POSE_TRAIN_PER_CLASS = 14
 
@@ -101,6 +108,35 @@ def gesture_keypoints(classes=None, clips_per_class: int = GESTURE_CLIPS_PER_CLA
         labels.append(label)
     np.savez_compressed(store, count=len(seqs), labels=np.array(labels), **{f"s{i}": s for i, s in enumerate(seqs)})
     return seqs, np.array(labels)
+
+
+def sample_clip_keypoints(log=print) -> tuple[list[np.ndarray], np.ndarray]:
+    """(keypoint sequences at ACTION_FRAME_RATE, labels) of the 24 bundled hand-action clips, cached by
+    the clips' bytes and the extractor."""
+    from createml_widgets.features.video import extract_video_keypoints
+    from createml_widgets.samples import hand_action_clips
+    from createml_widgets.tasks.hand_action_classifier import HandActionExtractor
+
+    folder = hand_action_clips()
+    clips = sorted(folder.glob("*/*.mp4"))
+    if not clips:
+        raise FileNotFoundError(f"no bundled hand-action clips (*/*.mp4) under {folder}")
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in clips)).hexdigest()[:16]
+    store = bench_cache() / f"sample-clips-{_key(digest, HandActionExtractor(ACTION_FRAME_RATE).id)}.npz"
+    labels = np.array([p.parent.name for p in clips])
+    if store.is_file():
+        with np.load(store, allow_pickle=False) as z:
+            return [z[f"s{i}"] for i in range(int(z["count"]))], labels
+    t = time.perf_counter()
+    results = extract_video_keypoints([str(p) for p in clips], ACTION_FRAME_RATE)
+    log(f"keypoints of {len(clips)} sample clips in {time.perf_counter() - t:.0f} s")
+    seqs = []
+    for res in results:
+        if isinstance(res, BaseException):
+            raise res
+        seqs.append(res.keypoints.astype(np.float32))
+    np.savez_compressed(store, count=len(seqs), **{f"s{i}": s for i, s in enumerate(seqs)})
+    return seqs, labels
 
 
 def _photos() -> tuple[list[Path], np.ndarray]:
@@ -281,6 +317,8 @@ def pose_accuracy(kp, labels, train, test, params=None) -> float:
 def run(ctx: Context) -> None:
     seeds = list(range(2 if ctx.quick else 3))
     run_handaction(ctx, seeds)
+    run_handaction_trajectories(ctx, seeds)
+    run_handaction_sample_clips(ctx, seeds)
     run_handpose(ctx, seeds)
     run_image(ctx, seeds)
 
@@ -305,6 +343,57 @@ def run_handaction(ctx: Context, seeds, params=None, name: str = "this project")
     ctx.add(AREA, f"hand action: {name}", spread(ours), "clip acc", what,
             ">= 0.90: " + ("met" if statistics.mean(ours) >= 0.90 else "not met"))
     ctx.add(AREA, "hand action: baseline (fingertip 32 steps, MLP)", spread(base), "clip acc",
+            f"{time.perf_counter() - t:.0f} s for both")
+
+
+def action_vs_baseline(seqs, labels, train_per_class: int, seeds, params, log=print, tag: str = "hand action"):
+    """(ours, baseline): clip accuracies per seed on the same stratified splits."""
+    classes = sorted(set(labels.tolist()))
+    y = np.array([classes.index(v) for v in labels])
+    feats = np.stack([fingertip_trajectory(s) for s in seqs])
+    ours, base = [], []
+    for seed in seeds:
+        train, test = stratified(labels, train_per_class, seed)
+        ours.append(action_accuracy(seqs, labels, train, test, params))
+        pred = mlp_fit_predict(feats[train], y[train], feats[test], len(classes), seed)
+        base.append(float((pred == y[test]).mean()))
+        log(f"{tag} seed {seed}: this project {ours[-1]:.3f}, baseline {base[-1]:.3f}")
+    return ours, base
+
+
+def run_handaction_trajectories(ctx: Context, seeds, params=None) -> None:
+    """Hand action on clips driven by the REAL recorded fingertip paths (make_gestures TRAJECTORY_CLASSES)."""
+    from createml_widgets.samples import make_gestures as g
+
+    seqs, labels = gesture_keypoints(g.TRAJECTORY_CLASSES, TRAJECTORY_CLIPS_PER_CLASS, log=ctx.log)
+    params = params or action_parameters(20 if ctx.quick else None)
+    t = time.perf_counter()
+    ours, base = action_vs_baseline(seqs, labels, TRAJECTORY_TRAIN_PER_CLASS, seeds, params, ctx.log,
+                                    "hand action (real paths)")
+    classes = sorted(set(labels.tolist()))
+    n_test = TRAJECTORY_CLIPS_PER_CLASS - TRAJECTORY_TRAIN_PER_CLASS
+    ctx.add(AREA, "hand action, real fingertip paths: this project", spread(ours), "clip acc",
+            f"{', '.join(classes)}; {TRAJECTORY_TRAIN_PER_CLASS} train / {n_test} test clips per class, "
+            f"{len(seeds)} splits", ">= baseline: " + ("met" if statistics.mean(ours) >= statistics.mean(base)
+                                                       else "not met"))
+    ctx.add(AREA, "hand action, real fingertip paths: baseline (fingertip 32 steps, MLP)", spread(base),
+            "clip acc", f"{time.perf_counter() - t:.0f} s for both")
+
+
+def run_handaction_sample_clips(ctx: Context, seeds, params=None) -> None:
+    """Hand action on the 24 bundled sample clips (4 labels x 6), repeated stratified splits."""
+    seqs, labels = sample_clip_keypoints(log=ctx.log)
+    params = params or action_parameters(20 if ctx.quick else None)
+    t = time.perf_counter()
+    ours, base = action_vs_baseline(seqs, labels, SAMPLE_CLIPS_TRAIN_PER_CLASS, seeds, params, ctx.log,
+                                    "hand action (sample clips)")
+    classes = sorted(set(labels.tolist()))
+    n_test = len(labels) // len(classes) - SAMPLE_CLIPS_TRAIN_PER_CLASS
+    ctx.add(AREA, "hand action, sample clips: this project", spread(ours), "clip acc",
+            f"{', '.join(classes)}; {SAMPLE_CLIPS_TRAIN_PER_CLASS} train / {n_test} test clips per class, "
+            f"{len(seeds)} splits", ">= baseline: " + ("met" if statistics.mean(ours) >= statistics.mean(base)
+                                                       else "not met"))
+    ctx.add(AREA, "hand action, sample clips: baseline (fingertip 32 steps, MLP)", spread(base), "clip acc",
             f"{time.perf_counter() - t:.0f} s for both")
 
 
