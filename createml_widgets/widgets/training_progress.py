@@ -189,6 +189,7 @@ class TrainingProgress(widgets.VBox):
             self.state = "cancelled"
             self._finished.set()
         self._flush()
+        self._keep_points_in_saved_state()  # a page drawn after the points went out as messages starts from these
 
     def detach(self) -> None:
         """Stop following the job (it keeps running); the widget keeps what it showed."""

@@ -460,6 +460,8 @@ def test_a_new_app_finds_the_interrupted_session_on_disk_and_resumes_it(root, tm
     assert progress.stopped_session.session_directory == job.session.session_directory
     assert f"stopped at iteration {stopped} of 150" in second.train_message.value
     assert [h["iteration"] for h in progress.history][-1] == stopped  # its curve so far is shown
+    # ... in the chart's synced state too: a page drawn after the points were sent starts from it
+    assert [x for x, _y in progress.chart.points["loss"]][-1] == stopped
     assert progress.item_count == stopped and progress.total_item_count == 150
     assert second.form.parameters.algorithm == first.form.parameters.algorithm  # what it was started with
     shown = progress.stopped_session
