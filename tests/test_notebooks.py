@@ -99,6 +99,13 @@ def test_notebook_runs_top_to_bottom(name):
     # Every notebook shows at least one live widget (the dashboard: only the app).
     views = _widget_views(nb)
     assert views >= 1, f"{name}.ipynb displayed no widget"
+    # No broken widgets in the saved file ("Error displaying widget: model not found"): every view shown has its
+    # model in the saved widget state.
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    shown = [out["data"][WIDGET_VIEW]["model_id"] for cell in nb.cells for out in cell.get("outputs", [])
+             if WIDGET_VIEW in out.get("data", {})]
+    missing = [m for m in shown if m not in state]
+    assert not missing, f"{name}.ipynb shows {len(missing)} widgets whose model the saved state lacks: {missing[:3]}"
     if name == "dashboard":
         code_cells = [c for c in nb.cells if c.cell_type == "code"]
         assert len(code_cells) == 1 and "TrainerApp" in code_cells[0].source
