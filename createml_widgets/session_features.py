@@ -13,6 +13,7 @@ Chunks written before (one .npz member per key) are still read, into memory as b
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import struct
@@ -40,16 +41,22 @@ def damaged(what: str, path: Path | str, reason: str) -> SessionError:
                         "line: the same train command with --restart)")
 
 
-def verify_file(path: Path, sha256: str | None, what: str) -> None:
-    """Check a session file against the SHA-256 session.json recorded for it, reading it in blocks."""
+@contextlib.contextmanager
+def reading_session_file(path: Path | str, what: str) -> Iterator[None]:
+    """Reading a session file: a missing or unreadable one is a SessionError naming it (and the way out)."""
     try:
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest() if sha256 else None
+        yield
     except FileNotFoundError:
         raise SessionError(f"{what} {path} is missing; discard the session and train again (on the command line: "
                            "the same train command with --restart)") from None
     except OSError as err:
         raise SessionError(f"cannot read {what} {path}: {err.strerror or err}") from err
+
+
+def verify_file(path: Path, sha256: str | None, what: str) -> None:
+    """Check a session file against the SHA-256 session.json recorded for it, reading it in blocks."""
+    with reading_session_file(path, what), open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest() if sha256 else None
     if sha256 and digest != sha256:
         raise damaged(what, path, "its SHA-256 is not the one recorded in session.json")
 

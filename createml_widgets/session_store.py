@@ -23,7 +23,7 @@ import torch
 
 from ._fileio import atomic_write
 from .errors import SessionError
-from .session_features import FeatureStore, damaged  # noqa: F401 - FeatureStore: imported from here
+from .session_features import FeatureStore, damaged, reading_session_file  # noqa: F401 - FeatureStore: imported from here
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,8 @@ _damaged = damaged
 
 def read_verified(path: Path, sha256: str | None, what: str) -> bytes:
     """The bytes of a session file, checked against the SHA-256 session.json recorded for it."""
-    try:
+    with reading_session_file(path, what):
         data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SessionError(f"{what} {path} is missing; discard the session and train again (on the command line: "
-                           "the same train command with --restart)") from None
-    except OSError as err:
-        raise SessionError(f"cannot read {what} {path}: {err.strerror or err}") from err
     if sha256 and sha256_of(data) != sha256:
         raise _damaged(what, path, f"its SHA-256 is not the one recorded in {SESSION_FILE}")
     return data
