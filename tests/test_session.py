@@ -266,3 +266,13 @@ def test_in_memory_checkpoints_keep_the_weights_of_their_iteration(small_digits)
     last = MLImageClassifier.from_checkpoint(cps[-1]).prediction_probabilities(probe)
     assert last == pytest.approx(final.prediction_probabilities(probe), abs=1e-6)
     assert max(abs(early[k] - last[k]) for k in early) > 1e-3  # not the final weights seen through a reference
+
+
+def test_training_in_the_foreground_shows_bars_without_rates(small_digits, capsys):
+    """The bars of `MLImageClassifier(data, parameters)` say how far and how long, not items a second (cached
+    features come at millions a second, which tells a user nothing)."""
+    data = MLImageClassifier.DataSource.labeled_directories(small_digits)
+    MLImageClassifier(data, _params(2))
+    err = capsys.readouterr().err
+    assert "Training" in err and "2/2" in err, err[-500:]
+    assert "it/s" not in err and "s/it" not in err, err[-500:]

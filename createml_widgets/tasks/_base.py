@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     TrainingData = AnyDataSource | dict[str, list[str | os.PathLike]]
 
 log = logging.getLogger(__name__)
+# tqdm's bar without its items-per-second rate (cf. the command line's progress)
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
 METRICS_BATCH = 4096  # examples predicted at a time for a model's metrics
 
 
@@ -104,8 +106,9 @@ class ClassifierTask:
             if bar is None:
                 for other in bars.values():
                     other.close()
+                # no rate: items come from the cache at millions a second, which says nothing to a user
                 bar = bars[progress.phase] = tqdm(total=progress.total_item_count, desc=progress.phase.title,
-                                                  leave=False)
+                                                  leave=False, bar_format=BAR_FORMAT)
             bar.n = progress.item_count
             if progress.metrics:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in progress.metrics.items()}, refresh=False)
