@@ -63,6 +63,7 @@ class PredictionPreview(widgets.VBox):
         self._thread: threading.Thread | None = None
         self.data_folder = ""  # the data source's folder under root: the default file is taken from it first
         self._default_file = None  # the file the box was given by default (replaced when it is reset)
+        self._showing_uploaded = False  # while the upload button is given the uploaded file's entry (no bytes)
         self.path_input = widgets.Combobox(placeholder="a file inside the data folder, e.g. "
                                            "sign-language-digits/3/IMG_1121.JPG", ensure_option=False,
                                            description="File", layout=widgets.Layout(width="520px"))
@@ -363,7 +364,7 @@ class PredictionPreview(widgets.VBox):
     # -- uploads -------------------------------------------------------------------------------
     def _on_upload(self, change) -> None:
         files = change["new"]
-        if not files or getattr(self, "_showing_uploaded", False):
+        if not files or self._showing_uploaded:
             return
         f = files[0]
         name = sanitize_filename(f.get("name", "upload"))
