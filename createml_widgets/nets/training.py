@@ -11,6 +11,8 @@ checkpoint (which holds the generator's state) equals an uninterrupted one exact
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -143,16 +145,55 @@ def seed_network(net: nn.Module, generator: torch.Generator) -> None:
                 child.generator = generator
 
 
+# Trainer(threads=AUTO): as many threads as there are cores not busy with other work, read at each step.
+AUTO = "auto"
+
+
+def _other_runnable(loadavg: str) -> int:
+    """Runnable tasks other than the reading one, from the text of /proc/loadavg ("0.1 0.2 0.3 R/T PID")."""
+    return max(0, int(loadavg.split()[3].split("/")[0]) - 1)
+
+
+def idle_cores(samples: int = 3, interval: float = 0.005) -> int:
+    """The CPUs this process may use less those other runnable tasks occupy now, at least 1.
+
+    Read from /proc/loadavg's count of runnable tasks (instantaneous, unlike the load averages, which
+    lag a minute behind), the least of `samples` reads `interval` s apart so a passing task does not
+    count. Torch threads asked for on cores that other processes hold spin and wait on each other: the
+    hand action trainer ran 8-20x slower on two threads than on one on a 2-core machine at load 15-20.
+    Where /proc/loadavg is missing (not Linux), every CPU counts as idle. The count is machine-wide, so
+    in a container limited to fewer CPUs than its host it errs towards fewer threads.
+    """
+    try:
+        cores = max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = max(1, os.cpu_count() or 1)
+    others = None
+    for i in range(max(1, samples)):
+        try:
+            with open("/proc/loadavg") as f:
+                n = _other_runnable(f.read())
+        except (OSError, IndexError, ValueError):  # pragma: no cover - not Linux
+            return cores
+        others = n if others is None else min(others, n)
+        if i + 1 < samples:
+            time.sleep(interval)
+    return max(1, cores - (others or 0))
+
+
 class Trainer:
     """Trains `net` on `train` and reports loss/accuracy on `train` and `validation`."""
 
     def __init__(self, net: nn.Module, train: TensorData | WindowData, validation: TensorData | WindowData | None = None,
                  *, batch_size: int = 32,
                  optimizer: str = "adam", learning_rate: float = 1e-3, weight_decay: float = 1e-4,
-                 seed: int = 0, class_weights: torch.Tensor | None = None, threads: int | None = 1):
+                 seed: int = 0, class_weights: torch.Tensor | None = None, threads: int | str | None = 1):
         self.net, self.train_data, self.validation = net, train, validation
         # Small networks train fastest on one thread: more threads only add synchronisation (figures in
-        # benchmarks/README.md, "Threads of the small trainers").
+        # benchmarks/README.md, "Threads of the small trainers"). None: torch's own count; AUTO: the
+        # cores idle at each step (`idle_cores`).
+        if not (threads is None or threads == AUTO or (isinstance(threads, int) and threads >= 1)):
+            raise ValueError(f"threads={threads!r}: give a count >= 1, None (torch's own) or {AUTO!r}")
         self.threads = threads
         self.batch_size = max(1, int(batch_size))
         self.class_weights = class_weights
@@ -182,8 +223,9 @@ class Trainer:
     def step(self) -> dict[str, float]:
         """One Create ML iteration: a pass over the training set; returns its loss and accuracy."""
         previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        threads = idle_cores() if self.threads == AUTO else self.threads
+        if threads:
+            torch.set_num_threads(threads)
         try:
             return self._step()
         finally:

@@ -17,7 +17,7 @@ from ..features.cache import CachingExtractor
 from ..features.keypoint_augment import augment_keypoints
 from ..features.video import is_video_file
 from ..nets import HandActionGCN
-from ..nets.training import Batch, Trainer
+from ..nets.training import AUTO, Batch, Trainer
 from ._base import Plan
 from ._fields import DeclaredParameters, declared_parameters
 from ._hand import (
@@ -347,11 +347,11 @@ class MLHandActionClassifier(HandTask):
             session.summary["net_streams"] = ["joints"] if trained else list(NET_STREAMS)
         streams = tuple(session.summary["net_streams"])
         net = HandActionGCN(len(plan.labels), streams=streams)
-        # threads=None: torch's own count (every core). The temporal convolutions are large enough to
-        # share (benchmarks/README.md, "Threads of the small trainers").
+        # threads=AUTO: every idle core. The temporal convolutions are large enough to share
+        # (benchmarks/README.md, "Threads of the small trainers"); cores other work holds are left out.
         return Trainer(net, data(plan.train, augment), data(plan.validation), batch_size=params.batch_size,
                        optimizer="adam", learning_rate=3e-3, weight_decay=1e-4, seed=session.split_seed or 0,
-                       threads=None)
+                       threads=AUTO)
 
     def _init_after_training(self, session, plan) -> None:
         self._window = session.model_parameters.prediction_window_size
