@@ -59,12 +59,51 @@ VARIANTS = {
     "flip": {},  # the default network with HORIZONTALLY_FLIP augmentation
     "iter20": {},  # the default network, 20 iterations (default 80)
     "iter40": {},
+    "bones": {"bones": True},  # joints and bone vectors (joint - parent) as 5 input channels
+    "hybrid": {"mlp": True},  # the GCN's logits plus a 2-layer MLP's on the same normalised joints
+    "bones_hybrid": {"bones": True, "mlp": True},
+    "ens3": {"ensemble": 3},  # three GCNs (different initial weights) trained together, logits averaged
 }
 
 
-def variant_net(num_classes: int, norm=None, input_bn: bool = False, **kw) -> nn.Module:
+def variant_net(num_classes: int, norm=None, input_bn: bool = False, bones: bool = False, mlp: bool = False,
+                ensemble: int = 0, **kw) -> nn.Module:
     """A HandPoseGCN with another input normalisation and/or a BatchNorm1d over the 63 inputs."""
     from createml_widgets.nets import gcn
+
+    if ensemble:
+        class Ensemble(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.members = nn.ModuleList(gcn.HandPoseGCN(num_classes, **kw) for _ in range(ensemble))
+
+            def forward(self, poses):
+                return torch.stack([m(poses) for m in self.members]).mean(0)
+
+        return Ensemble()
+
+    if bones or mlp:
+        class Streams(gcn.HandPoseGCN):
+            def __init__(self):
+                super().__init__(num_classes, **kw)
+                if bones:
+                    self.graph[0] = gcn.GraphConv(5, self.graph[0].mix.out_channels)
+                    self.register_buffer("bone_m", gcn.bone_matrix())
+                self.mlp = nn.Sequential(nn.Linear(42, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, num_classes)) \
+                    if mlp else None
+
+            def forward(self, poses):
+                x = gcn.normalize_keypoints(poses)  # (N, 1, 3, 21)
+                g = x
+                if bones:
+                    xy = x[:, :, 0:2, :]
+                    g = torch.cat([xy, torch.matmul(xy, self.bone_m), x[:, :, 2:3, :]], dim=2)
+                out = self.fc(self.dropout(self.graph(g.permute(0, 2, 1, 3)).flatten(1)))
+                if self.mlp is not None:
+                    out = out + self.mlp(x[:, 0, 0:2, :].flatten(1))
+                return out
+
+        return Streams()
 
     class Variant(gcn.HandPoseGCN):
         def __init__(self):

@@ -50,13 +50,33 @@ def test_the_retry_chain_is_configurable_and_runs_in_order(monkeypatch):
     monkeypatch.setattr(hand_detector, "_retry_geometry", spy)  # the detector's module: where it is looked up
     blank = np.full((64, 64, 3), 128, np.uint8)
     chain = ((256, 0.25, 0.0, False), (256, 0.25, 30.0, False))
+    first = [hk.SMALL_PHOTO_GEOMETRY]  # a photo under 256 px: the bordered geometry, then as it is, then the chain
     with hk.HandKeypointDetector(video=False, fallback_complexity=None, retries=chain) as det:
         assert det.detect(blank) is None
-        assert seen == list(chain)
+        assert seen == first + list(chain)
         seen.clear()
-        det.detect(small)
-        assert len(seen) <= len(chain)
+        assert det.detect(small) is not None
+        assert seen == first  # found with the border: nothing more is tried
     with hk.HandKeypointDetector(video=False, fallback_complexity=None) as det:
         seen.clear()
         det.detect(blank)
-        assert seen == list(hk.RETRY_GEOMETRIES)
+        assert seen == first + list(hk.RETRY_GEOMETRIES)
+        seen.clear()
+        assert det.detect(np.full((256, 300, 3), 128, np.uint8)) is None
+        assert seen == list(hk.RETRY_GEOMETRIES)  # not small: as it is first, no small-photo pass
+    with hk.HandKeypointDetector(video=False, fallback_complexity=None, retry=False) as det:
+        seen.clear()
+        det.detect(blank)
+        assert seen == []
+
+
+def test_the_small_photo_border_finds_the_hand_where_it_is_in_the_photo(open_hand_photo):
+    """The small-photo pass answers in the photo's own normalised coordinates (the border mapped back)."""
+    rgb = np.asarray(Image.open(open_hand_photo).convert("RGB"))
+    assert min(rgb.shape[:2]) < hk.RETRY_SHORT_SIDE
+    with hk.HandKeypointDetector(video=False, fallback_complexity=None, retry=False) as det:
+        [plain] = det._process(det._hands, rgb, None)
+    with hk.HandKeypointDetector(video=False, fallback_complexity=None) as det:
+        bordered = det.detect(rgb)
+    err = np.abs(plain.keypoints[0, :2] - bordered.keypoints[0, :2]).max()
+    assert err < 0.06, err
