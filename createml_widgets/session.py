@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -238,6 +239,9 @@ class MLTrainingSession:
         self.features = FeatureStore(parameters.directory, writer=self._write_file)
         self._lock = threading.RLock()
         self._files: SessionFiles | None = None  # what this session wrote in its folder
+        # While a run is going: (its monotonic start, the seconds of the earlier runs); every save then
+        # records summary["elapsed_seconds"], so a session reopened later says how long it has run.
+        self._run_clock: tuple[float, float] | None = None
         self._running = False  # run_session holds the folder lock
 
     # -- Create ML's members -----------------------------------------------------------------
@@ -278,6 +282,9 @@ class MLTrainingSession:
     def to_dict(self) -> dict:
         """What session.json holds: the data, parameters, phase, history, features and checkpoints."""
         root = self.session_directory
+        if self._run_clock is not None:
+            started, before = self._run_clock
+            self.summary["elapsed_seconds"] = round(before + time.monotonic() - started, 3)
         return {
             "format": SESSION_FORMAT, "task": self.task.__name__, "date": self.date.isoformat(),
             "training_data": self.training_data.to_dict(root), "parameters": self.model_parameters.to_dict(root),

@@ -155,12 +155,14 @@ def run_session(session: MLTrainingSession, job: MLJob) -> ClassifierTask:
     session.parameters.validate()
     with session._folder_lock():  # a second run on the same folder is refused
         session._running = True
+        session._run_clock = (time.monotonic(), float(session.summary.get("elapsed_seconds", 0.0)))
         try:
             with session._lock, session_writes(session.session_directory):
                 session._remove_leftovers()
             return _run_session(session, job)
         finally:
             session._running = False
+            session._run_clock = None
 
 
 def _warn_iteration_bound(session: MLTrainingSession, plan) -> None:

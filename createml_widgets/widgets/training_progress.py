@@ -182,9 +182,15 @@ class TrainingProgress(widgets.VBox):
             self.checkpoints = list(session.checkpoints)
             self.phase = session.phase.value
             training = session.phase == MLPhase.TRAINING
-            total = session.parameters.iterations if training else 0
+            total = 0
+            if training:  # what the run trains to: the model's bound, within the session's
+                from ..tasks.registry import iterations_field
+
+                bound = getattr(session.model_parameters, iterations_field(type(session.model_parameters)))
+                total = min(int(bound), int(session.parameters.iterations))
             last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "iteration"}
-            self._progress = MLProgress(session.phase, session.iteration, total, 0.0, last) if training else None
+            elapsed = float(session.summary.get("elapsed_seconds", 0.0))  # every run of it, as recorded at each save
+            self._progress = MLProgress(session.phase, session.iteration, total, elapsed, last) if training else None
             self._phase_mark = None
             self.state = "cancelled"
             self._finished.set()
@@ -281,9 +287,8 @@ class TrainingProgress(widgets.VBox):
 
         folder = session.session_directory
         if not folder_busy(folder):
-            new_job = session.task.resume(session.task.restore_training_session(session.parameters))
-            self.attach(new_job)
-            return new_job
+            fresh = session.task.restore_training_session(session.parameters)
+            return self._attach_resumed(fresh, session.task.resume)
         with self._lock:
             self.state = "waiting"
             self._finished.clear()
@@ -297,7 +302,7 @@ class TrainingProgress(widgets.VBox):
                 return  # something else was started meanwhile
             try:
                 fresh = session.task.restore_training_session(session.parameters)  # as the other run left it
-                self.attach(session.task.resume(fresh))
+                self._attach_resumed(fresh, session.task.resume)
             except Exception as err:  # noqa: BLE001 - shown in the widget
                 with self._lock:
                     self.state, self.error = "failed", f"{type(err).__name__}: {err}"
@@ -306,6 +311,16 @@ class TrainingProgress(widgets.VBox):
 
         threading.Thread(target=wait_then_resume, name="cmlw-resume-wait", daemon=True).start()
         return None
+
+    def _attach_resumed(self, session, resume):
+        """Follow resume(session), counting the seconds its earlier runs took (read before it starts)."""
+        earlier = float(session.summary.get("elapsed_seconds", 0.0))
+        job = resume(session)
+        self.attach(job)
+        with self._lock:
+            if self.job is job:
+                self._elapsed_before = earlier
+        return job
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job followed now is finished and shown; True if it is."""

@@ -161,6 +161,36 @@ def test_elapsed_time_counts_the_run_before_the_cancel(source):
     assert progress.wait(TIMEOUT) and progress.elapsed_time == pytest.approx(other.progress.elapsed_time)
 
 
+def test_a_session_reopened_from_disk_shows_the_time_its_runs_took(source, tmp_path):
+    """A page reloaded after a Cancel (a new widget, the session read back from its folder) showed
+    "0 s elapsed": the time is now kept in the session and counted on after Resume."""
+    sp = MLTrainingSessionParameters(tmp_path / "session", report_interval=1, checkpoint_interval=1)
+    job = MLJob(IC.make_training_session(source, params(8, mlp=True), sp))
+    job.on_progress(lambda p: p.phase == MLPhase.TRAINING and time.sleep(0.6))
+    job.on_progress(lambda p: p.phase == MLPhase.TRAINING and p.item_count == 3 and job.cancel())
+    job._start()
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=TIMEOUT)
+    first = job.progress.elapsed_time
+    assert first >= 1.2
+
+    reopened = IC.restore_training_session(MLTrainingSessionParameters(tmp_path / "session"))
+    recorded = reopened.summary["elapsed_seconds"]
+    # saved at the cancel's checkpoint: the whole run, a little past its last report
+    assert first <= recorded <= first + 3.0, (recorded, first)
+    page = TrainingProgress(update_interval=0)
+    page.show_stopped(reopened)
+    assert f"3 / 8 iterations · {format_duration(recorded)} elapsed" == page.counts_label.value
+    assert format_duration(recorded) != format_duration(0.0)
+
+    resumed = page.resume()
+    resumed.result(timeout=TIMEOUT)
+    assert page.wait(TIMEOUT) and page.state == "done"
+    assert page.elapsed_time == pytest.approx(recorded + resumed.progress.elapsed_time)
+    again = IC.restore_training_session(MLTrainingSessionParameters(tmp_path / "session"))
+    assert again.summary["elapsed_seconds"] >= recorded + resumed.progress.elapsed_time - 0.5
+
+
 def looks(button) -> tuple[bool, str, bool]:
     return button.disabled, button.button_style, "cmlw-button-disabled" in button._dom_classes
 
