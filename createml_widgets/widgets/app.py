@@ -38,7 +38,7 @@ from .confusion_matrix import ConfusionMatrix
 from .data_source_picker import DataSourcePicker
 from .parameter_form import InvalidParametersError, ParameterForm
 from .prediction_preview import PredictionPreview
-from .training_progress import TrainingProgress
+from .training_progress import TrainingProgress, iteration_bound
 
 if TYPE_CHECKING:
     from ..session import MLJob
@@ -350,12 +350,15 @@ class TrainerApp(ExportStep, widgets.VBox):
         if session is None:
             return False
         progress.show_stopped(session)
-        with contextlib.suppress(Exception):  # the form shows what the session was started with
+        kept = ""
+        try:  # the form shows what the session was started with
             self.form.set_parameters(session.model_parameters)
-        where = (f"iteration {session.iteration} of {session.parameters.iterations}"
+        except (TypeError, ValueError) as err:
+            kept = f"; the form keeps its own settings (the session's cannot be shown: {err})"
+        where = (f"iteration {session.iteration} of {iteration_bound(session)}"
                  if session.phase.value == "training" else "feature extraction")
         self._say(f"a training run on this data stopped at {where} (the page was left or the kernel stopped) — "
-                  "Resume continues it, Train starts over", "info")
+                  f"Resume continues it, Train starts over{kept}", "info")
         return True
 
     def _training_text(self) -> str:

@@ -54,6 +54,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours} h {m:02d} min"
 
 
+def iteration_bound(session: MLTrainingSession) -> int:
+    """The iteration a run of `session` trains to: its model's bound (max_iterations, maximum_iterations),
+    within the session's own `iterations`."""
+    from ..tasks.registry import iterations_field
+
+    bound = getattr(session.model_parameters, iterations_field(type(session.model_parameters)))
+    return min(int(bound), int(session.parameters.iterations))
+
+
 class TrainingProgress(widgets.VBox):
     """Shows an MLJob as it runs. `attach(job)` follows a job; `model` is set when it finishes.
 
@@ -182,12 +191,7 @@ class TrainingProgress(widgets.VBox):
             self.checkpoints = list(session.checkpoints)
             self.phase = session.phase.value
             training = session.phase == MLPhase.TRAINING
-            total = 0
-            if training:  # what the run trains to: the model's bound, within the session's
-                from ..tasks.registry import iterations_field
-
-                bound = getattr(session.model_parameters, iterations_field(type(session.model_parameters)))
-                total = min(int(bound), int(session.parameters.iterations))
+            total = iteration_bound(session) if training else 0
             last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "iteration"}
             elapsed = float(session.summary.get("elapsed_seconds", 0.0))  # every run of it, as recorded at each save
             self._progress = MLProgress(session.phase, session.iteration, total, elapsed, last) if training else None
