@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -279,11 +280,22 @@ class MLTrainingSession:
             self.save()
 
     # -- persistence -------------------------------------------------------------------------
+    @property
+    def elapsed_seconds(self) -> float:
+        """Seconds the runs of this session took, as its last save recorded them (0 when none are recorded:
+        a session.json from before they were, or a value edited into something that is not a number)."""
+        try:
+            value = float(self.summary.get("elapsed_seconds", 0.0))
+        except (TypeError, ValueError):
+            return 0.0
+        return value if math.isfinite(value) and value >= 0 else 0.0
+
     def to_dict(self) -> dict:
         """What session.json holds: the data, parameters, phase, history, features and checkpoints."""
         root = self.session_directory
-        if self._run_clock is not None:
-            started, before = self._run_clock
+        clock = self._run_clock  # read once: the run's thread clears it when it ends
+        if clock is not None:
+            started, before = clock
             self.summary["elapsed_seconds"] = round(before + time.monotonic() - started, 3)
         return {
             "format": SESSION_FORMAT, "task": self.task.__name__, "date": self.date.isoformat(),

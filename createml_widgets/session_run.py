@@ -155,7 +155,7 @@ def run_session(session: MLTrainingSession, job: MLJob) -> ClassifierTask:
     session.parameters.validate()
     with session._folder_lock():  # a second run on the same folder is refused
         session._running = True
-        session._run_clock = (time.monotonic(), float(session.summary.get("elapsed_seconds", 0.0)))
+        session._run_clock = (time.monotonic(), session.elapsed_seconds)
         try:
             with session._lock, session_writes(session.session_directory):
                 session._remove_leftovers()

@@ -30,9 +30,6 @@ JOINT_NAMES = (
     "ringMCP", "ringPIP", "ringDIP", "ringTip",
     "littleMCP", "littlePIP", "littleDIP", "littleTip",
 )
-# Changes whenever the keypoints this module computes for a given image could change (use it in
-# feature-cache keys together with mediapipe.__version__).
-EXTRACTOR_ID = "mediapipe-hands/full+lite-fallback/small-first256-pad0.4/retry256-pad0.25+384+rot30+bright/v3"
 # Images whose short side is below this are upscaled to it before the padded retry.
 RETRY_SHORT_SIDE = 256
 # Border added on each side for the padded retry, as a fraction of the (upscaled) image side.
@@ -57,6 +54,10 @@ RETRY_GEOMETRIES: tuple[tuple[int, float, float, bool], ...] = (
 # first, hand pose accuracy over 10 splits of the sample went from 0.960 +- 0.030 to 0.982 +- 0.012
 # (borders of 0.3-0.5 gave 0.977-0.988, 0.25 0.970, none 0.962; benchmarks/README.md, issue 16).
 SMALL_PHOTO_GEOMETRY: tuple[int, float, float, bool] = (RETRY_SHORT_SIDE, 0.4, 0.0, False)
+# Changes whenever the keypoints this module computes for a given image could change (use it in
+# feature-cache keys together with mediapipe.__version__); the geometries are spelled into it.
+EXTRACTOR_ID = ("mediapipe-hands/full+lite-fallback/small-first" + "-".join(map(str, SMALL_PHOTO_GEOMETRY))
+                + "/retry" + "+".join("-".join(map(str, g)) for g in RETRY_GEOMETRIES) + "/v3")
 
 
 @dataclass

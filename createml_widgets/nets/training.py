@@ -10,6 +10,7 @@ checkpoint (which holds the generator's state) equals an uninterrupted one exact
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -145,34 +146,68 @@ def seed_network(net: nn.Module, generator: torch.Generator) -> None:
                 child.generator = generator
 
 
-# Trainer(threads=AUTO): as many threads as there are cores not busy with other work, read at each step.
+# Trainer(threads=AUTO): as many threads as there are cores not busy with other work, counted once
+# (`idle_cores`) when the trainer is made; `Trainer.threads` then holds that count.
 AUTO = "auto"
 
 
-def _other_runnable(loadavg: str) -> int:
-    """Runnable tasks other than the reading one, from the text of /proc/loadavg ("0.1 0.2 0.3 R/T PID")."""
-    return max(0, int(loadavg.split()[3].split("/")[0]) - 1)
+def _other_runnable(loadavg: str, own_running: int = 1) -> int:
+    """Runnable tasks of other processes, from the text of /proc/loadavg ("0.1 0.2 0.3 R/T PID") less
+    this process's own running threads (at least the reading one)."""
+    return max(0, int(loadavg.split()[3].split("/")[0]) - max(1, own_running))
 
 
-def idle_cores(samples: int = 3, interval: float = 0.005) -> int:
-    """The CPUs this process may use less those other runnable tasks occupy now, at least 1.
+def _own_running_threads() -> int:
+    """This process's threads in state R now (/proc/self/task/*/stat), at least 1 (the caller)."""
+    n = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:  # pragma: no cover - not Linux
+        return 1
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # the thread ended meanwhile
+        n += state == "R"
+    return max(1, n)
 
-    Read from /proc/loadavg's count of runnable tasks (instantaneous, unlike the load averages, which
-    lag a minute behind), the least of `samples` reads `interval` s apart so a passing task does not
-    count. Torch threads asked for on cores that other processes hold spin and wait on each other: the
-    hand action trainer ran 8-20x slower on two threads than on one on a 2-core machine at load 15-20.
-    Where /proc/loadavg is missing (not Linux), every CPU counts as idle. The count is machine-wide, so
-    in a container limited to fewer CPUs than its host it errs towards fewer threads.
-    """
+
+def usable_cores() -> int:
+    """CPUs this process may run on: its affinity, within a cgroup CPU quota (docker --cpus, Kubernetes
+    limits: /sys/fs/cgroup/cpu.max) where one is set."""
     try:
         cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         cores = max(1, os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def idle_cores(samples: int = 3, interval: float = 0.005) -> int:
+    """The usable CPUs less those other processes' runnable tasks occupy now, at least 1.
+
+    Read from /proc/loadavg's count of runnable tasks (instantaneous, unlike the load averages, which
+    lag a minute behind) less this process's own running threads, the least of `samples` reads
+    `interval` s apart so a passing task does not count. Torch threads asked for on cores that other
+    processes hold spin and wait on each other: the hand action trainer ran 8-20x slower on two threads
+    than on one on a 2-core machine at load 15-20. Where /proc/loadavg is missing (not Linux), every
+    usable CPU counts as idle. The runnable count is machine-wide: in a container pinned to some of its
+    host's CPUs it errs towards fewer threads.
+    """
+    cores = usable_cores()
     others = None
     for i in range(max(1, samples)):
         try:
             with open("/proc/loadavg") as f:
-                n = _other_runnable(f.read())
+                n = _other_runnable(f.read(), _own_running_threads())
         except (OSError, IndexError, ValueError):  # pragma: no cover - not Linux
             return cores
         others = n if others is None else min(others, n)
@@ -191,10 +226,11 @@ class Trainer:
         self.net, self.train_data, self.validation = net, train, validation
         # Small networks train fastest on one thread: more threads only add synchronisation (figures in
         # benchmarks/README.md, "Threads of the small trainers"). None: torch's own count; AUTO: the
-        # cores idle at each step (`idle_cores`).
+        # cores idle now (`idle_cores`), counted once: torch's results depend on its thread count, so a
+        # count that changed from step to step would make the same seed train a different network.
         if not (threads is None or threads == AUTO or (isinstance(threads, int) and threads >= 1)):
             raise ValueError(f"threads={threads!r}: give a count >= 1, None (torch's own) or {AUTO!r}")
-        self.threads = threads
+        self.threads = idle_cores() if threads == AUTO else threads
         self.batch_size = max(1, int(batch_size))
         self.class_weights = class_weights
         self.generator = torch.Generator().manual_seed(seed)
@@ -220,16 +256,21 @@ class Trainer:
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, weight=self.class_weights)
 
-    def step(self) -> dict[str, float]:
-        """One Create ML iteration: a pass over the training set; returns its loss and accuracy."""
+    @contextlib.contextmanager
+    def _on_threads(self):
+        """Run torch on this trainer's thread count for the block (torch's own when it is None)."""
         previous = torch.get_num_threads()
-        threads = idle_cores() if self.threads == AUTO else self.threads
-        if threads:
-            torch.set_num_threads(threads)
+        if self.threads:
+            torch.set_num_threads(self.threads)
         try:
-            return self._step()
+            yield
         finally:
             torch.set_num_threads(previous)
+
+    def step(self) -> dict[str, float]:
+        """One Create ML iteration: a pass over the training set; returns its loss and accuracy."""
+        with self._on_threads():
+            return self._step()
 
     def _step(self) -> dict[str, float]:
         self.net.train()
@@ -254,7 +295,8 @@ class Trainer:
     def _metrics_on(self, data, prefix: str) -> dict[str, float]:
         self.net.eval()
         x, y = data.all()
-        logits = self.net(x)
+        with self._on_threads():
+            logits = self.net(x)
         return {f"{prefix}loss": float(F.cross_entropy(logits, y)),
                 f"{prefix}accuracy": float((logits.argmax(1) == y).float().mean())}
 

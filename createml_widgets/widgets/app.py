@@ -353,8 +353,8 @@ class TrainerApp(ExportStep, widgets.VBox):
         kept = ""
         try:  # the form shows what the session was started with
             self.form.set_parameters(session.model_parameters)
-        except (TypeError, ValueError) as err:
-            kept = f"; the form keeps its own settings (the session's cannot be shown: {err})"
+        except Exception as err:  # noqa: BLE001 - any reason: said in the message, the found session still shown
+            kept = f"; the form keeps its own settings (the session's cannot be shown: {type(err).__name__}: {err})"
         where = (f"iteration {session.iteration} of {iteration_bound(session)}"
                  if session.phase.value == "training" else "feature extraction")
         self._say(f"a training run on this data stopped at {where} (the page was left or the kernel stopped) — "

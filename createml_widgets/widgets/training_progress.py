@@ -154,11 +154,16 @@ class TrainingProgress(widgets.VBox):
         return bundle
 
     # -- following a job ---------------------------------------------------------------------
-    def attach(self, job: MLJob) -> None:
-        """Follow `job` (an MLJob): its past history is drawn at once, new events as they come."""
+    def attach(self, job: MLJob, *, elapsed_before: float | None = None) -> None:
+        """Follow `job` (an MLJob): its past history is drawn at once, new events as they come.
+
+        elapsed_before: seconds the session's earlier runs took, counted into the time shown (by
+        default those of the runs this widget followed)."""
         with self._lock:
             previous = self.job
-            if previous is None or previous.session is not job.session:
+            if elapsed_before is not None:
+                self._elapsed_before = float(elapsed_before)
+            elif previous is None or previous.session is not job.session:
                 self._elapsed_before = 0.0
             elif previous is not job and previous.done():  # Resume: the new run adds to the earlier ones
                 self._elapsed_before += previous.progress.elapsed_time
@@ -193,7 +198,7 @@ class TrainingProgress(widgets.VBox):
             training = session.phase == MLPhase.TRAINING
             total = iteration_bound(session) if training else 0
             last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "iteration"}
-            elapsed = float(session.summary.get("elapsed_seconds", 0.0))  # every run of it, as recorded at each save
+            elapsed = session.elapsed_seconds  # every run of it, as recorded at each save
             self._progress = MLProgress(session.phase, session.iteration, total, elapsed, last) if training else None
             self._phase_mark = None
             self.state = "cancelled"
@@ -318,12 +323,9 @@ class TrainingProgress(widgets.VBox):
 
     def _attach_resumed(self, session, resume):
         """Follow resume(session), counting the seconds its earlier runs took (read before it starts)."""
-        earlier = float(session.summary.get("elapsed_seconds", 0.0))
+        earlier = session.elapsed_seconds
         job = resume(session)
-        self.attach(job)
-        with self._lock:
-            if self.job is job:
-                self._elapsed_before = earlier
+        self.attach(job, elapsed_before=earlier)
         return job
 
     def wait(self, timeout: float | None = None) -> bool:

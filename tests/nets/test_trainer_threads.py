@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from createml_widgets.nets import HandPoseGCN
-from createml_widgets.nets.training import AUTO, TensorData, Trainer, _other_runnable, idle_cores
+from createml_widgets.nets.training import (
+    AUTO,
+    TensorData,
+    Trainer,
+    _other_runnable,
+    _own_running_threads,
+    idle_cores,
+    usable_cores,
+)
 
 SPIN = "import time\nt = time.time()\nwhile time.time() - t < 30: pass\n"
 
@@ -19,6 +27,29 @@ def test_other_runnable_reads_the_running_count_and_leaves_out_the_reader():
     assert _other_runnable("0.52 0.58 0.59 5/1183 40123\n") == 4
     assert _other_runnable("0.00 0.00 0.00 1/200 7\n") == 0
     assert _other_runnable("0.00 0.00 0.00 0/200 7\n") == 0
+    assert _other_runnable("0.52 0.58 0.59 5/1183 40123\n", own_running=3) == 2  # our own busy threads
+
+
+def test_own_running_threads_counts_a_busy_thread_of_ours():
+    import threading
+
+    stop = threading.Event()
+
+    def spin():  # a product releases the GIL: the thread runs beside the reading one
+        a = torch.rand(400, 400)
+        while not stop.is_set():
+            a @ a
+
+    t = threading.Thread(target=spin, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.05)
+        counts = [_own_running_threads() for _ in range(20)]
+    finally:
+        stop.set()
+        t.join()
+    assert max(counts) >= 2 and min(counts) >= 1, counts
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="reads /proc/loadavg (Linux)")
@@ -36,7 +67,7 @@ def test_idle_cores_drops_by_the_processes_spinning_beside_it():
             p.wait()
 
 
-def test_auto_trainer_sets_the_idle_count_for_its_step_and_restores_torchs(monkeypatch):
+def test_auto_trainer_counts_once_and_trains_and_evaluates_on_that_count(monkeypatch):
     import createml_widgets.nets.training as training
 
     seen = []
@@ -46,15 +77,22 @@ def test_auto_trainer_sets_the_idle_count_for_its_step_and_restores_torchs(monke
         seen.append(torch.get_num_threads())
         return real_step(self)
 
-    monkeypatch.setattr(training, "idle_cores", lambda: 1)
+    counts = iter([1, 2, 2, 2])
+    monkeypatch.setattr(training, "idle_cores", lambda: next(counts))
     monkeypatch.setattr(Trainer, "_step", recording)
     before = torch.get_num_threads()
     g = torch.Generator().manual_seed(0)
     data = TensorData(torch.rand(16, 1, 3, 21, generator=g), torch.randint(0, 3, (16,), generator=g))
-    trainer = Trainer(HandPoseGCN(3), data, threads=AUTO)
+    trainer = Trainer(HandPoseGCN(3), data, data, threads=AUTO)
+    assert trainer.threads == 1
     trainer.step()
-    assert seen == [1]
+    trainer.step()  # the load changed: still the count of the start (torch's answers depend on it)
+    assert seen == [1, 1]
     assert torch.get_num_threads() == before
+    net_calls = []
+    trainer.net.register_forward_pre_hook(lambda *_: net_calls.append(torch.get_num_threads()))
+    trainer.validation_metrics()
+    assert net_calls == [1] and torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("bad", [0, -2, "all", 1.5])

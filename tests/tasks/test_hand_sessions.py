@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
+import createml_widgets.tasks.hand_action_classifier as hac
 from createml_widgets import (
     MLHandActionClassifier,
     MLHandPoseClassifier,
@@ -61,7 +62,7 @@ def test_second_hand_action_training_reads_keypoints_from_the_cache(few_clips, o
     assert other_rate.session.summary["extraction"]["extracted"] == 4  # another frame rate: other keypoints
 
 
-def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path, cancel_at):
+def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path, cancel_at, monkeypatch):
     data = HA.DataSource.labeled_directories(few_clips)
     params = HA.ModelParameters(prediction_window_size=30, maximum_iterations=40, validation=ValidationData.none())
     sp = MLTrainingSessionParameters(tmp_path / "s", report_interval=1, checkpoint_interval=5)
@@ -73,6 +74,12 @@ def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path, canc
     assert restored.phase == MLPhase.TRAINING and restored.iteration == stopped_at
     resumed, phases = [], set()
     extraction = dict(restored.summary["extraction"])  # what the first run extracted (or read from the cache)
+    threads = restored.summary["train_threads"]  # counted once, at the first training, and kept
+    assert isinstance(threads, int) and threads >= 1
+    seen = []
+    real_trainer = hac.Trainer
+    monkeypatch.setattr(hac, "idle_cores", lambda: threads + 1)  # the machine is quieter now
+    monkeypatch.setattr(hac, "Trainer", lambda *a, **kw: seen.append(kw["threads"]) or real_trainer(*a, **kw))
     job2 = HA.resume(restored)
     job2.on_progress(lambda p: phases.add(p.phase))
     job2.on_progress(lambda p: resumed.append(p.item_count) if p.phase == MLPhase.TRAINING else None)
@@ -81,6 +88,7 @@ def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path, canc
     # Keypoints were not extracted again: no extraction phase, the first run's account unchanged.
     assert MLPhase.EXTRACTING_FEATURES not in phases and MLPhase.TRAINING in phases
     assert job2.session.summary["extraction"] == extraction
+    assert seen == [threads] and job2.session.summary["train_threads"] == threads  # the same count: the same run
 
     last = [c for c in restored.checkpoints if c.phase == MLPhase.TRAINING][-1]
     assert last.iteration == 40

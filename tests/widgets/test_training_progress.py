@@ -189,6 +189,9 @@ def test_a_session_reopened_from_disk_shows_the_time_its_runs_took(source, tmp_p
     assert page.elapsed_time == pytest.approx(recorded + resumed.progress.elapsed_time)
     again = IC.restore_training_session(MLTrainingSessionParameters(tmp_path / "session"))
     assert again.summary["elapsed_seconds"] >= recorded + resumed.progress.elapsed_time - 0.5
+    for edited in (None, "an hour", float("nan"), -3):  # a session.json edited by hand reads as no time
+        again.summary["elapsed_seconds"] = edited
+        assert again.elapsed_seconds == 0.0
 
 
 def looks(button) -> tuple[bool, str, bool]:
