@@ -205,10 +205,9 @@ def quantize(fp32_path: Path, out: Path, calib: np.ndarray, *, method: str = "mi
         quant_pre_process(str(renamed), str(pre), skip_symbolic_shape=True)
     graph = onnx.load(str(pre)).graph
     exclude = {n.name for n in graph.node if n.name in keep_float}
-    # A float Conv's Clip must stay in float too: quantized, the Clip's *input* (the conv's raw output,
-    # range some -30 .. 40) gets a QDQ pair with that wide range, ten times the [0, 6] scale the clipped
-    # tensor gets when the Clip is folded into a quantized Conv. This was why keeping more layers in
-    # float made the embeddings worse.
+    # A float Conv's Clip stays in float with it, so that no QDQ pair can sit between the Conv and its
+    # Clip (whose input is the conv's raw output, some -30 .. 40, ten times the clipped [0, 6] range).
+    # (Not what made "more layers float" worse: that is ORT's WeightBiasQuantization, see QuantizedRunner.)
     made_by = {o: n.name for n in graph.node for o in n.output}
     exclude |= {n.name for n in graph.node if n.op_type == "Clip" and made_by.get(n.input[0]) in exclude}
     exclude = sorted(exclude)
