@@ -462,10 +462,10 @@ class TrainerApp(ExportStep, widgets.VBox):
             self.model_summary.value = f"<details><summary><b>Model summary</b></summary>{summary}</details>"
         except Exception as err:  # noqa: BLE001 - the summary is a nicety
             log.debug("no model summary: %s", err)
+        self.export_button.disabled = False  # with the metrics: the preview's first answer may take a while
         self.preview.model = model
         if self.live is not None:
             self.live.model = model
-        self.export_button.disabled = False
 
     def _show_holdout(self, model) -> None:
         """When nothing was held out, say what the accuracy shown means, and offer to hold some out."""

@@ -663,7 +663,8 @@ def test_follow_cancel_and_resume_a_long_training_in_the_dashboard(browser, cach
             f"() => {{ const t = document.querySelector('.cmlw-progress-chart .cmlw-chart-line[data-key=\"loss\"]');"
             f" return t && t.getAttribute('points').trim().split(/\\s+/).length === {total}; }}", timeout=MINUTE)
         page.wait_for_selector(".cmlw-confusion-matrix-chart .cmlw-heatmap-cell", timeout=MINUTE)
-        assert page.is_enabled(".cmlw-export-button")
+        # enabled in the same step as the metrics, but its message can reach the page just after theirs
+        page.wait_for_selector(".cmlw-export-button:not(:disabled)", timeout=MINUTE)
         ui.check("resuming")
         ui.shot("resume-2-done", ".cmlw-section-training")
         ui.shot("resume-3-dashboard")
