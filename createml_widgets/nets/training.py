@@ -177,10 +177,9 @@ def _own_running_threads() -> int:
 def usable_cores() -> int:
     """CPUs this process may run on: its affinity, within a cgroup CPU quota (docker --cpus, Kubernetes
     limits: /sys/fs/cgroup/cpu.max) where one is set."""
-    try:
-        cores = max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cores = max(1, os.cpu_count() or 1)
+    from ..features.fast_inference import cpu_threads  # the affinity count ONNX Runtime's threads use
+
+    cores = cpu_threads()
     try:
         with open("/sys/fs/cgroup/cpu.max") as f:
             quota, period = f.read().split()[:2]

@@ -17,7 +17,7 @@ from ..features.cache import CachingExtractor
 from ..features.keypoint_augment import augment_keypoints
 from ..features.video import is_video_file
 from ..nets import HandActionGCN
-from ..nets.training import Batch, Trainer, idle_cores
+from ..nets.training import AUTO, Batch, Trainer
 from ._base import Plan
 from ._fields import DeclaredParameters, declared_parameters
 from ._hand import (
@@ -353,10 +353,12 @@ class MLHandActionClassifier(HandTask):
         # resumed run continues on the same count and equals an uninterrupted one.
         threads = session.summary.get("train_threads")
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            threads = session.summary["train_threads"] = idle_cores()
-        return Trainer(net, data(plan.train, augment), data(plan.validation), batch_size=params.batch_size,
-                       optimizer="adam", learning_rate=3e-3, weight_decay=1e-4, seed=session.split_seed or 0,
-                       threads=threads)
+            threads = AUTO
+        trainer = Trainer(net, data(plan.train, augment), data(plan.validation), batch_size=params.batch_size,
+                          optimizer="adam", learning_rate=3e-3, weight_decay=1e-4, seed=session.split_seed or 0,
+                          threads=threads)
+        session.summary["train_threads"] = trainer.threads
+        return trainer
 
     def _init_after_training(self, session, plan) -> None:
         self._window = session.model_parameters.prediction_window_size

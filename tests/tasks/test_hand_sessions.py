@@ -78,7 +78,9 @@ def test_hand_action_cancel_resume_and_from_checkpoint(few_clips, tmp_path, canc
     assert isinstance(threads, int) and threads >= 1
     seen = []
     real_trainer = hac.Trainer
-    monkeypatch.setattr(hac, "idle_cores", lambda: threads + 1)  # the machine is quieter now
+    import createml_widgets.nets.training as training
+
+    monkeypatch.setattr(training, "idle_cores", lambda: threads + 1)  # the machine is quieter now
     monkeypatch.setattr(hac, "Trainer", lambda *a, **kw: seen.append(kw["threads"]) or real_trainer(*a, **kw))
     job2 = HA.resume(restored)
     job2.on_progress(lambda p: phases.add(p.phase))
