@@ -124,28 +124,16 @@ def bias_corrected(net, calib: np.ndarray):
                 collect[name] = (min(lo, float(t.min())), max(hi, float(t.max())))
             return _fake_uint8(t, *ranges[name]) if ranges is not None else t
 
-        if tn.normalize:
-            x = x * (255.0 / 128.0) - (127.0 / 128.0)
-        saved = x
-        for i, conv in enumerate(tn.convs):
-            if tn.save[i]:
-                saved = x
-            if tn.extra_pads[i] is not None:
-                x = F.pad(x, tn.extra_pads[i])
-            if correct:
-                wq = _int8_grid(conv.weight)
-                y = F.conv2d(x, wq, conv.bias, conv.stride, conv.padding, groups=conv.groups)
-                y0 = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, groups=conv.groups)
-                delta = (y - y0).mean(dim=(0, 2, 3))
-                out.layers[i].weight = wq.numpy().astype(np.float32)
-                out.layers[i].bias = (conv.bias - delta).numpy().astype(np.float32)
-                x = y - delta[None, :, None, None]
-            else:
-                x = conv(x)
-            x = q(f"act{i}", F.hardtanh(x, 0.0, 6.0)) if tn.relu6[i] else q(f"conv{i}", x)
-            if tn.add[i]:
-                x = q(f"res{i}", x + saved)
-        return x
+        def corrected(i, conv, x):
+            wq = _int8_grid(conv.weight)
+            y = F.conv2d(x, wq, conv.bias, conv.stride, conv.padding, groups=conv.groups)
+            y0 = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, groups=conv.groups)
+            delta = (y - y0).mean(dim=(0, 2, 3))
+            out.layers[i].weight = wq.numpy().astype(np.float32)
+            out.layers[i].bias = (conv.bias - delta).numpy().astype(np.float32)
+            return y - delta[None, :, None, None]
+
+        return tn.feature_map(x, conv=corrected if correct else None, observe=q)
 
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(calib, dtype=np.float32))

@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -344,21 +345,36 @@ class FoldedTorchNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) pixels in [0, 1] -> (N, C) pooled features."""
+        return self.feature_map(x).mean(dim=(2, 3))
+
+    def feature_map(self, x: torch.Tensor, conv: Callable | None = None,
+                    observe: Callable | None = None) -> torch.Tensor:
+        """(N, 3, S, S) pixels in [0, 1] -> the last layer's (N, C, h, w) map, before pooling.
+
+        Hooks (for benchmarks/int8.py's fake quantization; None in the library): `conv(i, layer, x)`
+        computes layer i in place of `layer(x)`; `observe(name, t)` sees, and returns in place of, each
+        tensor that a quantized graph would round: "act{i}" (layer i after its ReLU6), "conv{i}" (a layer
+        without activation) and "res{i}" (its residual sum).
+        """
         if self.normalize:
             x = x * (255.0 / 128.0) - (127.0 / 128.0)
         saved = x
-        for i, conv in enumerate(self.convs):
+        for i, layer in enumerate(self.convs):
             if self.save[i]:
                 saved = x
             pad = self.extra_pads[i]
             if pad is not None:
                 x = F.pad(x, pad)
-            x = conv(x)
+            x = layer(x) if conv is None else conv(i, layer, x)
             if self.relu6[i]:
                 x = F.hardtanh(x, 0.0, 6.0)
+            if observe is not None:
+                x = observe(f"act{i}" if self.relu6[i] else f"conv{i}", x)
             if self.add[i]:
                 x = x + saved
-        return x.mean(dim=(2, 3))
+                if observe is not None:
+                    x = observe(f"res{i}", x)
+        return x
 
 
 class TorchRunner:

@@ -212,3 +212,32 @@ def test_run_time_failure_of_the_fast_path_falls_back_to_eager(photos):
     with torch.inference_mode():
         ref = ex.backbone(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_folded_torch_net_hooks_see_every_rounded_tensor_and_replace_it(photos, lite0, eager_features):
+    """feature_map's hooks (benchmarks/int8.py's fake quantization) run each conv and see each tensor once."""
+    net = fi.FoldedTorchNet(fi.fold_efficientnet_lite(lite0))
+    x = torch.from_numpy(np.stack([preprocess(load_image(p), 224) for p in photos[:4]]))
+    seen, convs = [], []
+
+    def conv(i, layer, t):
+        convs.append(i)
+        return layer(t)
+
+    def observe(name, t):
+        seen.append(name)
+        return t
+
+    with torch.inference_mode():
+        hooked = net.feature_map(x, conv=conv, observe=observe).mean(dim=(2, 3)).numpy()
+        last = seen[-1]
+        doubled = net.feature_map(x, observe=lambda name, t: t * 2 if name == last else t)
+    _assert_equivalent(hooked, eager_features[:4])
+    assert convs == list(range(len(net.convs)))
+    n_res = sum(net.add)
+    assert len(seen) == len(net.convs) + n_res and n_res > 0
+    assert {s[:3] for s in seen} == {"act", "con", "res"}
+    first_res = net.add.index(True)
+    assert seen[first_res + 1] == f"res{first_res}"  # right after the tensor it sums (none before it)
+    # a replaced tensor is what the next layer reads: the last layer doubled doubles the map
+    np.testing.assert_allclose(doubled.mean(dim=(2, 3)).numpy(), 2 * hooked, rtol=1e-4, atol=1e-4)
