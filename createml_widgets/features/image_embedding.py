@@ -50,14 +50,37 @@ def tent_matrix(grid: np.ndarray, length: int) -> np.ndarray:
     return np.maximum(0.0, 1.0 - np.abs(grid[:, None] - np.arange(length)[None, :]))
 
 
+def bilinear_taps(grid: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The two non-zero entries of each `tent_matrix(grid, length)` row: (i0, w0, i1, w1).
+
+    Row i of the tent matrix weighs pixel floor(g) by 1 - frac(g) and floor(g) + 1 by frac(g) (g =
+    grid[i]); a pixel outside 0 .. length - 1 gets weight 0 (its index is clamped, so it can be read).
+    """
+    i0 = np.floor(grid).astype(np.int64)
+    f = (grid - i0).astype(np.float32)
+    i1 = i0 + 1
+    w0 = np.where((i0 >= 0) & (i0 < length), 1.0 - f, 0.0).astype(np.float32)
+    w1 = np.where((i1 >= 0) & (i1 < length), f, 0.0).astype(np.float32)
+    return np.clip(i0, 0, length - 1), w0, np.clip(i1, 0, length - 1), w1
+
+
 def resize_square(chw: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resampling (no antialiasing) of the centre square of (C, H, W) to (C, size, size),
-    exactly what the exported models do inside (Core ML CropResize / the ONNX graph)."""
+    exactly what the exported models do inside (Core ML CropResize / the ONNX graph's tent matrices).
+
+    Computed as two taps per output sample (`bilinear_taps`), not as the dense tent-matrix products the
+    exported graph uses: the same weights (results equal to float32 rounding, ~2e-7), without the
+    matrices' 150x wasted multiplications (15 ms against 0.6 ms for 299 -> 224 here, and the dense
+    products ran on OpenBLAS's threads beside the decoding threads, which made training extraction
+    ~7x slower than the network).
+    """
     _, h, w = chw.shape
     side = min(h, w)
-    ry = tent_matrix(crop_grid(h, side, size), h)
-    rx = tent_matrix(crop_grid(w, side, size), w)
-    return np.matmul(np.matmul(ry.astype(np.float32), chw.astype(np.float32)), rx.T.astype(np.float32))
+    y0, a0, y1, a1 = bilinear_taps(crop_grid(h, side, size), h)
+    x0, b0, x1, b1 = bilinear_taps(crop_grid(w, side, size), w)
+    chw = chw.astype(np.float32, copy=False)
+    rows = chw[:, y0, :] * a0[None, :, None] + chw[:, y1, :] * a1[None, :, None]
+    return rows[:, :, x0] * b0 + rows[:, :, x1] * b1
 
 
 def vision_scale(image: Image.Image, size: int) -> Image.Image:
