@@ -298,7 +298,28 @@ def action_accuracy(seqs, labels, train, test, params) -> float:
     return float(((predicted == labels[test]) & has_hand).mean())
 
 
-def pose_accuracy(kp, labels, train, test, params=None) -> float:
+def photo_views(log=print) -> list[np.ndarray]:
+    """Each sample photo's (V, 3, 21) test-time views, as the library predicts a photo (zeros (1, 3, 21): no hand)."""
+    from createml_widgets.features import hand_keypoints as hk
+    from createml_widgets.tasks._hand import HandPoseViewsExtractor
+
+    files, _ = _photos()
+    store = bench_cache() / f"photo-views-{_key(HandPoseViewsExtractor().id, len(files))}.npz"
+    if store.is_file():
+        with np.load(store) as z:
+            return np.split(z["views"], np.cumsum(z["counts"])[:-1])
+    t = time.perf_counter()
+    obs = hk.extract_image_keypoints([str(p) for p in files], views=True)
+    out = [o.all_views() if o is not None and not isinstance(o, BaseException) else np.zeros((1, 3, 21), np.float32)
+           for o in obs]
+    np.savez(store, views=np.concatenate(out), counts=np.array([len(v) for v in out]))
+    log(f"hand keypoint views of {len(files)} photos in {time.perf_counter() - t:.0f} s")
+    return out
+
+
+def pose_accuracy(kp, labels, train, test, params=None, views=None) -> float:
+    """Train on `kp[train]`, score `test`; with `views` (photo_views) the test photos are predicted from
+    their views, as `MLHandPoseClassifier.prediction` does, else from `kp` alone."""
     import pandas as pd
 
     from createml_widgets import MLHandPoseClassifier as HP
@@ -308,7 +329,7 @@ def pose_accuracy(kp, labels, train, test, params=None) -> float:
     rows = [{"session_id": f"p{i}", "label": str(labels[i]), "keypoints": kp[i]} for i in train if found[i]]
     params = params or HP.ModelParameters(validation=ValidationData.none())
     model = HP(HP.DataSource.labeled_keypoints_data_frame(pd.DataFrame(rows)), params)
-    probs = model._predict_features([kp[i] for i in test])
+    probs = model._predict_features([(views[i] if views is not None else kp[i]) for i in test])
     predicted = np.array(model.class_labels)[probs.argmax(1)]
     return float(((predicted == labels[test]) & found[test]).mean())
 
@@ -400,13 +421,14 @@ def run_handaction_sample_clips(ctx: Context, seeds, params=None) -> None:
 def run_handpose(ctx: Context, seeds, params=None, name: str = "this project") -> None:
     files, labels = _photos()
     kp = photo_keypoints(log=ctx.log)
+    views = photo_views(log=ctx.log)
     classes = sorted(set(labels.tolist()))
     y = np.array([classes.index(v) for v in labels])
     found = np.abs(kp).sum(axis=(1, 2, 3)) > 0
     ours, base = [], []
     for seed in seeds:
         train, test = stratified(labels, POSE_TRAIN_PER_CLASS, seed)
-        ours.append(pose_accuracy(kp, labels, train, test, params))
+        ours.append(pose_accuracy(kp, labels, train, test, params, views=views))
         feats = wrist_relative(kp)
         tr = train[found[train]]
         pred = mlp_fit_predict(feats[tr], y[tr], feats[test], len(classes), seed)

@@ -54,6 +54,15 @@ RETRY_GEOMETRIES: tuple[tuple[int, float, float, bool], ...] = (
 # first, hand pose accuracy over 10 splits of the sample went from 0.960 +- 0.030 to 0.982 +- 0.012
 # (borders of 0.3-0.5 gave 0.977-0.988, 0.25 0.970, none 0.962; benchmarks/README.md, issue 16).
 SMALL_PHOTO_GEOMETRY: tuple[int, float, float, bool] = (RETRY_SHORT_SIDE, 0.4, 0.0, False)
+# Test-time views of a small photo (`HandKeypointDetector(views=True)`): the keypoints MediaPipe gives
+# with 30% and 50% borders, beside SMALL_PHOTO_GEOMETRY's 40%. A hand pose model's prediction of a photo
+# averages its answers over the views (the network is trained on the first view alone). On 10 splits of
+# the sample photos: one view 0.982 +- 0.012, these three 0.988 +- 0.008; the views also as training
+# examples 0.983 (benchmarks/README.md, issue 16). Not part of EXTRACTOR_ID: training keypoints do not change.
+SMALL_PHOTO_VIEWS: tuple[tuple[int, float, float, bool], ...] = (
+    (RETRY_SHORT_SIDE, 0.3, 0.0, False),
+    (RETRY_SHORT_SIDE, 0.5, 0.0, False),
+)
 # Changes whenever the keypoints this module computes for a given image could change (use it in
 # feature-cache keys together with mediapipe.__version__); the geometries are spelled into it.
 EXTRACTOR_ID = ("mediapipe-hands/full+lite-fallback/small-first" + "-".join(map(str, SMALL_PHOTO_GEOMETRY))
@@ -73,6 +82,11 @@ class HandObservation:
     keypoints: np.ndarray
     chirality: str = "unknown"
     confidence: float = 0.0
+    views: tuple[np.ndarray, ...] = ()  # further (1, 3, 21) keypoints of the same photo (detector views=True)
+
+    def all_views(self) -> np.ndarray:
+        """(V, 3, 21): `keypoints` first, then every further view (V = 1 without views)."""
+        return np.concatenate([self.keypoints, *self.views]).astype(np.float32, copy=False)
 
     @property
     def xy(self) -> np.ndarray:
@@ -119,6 +133,9 @@ class HandKeypointDetector:
         tried again upscaled (short side to 256 px when smaller) with a 25% border, then, if still none,
         in the other RETRY_GEOMETRIES (larger, rotated 30 degrees either way, brightened) — `retries`
         replaces that list. retry=False: the photo as it is, once.
+        views=True: a found hand in such a small photo also carries the keypoints of SMALL_PHOTO_VIEWS
+        (`HandObservation.views`, from the full models; a view that finds no hand is left out), which a
+        hand pose model averages its prediction over.
     video=True: consecutive calls are consecutive frames of one video (MediaPipe's tracking mode, palm
         detection only when the hand is lost); call `reset()` before another video. No padded retry.
 
@@ -144,6 +161,7 @@ class HandKeypointDetector:
         retry: bool = True,
         mirrored: bool = False,
         retries: tuple | None = None,
+        views: bool = False,
     ):
         self.video = bool(video)
         # Tracking more hands than one makes MediaPipe run palm detection on every frame (slow).
@@ -157,6 +175,7 @@ class HandKeypointDetector:
         self.retry = bool(retry) and not self.video
         self.retries = None if retries is None else tuple(tuple(g) for g in retries)  # None: RETRY_GEOMETRIES
         self.mirrored = bool(mirrored)
+        self.views = bool(views) and self.retry
         self._fallback = None
         self._hands = self._build(self.model_complexity)
         self._closed = False
@@ -231,6 +250,15 @@ class HandKeypointDetector:
                 self._fallback = self._build(self.fallback_complexity)
             hands = self._attempts(self._fallback, rgb)
         hands.sort(key=lambda h: h.confidence, reverse=True)
+        if hands and self.views and min(rgb.shape[:2]) < RETRY_SHORT_SIDE:
+            views = []
+            for geometry in SMALL_PHOTO_VIEWS:
+                prepared, mapping = _retry_geometry(rgb, *geometry)
+                found = self._process(self._hands, prepared, mapping)
+                if found:  # the same hand: the one nearest the first view's joints
+                    first = hands[0].keypoints[0, :2]
+                    views.append(min(found, key=lambda h: float(np.abs(h.keypoints[0, :2] - first).mean())).keypoints)
+            hands[0].views = tuple(views)
         return hands
 
     def _attempts(self, graph, rgb: np.ndarray) -> list[HandObservation]:

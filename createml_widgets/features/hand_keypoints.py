@@ -42,6 +42,7 @@ from .hand_detector import (  # noqa: F401 - reached here by tests, benchmarks
     RETRY_PAD_FRACTION,
     RETRY_SHORT_SIDE,
     SMALL_PHOTO_GEOMETRY,
+    SMALL_PHOTO_VIEWS,
     HandKeypointDetector,
     HandObservation,
     _as_rgb_array,
@@ -88,7 +89,7 @@ def _detect_one(detector: HandKeypointDetector, source):
 
 __all__ = [
     "DETECTION_SIDE", "EXTRACTOR_ID", "FORKSERVER_PRELOAD", "JOINT_NAMES", "NUM_JOINTS", "RETRY_GEOMETRIES",
-    "RETRY_PAD_FRACTION", "RETRY_SHORT_SIDE", "SMALL_PHOTO_GEOMETRY", "WORKERS_ENV", "WORKER_PROCESS_PREFIX", "HandKeypointDetector",
+    "RETRY_PAD_FRACTION", "RETRY_SHORT_SIDE", "SMALL_PHOTO_GEOMETRY", "SMALL_PHOTO_VIEWS", "WORKERS_ENV", "WORKER_PROCESS_PREFIX", "HandKeypointDetector",
     "HandObservation", "draw_hand", "extract_image_keypoints",
     "keypoints_array", "parallel_map", "prepare_worker", "resolve_workers",
 ]

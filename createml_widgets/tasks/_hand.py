@@ -98,6 +98,9 @@ class KeypointExtractor:
 class HandPoseExtractor(KeypointExtractor):
     """Photo -> (1, 3, 21) keypoints of the most confident hand, in parallel worker processes."""
 
+    # views=True (`HandPoseViewsExtractor`): each photo's (V, 3, 21) test-time views, for prediction
+    views = False
+
     def __init__(self, workers: int | None = None):
         self.workers = workers
         self._detector = None  # with workers=1 (e.g. on a Dask worker): one detector kept for every batch
@@ -116,9 +119,9 @@ class HandPoseExtractor(KeypointExtractor):
         from ..features.hand_keypoints import HandKeypointDetector, extract_image_keypoints
 
         if self.workers != 1:
-            return extract_image_keypoints(sources, workers=self.workers)
+            return extract_image_keypoints(sources, workers=self.workers, views=self.views)
         if self._detector is None:
-            self._detector = HandKeypointDetector(video=False)  # what extract_image_keypoints builds
+            self._detector = HandKeypointDetector(video=False, views=self.views)  # what extract_image_keypoints builds
         out = []
         for source in sources:
             try:
@@ -135,8 +138,22 @@ class HandPoseExtractor(KeypointExtractor):
             elif isinstance(obs, BaseException):
                 out.append(obs)
             else:
-                out.append(obs.keypoints.astype(np.float32))
+                out.append(obs.all_views() if self.views else obs.keypoints.astype(np.float32))
         return out
+
+
+class HandPoseViewsExtractor(HandPoseExtractor):
+    """Photo -> (V, 3, 21): the training keypoints first, then a small photo's further test-time views
+    (`HandKeypointDetector(views=True)`), which a hand pose model averages its prediction over."""
+
+    views = True
+
+    @property
+    def id(self) -> str:
+        """The cache id of the views (the view geometries spelled in)."""
+        from ..features import hand_keypoints as hk
+
+        return super().id + ":views" + "+".join("-".join(map(str, g)) for g in hk.SMALL_PHOTO_VIEWS)
 
 
 def hand_fraction(sequence: np.ndarray) -> float:

@@ -23,6 +23,7 @@ from ._fields import DeclaredParameters, declared_parameters
 from ._hand import (  # noqa: F401 - keypoint_plan and require_each_label were defined here
     KEYPOINTS_GIVEN,
     HandPoseExtractor,
+    HandPoseViewsExtractor,
     HandTask,
     ModelAlgorithmType,
     algorithm_field,
@@ -176,40 +177,50 @@ class MLHandPoseClassifier(HandTask):
                 self._display_examples.append((item.label, str(item.source), session.features.features[item.key]))
 
     # -- prediction ----------------------------------------------------------------------------------
+    # Photos are evaluated and predicted on their test-time views (`HandPoseViewsExtractor`: a small
+    # photo's keypoints with 30/40/50 % borders); the answer is the mean of the views' probabilities.
     def _make_extractor(self):
-        return CachingExtractor(HandPoseExtractor())
+        return CachingExtractor(HandPoseViewsExtractor())
 
     def _evaluation_items(self, source):
-        from ._hand import HandPoseExtractor as _E
-
         examples, skipped = source._examples()
-        ext_id = _E().id
+        ext_id = HandPoseViewsExtractor().id
         return [ex.item(ext_id, KEYPOINTS_GIVEN) for ex in examples], skipped
 
     def _predict_features(self, features: list[np.ndarray]) -> np.ndarray:
-        x = torch.from_numpy(np.stack([f.reshape(1, 3, 21) for f in features]).astype(np.float32))
-        return self._probabilities(x)
+        """(N, K): each example's (V, 3, 21) keypoints (V views; 1 for training keypoints) -> the mean of its views' probabilities."""
+        views = [np.asarray(f, dtype=np.float32).reshape(-1, 1, 3, 21) for f in features]
+        probs = self._probabilities(torch.from_numpy(np.concatenate(views)))
+        if all(len(v) == 1 for v in views):
+            return probs
+        ends = np.cumsum([len(v) for v in views])
+        return np.stack([probs[e - len(v):e].mean(axis=0) for v, e in zip(views, ends)])
 
     def _detector(self):
         if self._prediction_extractor is None:
             from ..features.hand_keypoints import HandKeypointDetector
 
-            self._prediction_extractor = HandKeypointDetector(video=False)
+            self._prediction_extractor = HandKeypointDetector(video=False, views=True)
         return self._prediction_extractor
 
     def keypoints(self, image: ImageSource) -> HandObservation:
-        """The HandObservation (keypoints in Vision's layout, chirality) found in `image`; raises if none."""
+        """The HandObservation (keypoints in Vision's layout, chirality) found in `image`; raises if none.
+
+        A photo under 256 px on its short side also carries its test-time views (`observation.views`);
+        `prediction_from_keypoints(observation.all_views())` is then `prediction(image)`.
+        """
         obs = self._detector().detect(image)
         if obs is None:
             raise NoHandDetectedError(source_name(image))
         return obs
 
     def prediction_from_keypoints(self, keypoints: np.ndarray) -> list[tuple[str, float]]:
-        """Every label with its confidence for a (1, 3, 21) keypoint array, most confident first."""
+        """Every label with its confidence for (1, 3, 21) keypoints (or (V, 3, 21) views of one hand, their
+        probabilities averaged), most confident first."""
         return self._ranked(self._predict_features([np.asarray(keypoints, dtype=np.float32)])[0])
 
     def _probabilities_of(self, image) -> np.ndarray:
-        return self._predict_features([self.keypoints(image).keypoints])[0]
+        return self._predict_features([self.keypoints(image).all_views()])[0]
 
     def prediction(self, image: ImageSource) -> list[tuple[str, float]]:
         """Every label with its confidence for the hand in `image` (path, PIL image or array).

@@ -289,7 +289,8 @@ class PredictionPreview(widgets.VBox):
             except NoHandDetectedError:
                 self._show_picture(image, " · ".join(x for x in (_name(source), "no hand found") if x))
                 raise
-            ranked = model.prediction_from_keypoints(observation.keypoints)
+            views = observation.all_views() if hasattr(observation, "all_views") else observation.keypoints
+            ranked = model.prediction_from_keypoints(views)  # = model.prediction(image)
             from ..features.hand_keypoints import draw_hand
 
             drawn = draw_hand(image, observation.keypoints)

@@ -80,3 +80,38 @@ def test_the_small_photo_border_finds_the_hand_where_it_is_in_the_photo(open_han
         bordered = det.detect(rgb)
     err = np.abs(plain.keypoints[0, :2] - bordered.keypoints[0, :2]).max()
     assert err < 0.06, err
+
+
+def test_a_small_photo_s_views_are_the_same_hand_in_the_other_borders(monkeypatch):
+    """views=True: after the hand is found, SMALL_PHOTO_VIEWS run in order on the full models, and each view
+    is that hand (in the photo's own coordinates); a large photo, or views=False, gets none."""
+    rgb = np.asarray(Image.open(photos("5")[0]).convert("RGB"))
+    assert min(rgb.shape[:2]) < hk.RETRY_SHORT_SIDE
+    seen = []
+    real = hk._retry_geometry
+
+    def spy(image, *geometry):
+        seen.append(geometry)
+        return real(image, *geometry)
+
+    monkeypatch.setattr(hand_detector, "_retry_geometry", spy)
+    with hk.HandKeypointDetector(video=False, views=True) as det:
+        obs = det.detect(rgb)
+        assert seen == [hk.SMALL_PHOTO_GEOMETRY, *hk.SMALL_PHOTO_VIEWS]
+        assert len(obs.views) == len(hk.SMALL_PHOTO_VIEWS) == 2
+        stacked = obs.all_views()
+        assert stacked.shape == (3, 3, 21) and stacked.dtype == np.float32
+        np.testing.assert_array_equal(stacked[0], obs.keypoints[0])
+        for view in obs.views:
+            assert view.shape == (1, 3, 21)
+            assert np.abs(view[0, :2] - obs.keypoints[0, :2]).mean() < 0.05  # the same hand, placed alike
+            assert not np.array_equal(view, obs.keypoints)  # but another detection
+        seen.clear()
+        large = np.asarray(Image.fromarray(rgb).resize((300, 300), Image.BICUBIC))
+        big = det.detect(large)
+        assert big is not None and big.views == () and big.all_views().shape == (1, 3, 21)
+        assert not set(seen) & set(hk.SMALL_PHOTO_VIEWS)
+    with hk.HandKeypointDetector(video=False) as det:
+        plain = det.detect(rgb)
+    assert plain.views == ()
+    np.testing.assert_array_equal(plain.keypoints, obs.keypoints)  # views do not change the first answer

@@ -229,3 +229,24 @@ def test_labeled_files(small_digits, tmp_path):
                HP.ModelParameters(maximum_iterations=5, validation=ValidationData.none()))
     assert model.class_labels == ["five", "zero"]
     assert model.training_metrics.count + len(model.training_metrics.skipped) == 8
+
+
+def test_a_small_photo_is_predicted_and_evaluated_from_its_views(model, digits_dir, tmp_path):
+    """prediction(photo) is the mean of the views' probabilities, and evaluation(on:) answers the same."""
+    photo = sorted((digits_dir / "7").iterdir())[2]
+    obs = model.keypoints(photo)
+    assert len(obs.views) == 2
+    each = [dict(model.prediction_from_keypoints(v[None])) for v in obs.all_views()]
+    mean = {label: float(np.mean([e[label] for e in each])) for label in model.class_labels}
+    got = dict(model.prediction(photo))
+    assert got == pytest.approx(mean, abs=1e-6)
+    assert dict(model.prediction_from_keypoints(obs.all_views())) == pytest.approx(mean, abs=1e-6)
+    (tmp_path / "7").mkdir()
+    shutil.copy(photo, tmp_path / "7")
+    metrics = model.evaluation(on=HP.DataSource.labeled_directories(tmp_path))
+    [row] = metrics.examples.to_dict("records")
+    top, confidence = max(got.items(), key=lambda kv: kv[1])
+    assert row["Predicted"] == top and row["Confidence"] == pytest.approx(confidence, abs=1e-5)
+    # keypoints given as data have one view: predicted as they are
+    one = dict(model.prediction_from_keypoints(obs.keypoints))
+    assert one == pytest.approx(each[0], abs=1e-6)
