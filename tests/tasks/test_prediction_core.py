@@ -84,11 +84,13 @@ def test_the_image_label_is_the_first_of_the_ranked_result(image_model):
 def test_hand_pose_ranking_is_the_old_one(hand_pose_model):
     photo = sorted((DIGITS / "5").iterdir())[7]
     observation = hand_pose_model.keypoints(photo)
-    probs = hand_pose_model._predict_features([observation.keypoints])[0]
+    probs = hand_pose_model._predict_features([observation.all_views()])[0]  # a small photo: its views' mean
     old = _old_ranking(hand_pose_model.class_labels, probs)
     assert hand_pose_model.prediction(photo) == old
-    assert hand_pose_model.prediction_from_keypoints(observation.keypoints) == old
+    assert hand_pose_model.prediction_from_keypoints(observation.all_views()) == old
     assert hand_pose_model.ranked_prediction(photo) == old
+    one = _old_ranking(hand_pose_model.class_labels, hand_pose_model._predict_features([observation.keypoints])[0])
+    assert hand_pose_model.prediction_from_keypoints(observation.keypoints) == one
     assert [c for _, c in old] == sorted((c for _, c in old), reverse=True)
 
 
