@@ -251,12 +251,11 @@ class HandKeypointDetector:
             hands = self._attempts(self._fallback, rgb)
         hands.sort(key=lambda h: h.confidence, reverse=True)
         if hands and self.views and min(rgb.shape[:2]) < RETRY_SHORT_SIDE:
-            views = []
+            views, first = [], hands[0].keypoints[0, :2]
             for geometry in SMALL_PHOTO_VIEWS:
                 prepared, mapping = _retry_geometry(rgb, *geometry)
                 found = self._process(self._hands, prepared, mapping)
                 if found:  # the same hand: the one nearest the first view's joints
-                    first = hands[0].keypoints[0, :2]
                     views.append(min(found, key=lambda h: float(np.abs(h.keypoints[0, :2] - first).mean())).keypoints)
             hands[0].views = tuple(views)
         return hands
